@@ -1,0 +1,456 @@
+"""Masked dense networks: the NEON architecture space at fixed padded shapes.
+
+Every network of a run has the same array shapes (DESIGN.md):
+
+* input Linear ``(d_max, w_max)``, hidden Linears ``(max_hidden - 1, w_max, w_max)``, output ``(w_max, k_max)``;
+* a neuron mask per hidden layer ``(max_hidden, w_max)`` (1 = alive), a ``depth`` (hidden layers past it pass
+  their input through unchanged), per-layer activation and pre-layer-operation codes;
+* batch-norm scale/shift (and running statistics) on the input of every hidden layer, used where the
+  architecture puts a BatchNorm1d.
+
+A base network of the original (neon_spec.md §7) is, for each hidden layer j < depth::
+
+    [Dropout(0.5) | BatchNorm1d | nothing] -> Linear_j -> ReLU | Tanh | Sigmoid
+
+followed by ``Linear_out -> Softmax``. Padded columns, dead neurons and padded classes contribute nothing: the
+input of every layer is multiplied by the mask of the layer feeding it (after batch-norm, whose shift would
+otherwise leak), every activation by its own mask, and padded logits are pushed to ``-1e9``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from neon_jax.presets import (
+    ACT_RELU, ACT_SIGMOID, ACT_TANH, ACTIVATION_NAMES, PRE_BATCHNORM, PRE_DROPOUT, PRE_NONE, Preset,
+)
+
+NEG_LOGIT = -1e9  # padded classes: exp() underflows to exactly 0, and no inf * 0 = nan in gradients
+BN_EPS = 1e-5  # PyTorch BatchNorm1d defaults
+BN_MOMENTUM = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class NetDims:
+    """Padded shapes shared by every network of a run (static: part of the compiled program)."""
+
+    d_max: int  # input features
+    k_max: int  # classes
+    max_hidden: int
+    w_max: int
+
+    @classmethod
+    def for_preset(cls, preset: Preset, d_max: int, k_max: int) -> "NetDims":
+        return cls(d_max=int(d_max), k_max=int(k_max), max_hidden=preset.max_hidden, w_max=preset.w_max)
+
+
+@struct.dataclass
+class Arch:
+    """Architecture of one network (add a leading axis for a population).
+
+    Attributes:
+      depth: () int32, number of hidden layers, 1..max_hidden.
+      mask: (max_hidden, w_max) float32, 1 where a hidden neuron is alive; rows >= depth are all zero.
+      activation: (max_hidden,) int32, ACT_RELU / ACT_TANH / ACT_SIGMOID of each hidden layer.
+      pre_layer: (max_hidden,) int32, PRE_NONE / PRE_DROPOUT / PRE_BATCHNORM in front of each hidden Linear.
+      n_features: () int32, real input features (<= d_max).
+      n_classes: () int32, real classes (<= k_max).
+    """
+
+    depth: jax.Array
+    mask: jax.Array
+    activation: jax.Array
+    pre_layer: jax.Array
+    n_features: jax.Array
+    n_classes: jax.Array
+
+    @property
+    def widths(self) -> jax.Array:
+        """(..., max_hidden) int32 alive neurons per hidden layer (0 past the depth)."""
+        return self.mask.sum(-1).astype(jnp.int32)
+
+    def feature_mask(self, d_max: int) -> jax.Array:
+        return (jnp.arange(d_max) < self.n_features[..., None]).astype(jnp.float32)
+
+    def class_mask(self, k_max: int) -> jax.Array:
+        return jnp.arange(k_max) < self.n_classes[..., None]
+
+
+def make_arch(widths, activation, pre_layer, n_features: int, n_classes: int, dims: NetDims) -> Arch:
+    """Builds an `Arch` from plain per-layer lists (length = depth), with prefix masks.
+
+    Args:
+      widths: hidden widths, e.g. [300, 100]; each in 1..w_max, at most max_hidden of them.
+      activation: activation name or code per hidden layer.
+      pre_layer: "none" / "dropout" / "batchnorm" (or codes) per hidden layer.
+    """
+    widths = [int(w) for w in widths]
+    depth = len(widths)
+    if not 1 <= depth <= dims.max_hidden:
+        raise ValueError(f"a network needs 1..{dims.max_hidden} hidden layers, got {depth}")
+    if min(widths) < 1 or max(widths) > dims.w_max:
+        raise ValueError(f"hidden widths must be in 1..{dims.w_max}, got {widths}")
+    if not 1 <= n_features <= dims.d_max:
+        raise ValueError(f"n_features must be in 1..{dims.d_max}, got {n_features}")
+    if not 2 <= n_classes <= dims.k_max:
+        raise ValueError(f"n_classes must be in 2..{dims.k_max}, got {n_classes}")
+    act_codes = [_code(a, ACTIVATION_NAMES) for a in activation]
+    pre_codes = [_code(p, ("none", "dropout", "batchnorm")) for p in pre_layer]
+    if len(act_codes) != depth or len(pre_codes) != depth:
+        raise ValueError("widths, activation and pre_layer must have one entry per hidden layer")
+    mask = np.zeros((dims.max_hidden, dims.w_max), np.float32)
+    for j, w in enumerate(widths):
+        mask[j, :w] = 1.0
+    pad = dims.max_hidden - depth
+    return Arch(
+        depth=jnp.int32(depth), mask=jnp.asarray(mask),
+        activation=jnp.asarray(act_codes + [ACT_RELU] * pad, jnp.int32),
+        pre_layer=jnp.asarray(pre_codes + [PRE_NONE] * pad, jnp.int32),
+        n_features=jnp.int32(n_features), n_classes=jnp.int32(n_classes),
+    )
+
+
+def _code(value, names) -> int:
+    if isinstance(value, str):
+        if value not in names:
+            raise ValueError(f"unknown layer kind {value!r}; expected one of {names}")
+        return names.index(value)
+    return int(value)
+
+
+def sample_arch(key: jax.Array, preset: Preset, dims: NetDims, n_features, n_classes) -> Arch:
+    """Draws one random base-network architecture as the original generator does (neon_spec.md §7).
+
+    Depth uniform in 1..max_hidden; each width uniform over `preset.widths`; in front of each hidden Linear
+    Dropout (u <= p_dropout), BatchNorm (u <= p_dropout + p_batchnorm) or nothing; activation Tanh / Sigmoid /
+    ReLU with the preset's probabilities. Jittable and vmappable over keys.
+    """
+    k_depth, k_width, k_pre, k_act = jax.random.split(key, 4)
+    depth = jax.random.randint(k_depth, (), 1, preset.max_hidden + 1)
+    widths = jax.random.choice(k_width, jnp.asarray(preset.widths), (preset.max_hidden,))
+    u = jax.random.uniform(k_pre, (preset.max_hidden,))
+    pre = jnp.where(u <= preset.p_dropout, PRE_DROPOUT,
+                    jnp.where(u <= preset.p_dropout + preset.p_batchnorm, PRE_BATCHNORM, PRE_NONE))
+    v = jax.random.uniform(k_act, (preset.max_hidden,))
+    act = jnp.where(v < preset.p_tanh, ACT_TANH, jnp.where(v < preset.p_tanh + preset.p_sigmoid, ACT_SIGMOID, ACT_RELU))
+    live = jnp.arange(preset.max_hidden) < depth
+    mask = ((jnp.arange(dims.w_max)[None, :] < widths[:, None]) & live[:, None]).astype(jnp.float32)
+    return Arch(
+        depth=depth.astype(jnp.int32), mask=mask,
+        activation=jnp.where(live, act, ACT_RELU).astype(jnp.int32),
+        pre_layer=jnp.where(live, pre, PRE_NONE).astype(jnp.int32),
+        n_features=jnp.asarray(n_features, jnp.int32), n_classes=jnp.asarray(n_classes, jnp.int32),
+    )
+
+
+def layer_input_masks(arch: Arch, dims: NetDims) -> tuple[jax.Array, jax.Array]:
+    """Masks of the inputs of the input layer (d_max,) and of hidden layers 1.. (max_hidden - 1, w_max)."""
+    return arch.feature_mask(dims.d_max), arch.mask[:-1]
+
+
+def fan_ins(arch: Arch) -> jax.Array:
+    """(max_hidden + 1,) real fan-in of each Linear: input layer, hidden layers 1.., output layer.
+
+    The output layer reads the last live hidden layer; hidden layers past the depth get fan-in 1 (unused).
+    """
+    widths = arch.widths
+    hidden_in = jnp.maximum(widths[:-1], 1)
+    last = widths[arch.depth - 1]
+    return jnp.concatenate([arch.n_features[None], hidden_in, last[None]]).astype(jnp.float32)
+
+
+def torch_linear_init(key, shape, fan_in):
+    """PyTorch's default Linear init (kaiming-uniform with a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / jnp.sqrt(jnp.maximum(fan_in, 1.0))
+    return jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0) * bound
+
+
+def _activate(z: jax.Array, code: jax.Array) -> jax.Array:
+    return jnp.where(code == ACT_RELU, jax.nn.relu(z), jnp.where(code == ACT_TANH, jnp.tanh(z), jax.nn.sigmoid(z)))
+
+
+class MaskedBatchNorm(nn.Module):
+    """BatchNorm1d over the feature axis with per-row weights, so padded rows never enter the statistics.
+
+    PyTorch semantics: normalise with the biased batch variance, update running statistics with momentum 0.1
+    and the unbiased variance; eval mode uses the running statistics.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x, row_weight, train: bool):
+        scale = self.param("scale", nn.initializers.ones, (self.features,))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (self.features,))
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (self.features,))
+        if train:
+            n = jnp.maximum(row_weight.sum(), 1.0)
+            mean = (row_weight[:, None] * x).sum(0) / n
+            var = (row_weight[:, None] * (x - mean) ** 2).sum(0) / n
+            if not self.is_initializing():
+                unbiased = var * n / jnp.maximum(n - 1.0, 1.0)
+                ra_mean.value = (1 - BN_MOMENTUM) * ra_mean.value + BN_MOMENTUM * mean
+                ra_var.value = (1 - BN_MOMENTUM) * ra_var.value + BN_MOMENTUM * unbiased
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        return (x - mean) * jax.lax.rsqrt(var + BN_EPS) * scale + bias
+
+
+class MaskedMLP(nn.Module):
+    """The NEON base network at padded shapes; one instance serves every architecture of a run.
+
+    ``__call__(x, arch, train, row_weight=None, return_hidden=False)``:
+      x: (B, d_max) inputs (padded feature columns are ignored through `arch.n_features`).
+      arch: `Arch` of this network.
+      train: dropout on and batch-norm on batch statistics (statistics over rows with `row_weight` > 0).
+      returns logits (B, k_max) with padded classes at -1e9, and with `return_hidden` also the
+      post-activation outputs of every hidden layer (max_hidden, B, w_max) (zeros past the depth).
+
+    Parameters are initialised as PyTorch does (`torch_linear_init`, fan-in = real width) and zero on dead
+    neurons, so counting, compaction and statistics see exactly the real network.
+    """
+
+    dims: NetDims
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, x, arch: Arch, train: bool = False, row_weight=None, return_hidden: bool = False):
+        dims = self.dims
+        if row_weight is None:
+            row_weight = jnp.ones(x.shape[0], jnp.float32)
+        fans = fan_ins(arch)
+        in_mask, hidden_in_masks = layer_input_masks(arch, dims)
+
+        def linear(name, shape, fan_in, in_mask_, out_mask_):
+            def kernel_init(key, shp):
+                return torch_linear_init(key, shp, fan_in) * in_mask_[:, None] * out_mask_[None, :]
+
+            def bias_init(key, shp):
+                return torch_linear_init(key, shp, fan_in) * out_mask_
+
+            kernel = self.param(f"{name}_kernel", kernel_init, shape)
+            bias = self.param(f"{name}_bias", bias_init, shape[1:])
+            return kernel, bias
+
+        class_mask = arch.class_mask(dims.k_max).astype(jnp.float32)
+        h = x
+        hidden_outputs = []
+        for j in range(dims.max_hidden):
+            width_in = dims.d_max if j == 0 else dims.w_max
+            inp_mask = in_mask if j == 0 else hidden_in_masks[j - 1]
+            pre = arch.pre_layer[j]
+            h_bn = MaskedBatchNorm(width_in, name=f"bn{j}")(h, row_weight, train)
+            h_in = jnp.where(pre == PRE_BATCHNORM, h_bn, h)
+            if train and self.dropout_rate > 0:
+                keep = jax.random.bernoulli(self.make_rng("dropout"), 1 - self.dropout_rate, h.shape)
+                h_in = jnp.where(pre == PRE_DROPOUT, jnp.where(keep, h_in / (1 - self.dropout_rate), 0.0), h_in)
+            h_in = h_in * inp_mask  # dead inputs (and the batch-norm shift on them) contribute nothing
+            kernel, bias = linear(f"layer{j}", (width_in, dims.w_max), fans[j], inp_mask, arch.mask[j])
+            out = _activate(h_in @ kernel + bias, arch.activation[j]) * arch.mask[j]
+            live = j < arch.depth
+            hidden_outputs.append(jnp.where(live, out, 0.0))
+            h = out if j == 0 else jnp.where(live, out, h)
+        last_mask = arch.mask[arch.depth - 1]
+        kernel, bias = linear("output", (dims.w_max, dims.k_max), fans[-1], last_mask, class_mask)
+        logits = jnp.where(class_mask > 0, h @ kernel + bias, NEG_LOGIT)
+        if return_hidden:
+            return logits, jnp.stack(hidden_outputs)
+        return logits
+
+
+def make_model(dims: NetDims, preset: Preset | None = None) -> MaskedMLP:
+    return MaskedMLP(dims=dims, dropout_rate=preset.dropout_rate if preset is not None else 0.5)
+
+
+def init_network(key: jax.Array, model: MaskedMLP, arch: Arch) -> dict[str, Any]:
+    """Initialises one network's variables ``{"params", "batch_stats"}`` for `arch` (vmap it for a population)."""
+    x = jnp.zeros((1, model.dims.d_max), jnp.float32)
+    return dict(model.init({"params": key}, x, arch, train=False))
+
+
+def init_population(key: jax.Array, model: MaskedMLP, archs: Arch) -> dict[str, Any]:
+    """Initialises a population (leading axis P on `archs`) under one vmap."""
+    keys = jax.random.split(key, archs.depth.shape[0])
+    return jax.vmap(lambda k, a: init_network(k, model, a))(keys, archs)
+
+
+def count_params(arch: Arch) -> jax.Array:
+    """Parameters of the real network, as the original counts them (neon_spec.md §2.6).
+
+    Linear weights and biases plus batch-norm scale and shift of alive neurons; running statistics are not
+    parameters. Works on a single `Arch` or, by broadcasting, a population. Returns int32 (...,).
+    """
+    widths = arch.widths
+    max_hidden = widths.shape[-1]
+    layer = jnp.arange(max_hidden)
+    live = layer < arch.depth[..., None]
+    fan_in = jnp.concatenate([arch.n_features[..., None], widths[..., :-1]], axis=-1)
+    linear = jnp.where(live, fan_in * widths + widths, 0).sum(-1)
+    batchnorm = jnp.where(live & (arch.pre_layer == PRE_BATCHNORM), 2 * fan_in, 0).sum(-1)
+    last = jnp.take_along_axis(widths, (arch.depth - 1)[..., None], axis=-1)[..., 0]
+    output = last * arch.n_classes + arch.n_classes
+    return (linear + batchnorm + output).astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Compaction: masked network <-> plain dense network with its real widths.
+
+
+@dataclasses.dataclass
+class DenseNetwork:
+    """A plain dense network with its real widths, host-side NumPy arrays (eval-mode semantics).
+
+    `layers` is the flat module list of the original's ``nn.Sequential``: dicts with ``kind`` one of
+    ``batchnorm`` (scale, bias, mean, var, eps), ``dropout`` (rate), ``linear`` (kernel (in, out), bias (out,)),
+    ``relu`` / ``tanh`` / ``sigmoid``, and a final ``softmax``.
+    """
+
+    layers: list[dict]
+    n_features: int
+    n_classes: int
+
+    @property
+    def hidden_widths(self) -> list[int]:
+        return [l["kernel"].shape[1] for l in self.layers if l["kind"] == "linear"][:-1]
+
+    def num_params(self) -> int:
+        total = 0
+        for l in self.layers:
+            if l["kind"] == "linear":
+                total += l["kernel"].size + l["bias"].size
+            elif l["kind"] == "batchnorm":
+                total += l["scale"].size + l["bias"].size
+        return int(total)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Eval-mode forward pass to the pre-softmax outputs (N, n_classes), float32 NumPy."""
+        h = np.asarray(x, np.float32)
+        for l in self.layers:
+            kind = l["kind"]
+            if kind == "batchnorm":
+                h = (h - l["mean"]) / np.sqrt(l["var"] + l["eps"]) * l["scale"] + l["bias"]
+            elif kind == "linear":
+                h = h @ l["kernel"] + l["bias"]
+            elif kind == "relu":
+                h = np.maximum(h, 0)
+            elif kind == "tanh":
+                h = np.tanh(h)
+            elif kind == "sigmoid":
+                h = 1 / (1 + np.exp(-h))
+            # dropout is the identity in eval mode; softmax is left out of logits
+        return h.astype(np.float32)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        z = self.logits(x)
+        z = np.exp(z - z.max(1, keepdims=True))
+        return z / z.sum(1, keepdims=True)
+
+
+def compact(variables: dict, arch: Arch, dims: NetDims, dropout_rate: float = 0.5) -> DenseNetwork:
+    """Turns one masked network into a `DenseNetwork` with its real widths (alive neurons only).
+
+    Neurons keep their order; a pruned-away neuron's row and column disappear. Outputs are identical to the
+    masked network's in eval mode.
+    """
+    params = jax.device_get(variables["params"])
+    stats = jax.device_get(variables.get("batch_stats", {}))
+    arch = jax.device_get(arch)
+    depth, d, k = int(arch.depth), int(arch.n_features), int(arch.n_classes)
+    prev_idx = np.arange(d)
+    layers: list[dict] = []
+    for j in range(depth):
+        alive = np.flatnonzero(np.asarray(arch.mask[j]) > 0)
+        pre = int(arch.pre_layer[j])
+        if pre == PRE_BATCHNORM:
+            bn, bs = params[f"bn{j}"], stats[f"bn{j}"]
+            layers.append(dict(kind="batchnorm", scale=np.asarray(bn["scale"])[prev_idx],
+                               bias=np.asarray(bn["bias"])[prev_idx], mean=np.asarray(bs["mean"])[prev_idx],
+                               var=np.asarray(bs["var"])[prev_idx], eps=BN_EPS))
+        elif pre == PRE_DROPOUT:
+            layers.append(dict(kind="dropout", rate=dropout_rate))
+        kernel = np.asarray(params[f"layer{j}_kernel"])[np.ix_(prev_idx, alive)]
+        layers.append(dict(kind="linear", kernel=kernel, bias=np.asarray(params[f"layer{j}_bias"])[alive]))
+        layers.append(dict(kind=ACTIVATION_NAMES[int(arch.activation[j])]))
+        prev_idx = alive
+    kernel = np.asarray(params["output_kernel"])[np.ix_(prev_idx, np.arange(k))]
+    layers.append(dict(kind="linear", kernel=kernel, bias=np.asarray(params["output_bias"])[:k]))
+    layers.append(dict(kind="softmax"))
+    return DenseNetwork(layers=layers, n_features=d, n_classes=k)
+
+
+def expand(net: DenseNetwork, dims: NetDims) -> tuple[dict, Arch]:
+    """Places a `DenseNetwork` into the padded masked form: returns (variables, arch).
+
+    Raises ValueError naming the problem if the network does not fit `dims` or is not of the NEON family.
+    """
+    widths, acts, pres = [], [], []
+    pending_pre = "none"
+    pending_bn = None
+    hidden: list[tuple[dict, dict | None]] = []
+    linears = [l for l in net.layers if l["kind"] == "linear"]
+    if len(linears) < 2:
+        raise ValueError("a NEON network needs at least one hidden Linear and an output Linear")
+    seen_linear = 0
+    for l in net.layers:
+        kind = l["kind"]
+        if kind in ("batchnorm", "dropout"):
+            if pending_pre != "none":
+                raise ValueError("two pre-layer operations in front of one Linear are not supported")
+            pending_pre, pending_bn = kind, (l if kind == "batchnorm" else None)
+        elif kind == "linear":
+            seen_linear += 1
+            if seen_linear < len(linears):
+                widths.append(l["kernel"].shape[1])
+                pres.append(pending_pre)
+                hidden.append((l, pending_bn))
+            elif pending_pre != "none":
+                raise ValueError("a BatchNorm/Dropout in front of the output Linear is not supported")
+            pending_pre, pending_bn = "none", None
+        elif kind in ACTIVATION_NAMES:
+            acts.append(kind)
+        elif kind != "softmax":
+            raise ValueError(f"unsupported layer kind {kind!r}")
+    if len(acts) != len(widths):
+        raise ValueError("every hidden Linear must be followed by exactly one activation (relu/tanh/sigmoid)")
+    arch = make_arch(widths, acts, pres, net.n_features, net.n_classes, dims)
+    params: dict[str, Any] = {}
+    stats: dict[str, Any] = {}
+    prev = net.n_features
+    for j in range(dims.max_hidden):
+        width_in = dims.d_max if j == 0 else dims.w_max
+        kernel = np.zeros((width_in, dims.w_max), np.float32)
+        bias = np.zeros((dims.w_max,), np.float32)
+        scale, shift = np.ones((width_in,), np.float32), np.zeros((width_in,), np.float32)
+        mean, var = np.zeros((width_in,), np.float32), np.ones((width_in,), np.float32)
+        if j < len(hidden):
+            lin, bn = hidden[j]
+            if lin["kernel"].shape[0] != prev:
+                raise ValueError(f"hidden Linear {j} expects {lin['kernel'].shape[0]} inputs but receives {prev}")
+            w = lin["kernel"].shape[1]
+            kernel[:prev, :w] = lin["kernel"]
+            bias[:w] = lin["bias"]
+            if bn is not None:
+                scale[:prev], shift[:prev] = bn["scale"], bn["bias"]
+                mean[:prev], var[:prev] = bn["mean"], bn["var"]
+            prev = w
+        params[f"layer{j}_kernel"], params[f"layer{j}_bias"] = kernel, bias
+        params[f"bn{j}"] = {"scale": scale, "bias": shift}
+        stats[f"bn{j}"] = {"mean": mean, "var": var}
+    out = linears[-1]
+    if out["kernel"].shape != (prev, net.n_classes):
+        raise ValueError(f"output Linear has shape {out['kernel'].shape}, expected {(prev, net.n_classes)}")
+    kernel = np.zeros((dims.w_max, dims.k_max), np.float32)
+    bias = np.zeros((dims.k_max,), np.float32)
+    kernel[:prev, : net.n_classes] = out["kernel"]
+    bias[: net.n_classes] = out["bias"]
+    params["output_kernel"], params["output_bias"] = kernel, bias
+    variables = jax.tree_util.tree_map(jnp.asarray, {"params": params, "batch_stats": stats})
+    return variables, arch

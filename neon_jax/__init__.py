@@ -1,0 +1,6 @@
+"""neon_jax: NEON (Hirsch & Katz, 2022) — reinforcement-learning pruning of dense networks — in JAX."""
+
+from neon_jax.presets import PRESETS, Preset, get_preset
+
+__version__ = "0.1.0"
+__all__ = ["PRESETS", "Preset", "get_preset", "__version__"]

@@ -454,3 +454,33 @@ def expand(net: DenseNetwork, dims: NetDims) -> tuple[dict, Arch]:
     params["output_kernel"], params["output_bias"] = kernel, bias
     variables = jax.tree_util.tree_map(jnp.asarray, {"params": params, "batch_stats": stats})
     return variables, arch
+
+
+def repad(variables: dict, arch: Arch, dims_from: NetDims, dims_to: NetDims) -> tuple[dict, Arch]:
+    """Zero-pads one network (or a population: leading axes are kept) from `dims_from` to larger `dims_to`.
+
+    Used to put networks of several datasets (different d_max / k_max) into one population. The outputs on the
+    real features and classes are unchanged (padding contributes nothing).
+    """
+    if dims_to.max_hidden != dims_from.max_hidden or dims_to.w_max != dims_from.w_max:
+        raise ValueError("repad only changes d_max and k_max; max_hidden and w_max must match (same preset)")
+    if dims_to.d_max < dims_from.d_max or dims_to.k_max < dims_from.k_max:
+        raise ValueError(f"cannot shrink padded dims from {dims_from} to {dims_to}")
+    dd, dk = dims_to.d_max - dims_from.d_max, dims_to.k_max - dims_from.k_max
+
+    def pad_last(a, n, value=0.0):
+        return jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, n)], constant_values=value)
+
+    def pad_axis(a, axis, n):
+        widths = [(0, 0)] * a.ndim
+        widths[axis] = (0, n)
+        return jnp.pad(a, widths)
+
+    params = dict(variables["params"])
+    stats = dict(variables["batch_stats"])
+    params["layer0_kernel"] = pad_axis(params["layer0_kernel"], -2, dd)
+    params["bn0"] = {"scale": pad_last(params["bn0"]["scale"], dd, 1.0), "bias": pad_last(params["bn0"]["bias"], dd)}
+    stats["bn0"] = {"mean": pad_last(stats["bn0"]["mean"], dd), "var": pad_last(stats["bn0"]["var"], dd, 1.0)}
+    params["output_kernel"] = pad_last(params["output_kernel"], dk)
+    params["output_bias"] = pad_last(params["output_bias"], dk)
+    return {"params": params, "batch_stats": stats}, arch

@@ -80,12 +80,12 @@ PRESETS: dict[str, Preset] = {
         train_epochs=100, train_batch=64, finetune_epochs=100, finetune_batch=32, patience=10,
         feature_width=1000, activation_sample=3000, max_rows=None,
     ),
-    # Deviates from the paper: widths 8..64 (not 100..1000), 30 training epochs, fine-tuning up to 10 epochs
+    # Deviates from the paper: widths 8..64 (not 100..1000), 60 training epochs, fine-tuning up to 10 epochs
     # with patience 3, a 500-row activation sample, datasets capped at 3000 rows. Same depth range, layer
     # types and probabilities, so the agent sees the same kind of decisions at a CPU-sized cost.
     "cpu": Preset(
         name="cpu", max_hidden=6, widths=tuple(range(8, 65, 8)),
-        train_epochs=30, train_batch=64, finetune_epochs=10, finetune_batch=32, patience=3,
+        train_epochs=60, train_batch=64, finetune_epochs=10, finetune_batch=32, patience=3,
         feature_width=64, activation_sample=500, max_rows=3000,
     ),
     # For tests: seconds, not minutes. Up to 3 hidden layers of width 4..16.

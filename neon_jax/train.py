@@ -1,0 +1,288 @@
+"""Population training, fine-tuning and evaluation of masked networks, all under one jit each.
+
+A population is a pytree with a leading axis P (variables and `Arch`). Datasets are a stack of D padded
+datasets (`PaddedData` with a leading axis D) and each network names its dataset by index, so networks on
+different datasets train together and a dataset shared by many networks is stored once.
+
+Minibatches are `lax.scan` steps over a per-epoch shuffle of each network's real rows; padded rows carry weight
+0 (they never enter a loss or a batch-norm statistic). Epochs are `lax.scan` (base training, fixed length, as
+the original) or `lax.while_loop` (fine-tuning with patience: a network that stopped keeps its weights while
+the others go on).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from neon_jax.nets import Arch, MaskedMLP, NetDims, NEG_LOGIT
+
+
+@struct.dataclass
+class PaddedData:
+    """One split of one dataset at padded shapes (add a leading axis D for a stack of datasets).
+
+    Attributes:
+      x: (n_max, d_max) float32 features, zero past the real rows and columns.
+      y: (n_max,) int32 labels, 0 past the real rows.
+      n: () int32 number of real rows.
+    """
+
+    x: jax.Array
+    y: jax.Array
+    n: jax.Array
+
+
+def pad_data(x: np.ndarray, y: np.ndarray, n_max: int, d_max: int) -> PaddedData:
+    """Pads one split to (n_max, d_max); raises ValueError if it does not fit."""
+    x = np.asarray(x, np.float32)
+    n, d = x.shape
+    if n > n_max or d > d_max:
+        raise ValueError(f"split of shape {x.shape} does not fit the padded shape ({n_max}, {d_max})")
+    xp = np.zeros((n_max, d_max), np.float32)
+    yp = np.zeros((n_max,), np.int32)
+    xp[:n, :d] = x
+    yp[:n] = np.asarray(y, np.int32)
+    return PaddedData(x=jnp.asarray(xp), y=jnp.asarray(yp), n=jnp.int32(n))
+
+
+def stack_data(splits: list[tuple[np.ndarray, np.ndarray]], d_max: int, n_max: int | None = None) -> PaddedData:
+    """Pads several (x, y) splits to common shapes and stacks them: PaddedData with leading axis D."""
+    n_max = n_max or max(len(x) for x, _ in splits)
+    padded = [pad_data(x, y, n_max, d_max) for x, y in splits]
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *padded)
+
+
+@struct.dataclass
+class Trainable:
+    """Which parameters a fine-tune may change.
+
+    Attributes:
+      linear: (max_hidden + 1,) bool; entry j < max_hidden is hidden Linear j, the last entry the output Linear.
+      batchnorm: (max_hidden,) bool; entry j is the batch-norm in front of hidden Linear j.
+    """
+
+    linear: jax.Array
+    batchnorm: jax.Array
+
+    @classmethod
+    def everything(cls, max_hidden: int) -> "Trainable":
+        return cls(linear=jnp.ones(max_hidden + 1, bool), batchnorm=jnp.ones(max_hidden, bool))
+
+
+def _param_mask(trainable: Trainable, params: dict) -> dict:
+    """A pytree of 0/1 scalars matching `params` from a `Trainable`."""
+    max_hidden = trainable.batchnorm.shape[-1]
+    mask = {}
+    for name, leaf in params.items():
+        if name.startswith("bn"):
+            j = int(name[2:])
+            mask[name] = jax.tree_util.tree_map(lambda _: trainable.batchnorm[j].astype(jnp.float32), leaf)
+        elif name.startswith("layer"):
+            j = int(name[len("layer"):].split("_")[0])
+            mask[name] = trainable.linear[j].astype(jnp.float32)
+        elif name.startswith("output"):
+            mask[name] = trainable.linear[max_hidden].astype(jnp.float32)
+        else:
+            raise KeyError(f"unexpected parameter {name!r}")
+    return mask
+
+
+def log_probs(logits: jax.Array, n_classes: jax.Array, double_softmax: bool) -> jax.Array:
+    """Log-probabilities the loss sees.
+
+    `double_softmax=True` reproduces the original (neon_spec.md §12 B5): the network ends in Softmax and
+    CrossEntropyLoss applies log-softmax again to those probabilities (padded classes excluded both times).
+    """
+    if not double_softmax:
+        return jax.nn.log_softmax(logits)
+    probs = jax.nn.softmax(logits)
+    class_mask = jnp.arange(logits.shape[-1]) < n_classes
+    return jax.nn.log_softmax(jnp.where(class_mask, probs, NEG_LOGIT))
+
+
+def _gather_batch(data: PaddedData, dataset_index, perm, start, batch_size):
+    idx = jax.lax.dynamic_slice(perm, (start,), (batch_size,))
+    weight = ((start + jnp.arange(batch_size)) < data.n[dataset_index]).astype(jnp.float32)
+    return data.x[dataset_index, idx], data.y[dataset_index, idx], weight
+
+
+def _shuffle_real_rows(key, n_real, n_max, n_padded):
+    """A permutation of 0..n_max-1 with the real rows first in random order, padded to n_padded entries."""
+    u = jax.random.uniform(key, (n_max,))
+    u = jnp.where(jnp.arange(n_max) < n_real, u, 2.0)
+    perm = jnp.argsort(u)
+    return jnp.pad(perm, (0, n_padded - n_max))
+
+
+@functools.lru_cache(maxsize=None)
+def make_trainer(model: MaskedMLP, learning_rate: float = 1e-3, double_softmax: bool = True):
+    """Builds the jitted population functions for one model shape. Cached: one compile per shape and schedule.
+
+    Returns an object with `train`, `finetune`, `evaluate` and `predict` (see their docstrings).
+    """
+    return _Trainer(model, learning_rate, double_softmax)
+
+
+class _Trainer:
+    def __init__(self, model: MaskedMLP, learning_rate: float, double_softmax: bool):
+        self.model = model
+        self.optimizer = optax.adam(learning_rate)  # PyTorch Adam defaults: betas (0.9, 0.999), eps 1e-8
+        self.double_softmax = double_softmax
+        self.train = jax.jit(self._train_population, static_argnames=("epochs", "batch_size"))
+        self.finetune = jax.jit(self._finetune_population, static_argnames=("max_epochs", "batch_size", "patience"))
+        self.evaluate = jax.jit(self._evaluate_population)
+        self.predict = jax.jit(jax.vmap(self._logits, in_axes=(0, 0, None)))
+
+    # -- one network -------------------------------------------------------------------------------------------
+
+    def _loss(self, params, stats, arch, x, y, weight, key):
+        variables = {"params": params, "batch_stats": stats}
+        logits, new_vars = self.model.apply(
+            variables, x, arch, train=True, row_weight=weight, rngs={"dropout": key}, mutable=["batch_stats"])
+        logp = log_probs(logits, arch.n_classes, self.double_softmax)
+        nll = -jnp.take_along_axis(logp, y[:, None], axis=1)[:, 0]
+        loss = (weight * nll).sum() / jnp.maximum(weight.sum(), 1.0)
+        return loss, new_vars["batch_stats"]
+
+    def _sgd_step(self, params, stats, opt_state, arch, x, y, weight, key, param_mask):
+        """One Adam step on a minibatch; batches of fewer than 2 real rows are skipped (as the original)."""
+        (loss, new_stats), grads = jax.value_and_grad(self._loss, has_aux=True)(params, stats, arch, x, y, weight, key)
+        grads = jax.tree_util.tree_map(lambda g, m: g * m, grads, param_mask)
+        updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
+        updates = jax.tree_util.tree_map(lambda u, m: u * m, updates, param_mask)
+        new_params = optax.apply_updates(params, updates)
+        valid = weight.sum() > 1.5
+        pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(valid, a, b), new, old)
+        return pick(new_params, params), pick(new_stats, stats), pick(new_opt_state, opt_state), loss, valid
+
+    def _train_one(self, key, variables, opt_state, arch, dataset_index, data: PaddedData, epochs, batch_size,
+                   trainable):
+        params, stats = variables["params"], variables["batch_stats"]
+        param_mask = _param_mask(trainable, params)
+        n_max = data.x.shape[1]
+        n_batches = -(-n_max // batch_size)
+
+        def epoch(carry, key):
+            params, stats, opt_state = carry
+            k_perm, k_drop = jax.random.split(key)
+            perm = _shuffle_real_rows(k_perm, data.n[dataset_index], n_max, n_batches * batch_size)
+
+            def step(carry, inputs):
+                params, stats, opt_state = carry
+                b, k = inputs
+                x, y, w = _gather_batch(data, dataset_index, perm, b * batch_size, batch_size)
+                params, stats, opt_state, loss, valid = self._sgd_step(
+                    params, stats, opt_state, arch, x, y, w, k, param_mask)
+                return (params, stats, opt_state), (loss * valid, valid)
+
+            carry, (losses, valid) = jax.lax.scan(
+                step, (params, stats, opt_state), (jnp.arange(n_batches), jax.random.split(k_drop, n_batches)))
+            return carry, losses.sum() / jnp.maximum(valid.sum(), 1)
+
+        (params, stats, opt_state), epoch_loss = jax.lax.scan(
+            epoch, (params, stats, opt_state), jax.random.split(key, epochs))
+        return {"params": params, "batch_stats": stats}, opt_state, epoch_loss
+
+    def _finetune_one(self, key, variables, arch, dataset_index, data, trainable, max_epochs, batch_size, patience):
+        """The original's fine-tuner (neon_spec.md §2.4, §12 B4), for one network.
+
+        Fresh Adam; train mode; every minibatch whose loss (before its update) beats the best so far snapshots
+        the weights that produced it (and the batch-norm buffers) and resets patience; an epoch without any
+        improvement counts towards `patience`; the best snapshot is returned.
+        """
+        params, stats = variables["params"], variables["batch_stats"]
+        param_mask = _param_mask(trainable, params)
+        n_max = data.x.shape[1]
+        n_batches = -(-n_max // batch_size)
+
+        def epoch(state):
+            params, stats, opt_state, best, best_loss, bad, ep, key = state
+            key, k_perm, k_drop = jax.random.split(key, 3)
+            perm = _shuffle_real_rows(k_perm, data.n[dataset_index], n_max, n_batches * batch_size)
+
+            def step(carry, inputs):
+                params, stats, opt_state, best, best_loss, improved = carry
+                b, k = inputs
+                x, y, w = _gather_batch(data, dataset_index, perm, b * batch_size, batch_size)
+                new_params, new_stats, new_opt, loss, valid = self._sgd_step(
+                    params, stats, opt_state, arch, x, y, w, k, param_mask)
+                better = valid & (loss < best_loss)
+                best = jax.tree_util.tree_map(
+                    lambda s, b_: jnp.where(better, s, b_), {"params": params, "batch_stats": new_stats}, best)
+                best_loss = jnp.where(better, loss, best_loss)
+                return (new_params, new_stats, new_opt, best, best_loss, improved | better), None
+
+            (params, stats, opt_state, best, best_loss, improved), _ = jax.lax.scan(
+                step, (params, stats, opt_state, best, best_loss, False),
+                (jnp.arange(n_batches), jax.random.split(k_drop, n_batches)))
+            bad = jnp.where(improved, 0, bad + 1)
+            return params, stats, opt_state, best, best_loss, bad, ep + 1, key
+
+        def keep_going(state):
+            *_, bad, ep, _ = state
+            return (ep < max_epochs) & (bad < patience)
+
+        init = (params, stats, self.optimizer.init(params), {"params": params, "batch_stats": stats},
+                jnp.float32(jnp.inf), jnp.int32(0), jnp.int32(0), key)
+        *_, best, best_loss, _, epochs_run, _ = jax.lax.while_loop(keep_going, epoch, init)
+        return best, {"epochs": epochs_run, "best_loss": best_loss}
+
+    def _logits(self, variables, arch, x):
+        return self.model.apply(variables, x, arch, train=False)
+
+    def _accuracy(self, variables, arch, dataset_index, data):
+        logits = self._logits(variables, arch, data.x[dataset_index])
+        correct = (jnp.argmax(logits, -1) == data.y[dataset_index]).astype(jnp.float32)
+        real = jnp.arange(data.x.shape[1]) < data.n[dataset_index]
+        return jnp.where(real, correct, 0.0).sum() / jnp.maximum(data.n[dataset_index], 1)
+
+    # -- populations -------------------------------------------------------------------------------------------
+
+    def init_opt_state(self, variables):
+        """Adam state for a population (leading axis P), to carry across `train` calls made in chunks."""
+        return jax.vmap(self.optimizer.init)(variables["params"])
+
+    def _train_population(self, key, variables, opt_state, archs: Arch, dataset_index, data: PaddedData, *,
+                          epochs, batch_size):
+        """Trains every network of the population on its dataset (base-network training, neon_spec.md §7).
+
+        Args:
+          key: PRNG key.
+          variables: population variables (leading axis P).
+          opt_state: population Adam state from `init_opt_state` or a previous call (so a long schedule can
+            run in chunks of epochs with a progress bar between them and the same compiled program).
+          archs: population `Arch` (leading axis P).
+          dataset_index: (P,) int32, which dataset of `data` each network trains on.
+          data: `PaddedData` stack (leading axis D).
+          epochs, batch_size: static schedule (paper: 100, 64; no early stopping).
+        Returns:
+          (variables, opt_state, epoch_losses (P, epochs)).
+        """
+        max_hidden = archs.mask.shape[-2]
+        everything = Trainable.everything(max_hidden)
+        keys = jax.random.split(key, archs.depth.shape[0])
+        return jax.vmap(
+            lambda k, v, o, a, i: self._train_one(k, v, o, a, i, data, epochs, batch_size, everything)
+        )(keys, variables, opt_state, archs, dataset_index)
+
+    def _finetune_population(self, key, variables, archs, dataset_index, data, trainable: Trainable, *,
+                             max_epochs, batch_size, patience):
+        """Fine-tunes every network with its own trainable set and early stopping (neon_spec.md §2.4).
+
+        `trainable` has a leading axis P. Returns (variables, info) with info["epochs"] (P,) epochs run.
+        """
+        keys = jax.random.split(key, archs.depth.shape[0])
+        return jax.vmap(
+            lambda k, v, a, i, t: self._finetune_one(k, v, a, i, data, t, max_epochs, batch_size, patience)
+        )(keys, variables, archs, dataset_index, trainable)
+
+    def _evaluate_population(self, variables, archs, dataset_index, data):
+        """(P,) eval-mode accuracy of each network on its dataset's real rows."""
+        return jax.vmap(lambda v, a, i: self._accuracy(v, a, i, data))(variables, archs, dataset_index)

@@ -1,0 +1,246 @@
+"""The base-network zoo: N trained random networks per dataset, saved with their splits (neon_spec.md §1.5, §7).
+
+A zoo of one dataset is one population trained under one jit. On disk, ``<out>/<dataset>/`` holds
+``zoo.json`` (preset, seeds, architectures, accuracies, the train / held-out network split, the data split
+sizes and a digest of the split indices) and ``networks.npz`` (the stacked padded variables and `Arch`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neon_jax import data as data_lib
+from neon_jax import nets, train
+from neon_jax.presets import ACTIVATION_NAMES, Preset, get_preset
+
+ZOO_FORMAT = 1
+PRE_NAMES = ("none", "dropout", "batchnorm")
+
+
+@dataclasses.dataclass(eq=False)
+class PreparedData:
+    """A dataset ready for a preset: subsampled to `preset.max_rows`, split, and padded on the device."""
+
+    dataset: data_lib.Dataset
+    splits: data_lib.Splits
+    seed: int
+
+    @property
+    def n_features(self) -> int:
+        return self.dataset.n_features
+
+    @property
+    def n_classes(self) -> int:
+        return self.dataset.n_classes
+
+    def split_digest(self) -> str:
+        h = hashlib.sha256()
+        for idx in (self.splits.train_idx, self.splits.test_idx, self.splits.finetune_idx, self.splits.val_idx):
+            h.update(np.asarray(idx, np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+
+def prepare_data(name_or_dataset, preset: Preset, seed: int = 0, data_dir=None) -> PreparedData:
+    """Loads (if given a name), subsamples to the preset's row cap and splits a classification dataset.
+
+    The base networks train on the 70% train split and report accuracy on the 30% test split; the environment
+    fine-tunes on 80% of train and rewards on the other 20% (neon_spec.md §2.1).
+    """
+    ds = name_or_dataset
+    if not isinstance(ds, data_lib.Dataset):
+        ds = data_lib.load_dataset(ds, data_dir=data_dir)
+    if ds.task != "classification":
+        raise ValueError(f"dataset {ds.name!r} is a {ds.task} task; NEON prunes classifiers only")
+    if preset.max_rows is not None:
+        ds = data_lib.subsample(ds, preset.max_rows, seed)
+    return PreparedData(dataset=ds, splits=data_lib.make_splits(ds, seed=seed), seed=seed)
+
+
+@dataclasses.dataclass(eq=False)
+class Zoo:
+    """Trained base networks of one dataset (a population: leading axis P on `variables` and `archs`)."""
+
+    dataset: str
+    preset: Preset
+    dims: nets.NetDims
+    variables: dict
+    archs: nets.Arch
+    train_accuracy: np.ndarray  # (P,) on the 70% train split
+    test_accuracy: np.ndarray  # (P,) on the 30% test split
+    heldout: np.ndarray  # (P,) bool: True for the networks the agent never trains on
+    meta: dict
+
+    def __len__(self) -> int:
+        return int(self.archs.depth.shape[0])
+
+    def indices(self, which: str = "all") -> np.ndarray:
+        if which == "all":
+            return np.arange(len(self))
+        if which == "train":
+            return np.flatnonzero(~self.heldout)
+        if which == "heldout":
+            return np.flatnonzero(self.heldout)
+        raise ValueError(f"unknown subset {which!r}; use 'all', 'train' or 'heldout'")
+
+    def select(self, which: str = "all") -> tuple[dict, nets.Arch, np.ndarray]:
+        """(variables, archs, indices) of a subset of the networks."""
+        idx = self.indices(which)
+        take = lambda a: a[idx]
+        return jax.tree_util.tree_map(take, self.variables), jax.tree_util.tree_map(take, self.archs), idx
+
+    def network(self, i: int) -> tuple[dict, nets.Arch]:
+        return jax.tree_util.tree_map(lambda a: a[i], self.variables), jax.tree_util.tree_map(lambda a: a[i], self.archs)
+
+    def describe(self, i: int) -> dict:
+        arch = jax.device_get(jax.tree_util.tree_map(lambda a: a[i], self.archs))
+        depth = int(arch.depth)
+        return {
+            "index": i,
+            "widths": [int(w) for w in np.asarray(arch.widths)[:depth]],
+            "activation": [ACTIVATION_NAMES[int(a)] for a in np.asarray(arch.activation)[:depth]],
+            "pre_layer": [PRE_NAMES[int(p)] for p in np.asarray(arch.pre_layer)[:depth]],
+            "params": int(nets.count_params(arch)),
+            "train_accuracy": float(self.train_accuracy[i]),
+            "test_accuracy": float(self.test_accuracy[i]),
+            "heldout": bool(self.heldout[i]),
+        }
+
+
+def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: int = 6, seed: int = 0,
+              epochs: int | None = None, progress: Callable[[int, int], None] | None = None,
+              chunk_epochs: int = 5) -> Zoo:
+    """Samples `n` random architectures and trains them together (one compiled program).
+
+    Args:
+      prepared: the dataset from `prepare_data`.
+      preset: sizes and schedule (paper: 100 epochs, batch 64).
+      n, n_heldout: networks in the zoo and how many are held out from agent training (paper: 30, 6).
+      seed: seeds the architectures, initialisations, shuffles and the held-out choice.
+      epochs: overrides `preset.train_epochs`.
+      progress: called as progress(epochs_done, epochs_total) between chunks of `chunk_epochs` epochs.
+    """
+    if not 0 <= n_heldout < n:
+        raise ValueError(f"n_heldout must be in 0..{n - 1}, got {n_heldout}")
+    epochs = preset.train_epochs if epochs is None else epochs
+    s = prepared.splits
+    dims = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
+    model = nets.make_model(dims, preset)
+    k_arch, k_init, k_train = jax.random.split(jax.random.PRNGKey(seed), 3)
+    archs = jax.vmap(lambda k: nets.sample_arch(k, preset, dims, prepared.n_features, prepared.n_classes))(
+        jax.random.split(k_arch, n))
+    variables = nets.init_population(k_init, model, archs)
+    train_data = train.stack_data([(s.x_train, s.y_train)], dims.d_max)
+    test_data = train.stack_data([(s.x_test, s.y_test)], dims.d_max)
+    trainer = train.make_trainer(model, preset.learning_rate)
+    opt_state = trainer.init_opt_state(variables)
+    index = jnp.zeros(n, jnp.int32)
+    start = time.perf_counter()
+    done = 0
+    losses = []
+    while done < epochs:
+        chunk = min(chunk_epochs, epochs - done)
+        k_train, k = jax.random.split(k_train)
+        variables, opt_state, loss = trainer.train(k, variables, opt_state, archs, index, train_data,
+                                                   epochs=chunk, batch_size=preset.train_batch)
+        losses.append(np.asarray(loss))
+        done += chunk
+        if progress is not None:
+            progress(done, epochs)
+    train_acc = np.asarray(trainer.evaluate(variables, archs, index, train_data))
+    test_acc = np.asarray(trainer.evaluate(variables, archs, index, test_data))
+    rng = np.random.default_rng(seed)
+    heldout = np.zeros(n, bool)
+    heldout[rng.choice(n, n_heldout, replace=False)] = True
+    meta = {
+        "format": ZOO_FORMAT,
+        "seed": seed,
+        "epochs": epochs,
+        "train_seconds": time.perf_counter() - start,
+        "dataset_source": prepared.dataset.source,
+        "data_seed": prepared.seed,
+        "rows": prepared.dataset.n_rows,
+        "features": prepared.n_features,
+        "classes": prepared.n_classes,
+        "split_sizes": {"train": len(s.train_idx), "test": len(s.test_idx), "finetune": len(s.finetune_idx),
+                        "val": len(s.val_idx)},
+        "split_digest": prepared.split_digest(),
+        "final_train_loss": np.concatenate(losses, axis=1)[:, -1].tolist() if losses else [],
+    }
+    return Zoo(dataset=prepared.dataset.name, preset=preset, dims=dims, variables=variables, archs=archs,
+               train_accuracy=train_acc, test_accuracy=test_acc, heldout=heldout, meta=meta)
+
+
+def save_zoo(zoo: Zoo, out_dir, overwrite: bool = False) -> Path:
+    """Writes ``<out_dir>/<dataset>/{zoo.json, networks.npz}``; refuses to overwrite unless asked."""
+    path = Path(out_dir) / zoo.dataset
+    if (path / "zoo.json").exists() and not overwrite:
+        raise FileExistsError(f"a zoo already exists at {path}; pass overwrite=True (CLI: --overwrite) to replace it")
+    path.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    flat = jax.tree_util.tree_flatten_with_path(jax.device_get(zoo.variables))[0]
+    for key_path, leaf in flat:
+        arrays["variables/" + "/".join(str(getattr(k, "key", k)) for k in key_path)] = np.asarray(leaf)
+    for field in dataclasses.fields(nets.Arch):
+        arrays[f"arch/{field.name}"] = np.asarray(getattr(zoo.archs, field.name))
+    np.savez_compressed(path / "networks.npz", **arrays)
+    doc = {
+        "dataset": zoo.dataset,
+        "preset": dataclasses.asdict(zoo.preset),
+        "dims": dataclasses.asdict(zoo.dims),
+        "meta": zoo.meta,
+        "networks": [zoo.describe(i) for i in range(len(zoo))],
+    }
+    (path / "zoo.json").write_text(json.dumps(doc, indent=1))
+    return path
+
+
+def load_zoo(path) -> Zoo:
+    """Loads a zoo written by `save_zoo` (the folder, or its zoo.json)."""
+    path = Path(path)
+    if path.name == "zoo.json":
+        path = path.parent
+    if not (path / "zoo.json").exists() or not (path / "networks.npz").exists():
+        raise FileNotFoundError(f"{path} is not a zoo folder (expected zoo.json and networks.npz in it)")
+    doc = json.loads((path / "zoo.json").read_text())
+    if doc.get("meta", {}).get("format") != ZOO_FORMAT:
+        raise ValueError(f"{path}: unsupported zoo format {doc.get('meta', {}).get('format')!r}")
+    preset_doc = dict(doc["preset"])
+    preset_doc["widths"] = tuple(preset_doc["widths"])
+    preset = Preset(**preset_doc)
+    dims = nets.NetDims(**doc["dims"])
+    with np.load(path / "networks.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    variables: dict = {}
+    for key, value in arrays.items():
+        if not key.startswith("variables/"):
+            continue
+        node = variables
+        parts = key.split("/")[1:]
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = jnp.asarray(value)
+    archs = nets.Arch(**{f.name: jnp.asarray(arrays[f"arch/{f.name}"]) for f in dataclasses.fields(nets.Arch)})
+    nets_doc = doc["networks"]
+    return Zoo(
+        dataset=doc["dataset"], preset=preset, dims=dims, variables=variables, archs=archs,
+        train_accuracy=np.array([d["train_accuracy"] for d in nets_doc]),
+        test_accuracy=np.array([d["test_accuracy"] for d in nets_doc]),
+        heldout=np.array([d["heldout"] for d in nets_doc]), meta=doc["meta"],
+    )
+
+
+def check_data_matches(zoo: Zoo, prepared: PreparedData) -> None:
+    """Raises ValueError if `prepared` is not the data the zoo was trained on (different rows or splits)."""
+    if prepared.split_digest() != zoo.meta["split_digest"]:
+        raise ValueError(
+            f"the data for {zoo.dataset!r} does not match the zoo's splits (digest {prepared.split_digest()} vs "
+            f"{zoo.meta['split_digest']}): different file, preset row cap or seed")

@@ -190,12 +190,15 @@ class _Trainer:
             epoch, (params, stats, opt_state), jax.random.split(key, epochs))
         return {"params": params, "batch_stats": stats}, opt_state, epoch_loss
 
-    def _finetune_one(self, key, variables, arch, dataset_index, data, trainable, max_epochs, batch_size, patience):
-        """The original's fine-tuner (neon_spec.md §2.4, §12 B4), for one network.
+    def finetune_one(self, key, variables, arch, dataset_index, data, trainable, max_epochs, batch_size, patience,
+                     active=True):
+        """The original's fine-tuner (neon_spec.md §2.4, §12 B4), for one network (vmap it for many).
 
         Fresh Adam; train mode; every minibatch whose loss (before its update) beats the best so far snapshots
         the weights that produced it (and the batch-norm buffers) and resets patience; an epoch without any
-        improvement counts towards `patience`; the best snapshot is returned.
+        improvement counts towards `patience`; the best snapshot is returned. `active` (traced bool) = False
+        runs no epoch at all: under vmap the loop then stops as soon as every active network has stopped,
+        instead of paying for fine-tunes whose result would be thrown away.
         """
         params, stats = variables["params"], variables["batch_stats"]
         param_mask = _param_mask(trainable, params)
@@ -227,7 +230,7 @@ class _Trainer:
 
         def keep_going(state):
             *_, bad, ep, _ = state
-            return (ep < max_epochs) & (bad < patience)
+            return (ep < max_epochs) & (bad < patience) & active
 
         init = (params, stats, self.optimizer.init(params), {"params": params, "batch_stats": stats},
                 jnp.float32(jnp.inf), jnp.int32(0), jnp.int32(0), key)
@@ -237,7 +240,8 @@ class _Trainer:
     def _logits(self, variables, arch, x):
         return self.model.apply(variables, x, arch, train=False)
 
-    def _accuracy(self, variables, arch, dataset_index, data):
+    def accuracy_one(self, variables, arch, dataset_index, data):
+        """Eval-mode accuracy of one network on the real rows of dataset `dataset_index` of `data`."""
         logits = self._logits(variables, arch, data.x[dataset_index])
         correct = (jnp.argmax(logits, -1) == data.y[dataset_index]).astype(jnp.float32)
         real = jnp.arange(data.x.shape[1]) < data.n[dataset_index]
@@ -280,9 +284,9 @@ class _Trainer:
         """
         keys = jax.random.split(key, archs.depth.shape[0])
         return jax.vmap(
-            lambda k, v, a, i, t: self._finetune_one(k, v, a, i, data, t, max_epochs, batch_size, patience)
+            lambda k, v, a, i, t: self.finetune_one(k, v, a, i, data, t, max_epochs, batch_size, patience)
         )(keys, variables, archs, dataset_index, trainable)
 
     def _evaluate_population(self, variables, archs, dataset_index, data):
         """(P,) eval-mode accuracy of each network on its dataset's real rows."""
-        return jax.vmap(lambda v, a, i: self._accuracy(v, a, i, data))(variables, archs, dataset_index)
+        return jax.vmap(lambda v, a, i: self.accuracy_one(v, a, i, data))(variables, archs, dataset_index)

@@ -484,3 +484,47 @@ def repad(variables: dict, arch: Arch, dims_from: NetDims, dims_to: NetDims) -> 
     params["output_kernel"] = pad_last(params["output_kernel"], dk)
     params["output_bias"] = pad_last(params["output_bias"], dk)
     return {"params": params, "batch_stats": stats}, arch
+
+
+def save_dense_network(net: DenseNetwork, path) -> "Path":
+    """Writes a `DenseNetwork` as ``<path>.npz`` (plain arrays) + ``<path>.json`` (its layer list)."""
+    from pathlib import Path
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays, layers = {}, []
+    for i, layer in enumerate(net.layers):
+        entry = {}
+        for key, value in layer.items():
+            if isinstance(value, np.ndarray):
+                arrays[f"{i}/{key}"] = value
+                entry[key] = {"array": f"{i}/{key}", "shape": list(value.shape)}
+            else:
+                entry[key] = value
+        layers.append(entry)
+    np.savez(path.with_suffix(".npz"), **arrays)
+    doc = {"format": "neon_jax.dense/1", "n_features": net.n_features, "n_classes": net.n_classes,
+           "hidden_widths": net.hidden_widths, "num_params": net.num_params(), "layers": layers}
+    path.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+    return path.with_suffix(".npz")
+
+
+def load_dense_network(path) -> DenseNetwork:
+    """Reads a network written by `save_dense_network` (give either file or the common stem)."""
+    from pathlib import Path
+    import json
+
+    path = Path(path)
+    npz, meta = path.with_suffix(".npz"), path.with_suffix(".json")
+    if not npz.exists() or not meta.exists():
+        raise FileNotFoundError(f"no saved network at {path} (expected {npz.name} and {meta.name})")
+    doc = json.loads(meta.read_text())
+    if doc.get("format") != "neon_jax.dense/1":
+        raise ValueError(f"{meta} is not a neon_jax network file (format {doc.get('format')!r})")
+    with np.load(npz) as data:
+        layers = []
+        for entry in doc["layers"]:
+            layers.append({k: (np.asarray(data[v["array"]], np.float32) if isinstance(v, dict) and "array" in v else v)
+                           for k, v in entry.items()})
+    return DenseNetwork(layers=layers, n_features=int(doc["n_features"]), n_classes=int(doc["n_classes"]))

@@ -244,3 +244,43 @@ def check_data_matches(zoo: Zoo, prepared: PreparedData) -> None:
         raise ValueError(
             f"the data for {zoo.dataset!r} does not match the zoo's splits (digest {prepared.split_digest()} vs "
             f"{zoo.meta['split_digest']}): different file, preset row cap or seed")
+
+
+def load_zoo_with_data(path, data_dir=None) -> tuple[Zoo, PreparedData]:
+    """Loads a zoo and re-prepares exactly its data (same file, row cap, seed), checked by split digest.
+
+    The dataset is found by name in `data_dir` or, failing that, at the path recorded when the zoo was built.
+    """
+    zoo = load_zoo(path)
+    source = zoo.meta.get("dataset_source", zoo.dataset)
+    candidates = [zoo.dataset] if data_dir is not None else []
+    if source not in ("sklearn",) and Path(str(source)).exists():
+        candidates.append(source)
+    candidates.append(zoo.dataset)
+    last_error = None
+    for name in candidates:
+        try:
+            prepared = prepare_data(name, zoo.preset, seed=zoo.meta.get("data_seed", 0), data_dir=data_dir)
+            check_data_matches(zoo, prepared)
+            return zoo, prepared
+        except (ValueError, FileNotFoundError) as err:
+            last_error = err
+    raise ValueError(f"cannot find the data the zoo at {path} was trained on ({zoo.dataset!r}): {last_error}")
+
+
+def find_zoos(root, names=None) -> list[Path]:
+    """Zoo folders under `root` (a zoo folder itself, or a folder of them), optionally only `names`."""
+    root = Path(root)
+    if (root / "zoo.json").exists():
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f"zoo folder {root} does not exist")
+    found = {p.parent.name: p.parent for p in sorted(root.glob("*/zoo.json"))}
+    if names is None:
+        if not found:
+            raise FileNotFoundError(f"no zoo under {root} (build one with `neon-jax zoo`)")
+        return list(found.values())
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise FileNotFoundError(f"no zoo for {', '.join(missing)} under {root}; found: {', '.join(found) or 'none'}")
+    return [found[n] for n in names]

@@ -1,0 +1,404 @@
+"""The NEON agent: actor and critic (flax), Monte-Carlo advantage actor-critic (rlax + optax), one jit per update.
+
+Networks (neon_spec.md §6.1): six branches over the observation — network topology, network activation
+statistics, network weight statistics, layer topology, layer activation statistics, layer weight statistics —
+concatenated (170 features at the paper's 10 rows), then 300-300 heads to 5 action logits (actor) or one value
+(critic). The network-level branches are dense maps shared over rows followed by batch-norm with the
+statistics of the rows of one observation (the original's BatchNorm2d at batch size 1, always in train mode,
+§12 A5). PyTorch's default initialisation.
+
+Learning (§6.2): whole episodes are rolled out, returns are discounted Monte-Carlo returns (gamma 0.99, no
+bootstrap), advantage = return - value, the actor minimises -mean_t log pi(a_t|s_t) A_t (each step its own
+advantage; the original's episode-mean advantage, §12 A0, behind `legacy_episode_mean_advantage`), the critic
+mean_t A_t^2, with separate Adam(1e-3) optimisers. The first `warmup_episodes` episodes act uniformly at random
+but are learnt from all the same (§6.2 step 7). Many episodes run in parallel per update (`batch_size`; 1 is the
+original's schedule); roll-out, returns, losses and both updates are one jitted function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import rlax
+from flax import struct
+
+from neon_jax.env import NUM_ACTIONS, EnvParams, NeonEnv
+from neon_jax.features import Observation
+from neon_jax.nets import count_params
+from neon_jax.presets import Preset
+
+ARCHITECTURES = ("neon", "compact")
+CHECKPOINT_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """Static settings of the agent.
+
+    Attributes:
+      architecture: "neon" (the original's six-branch networks, sized by the preset's feature width) or
+        "compact" (beyond the paper: permutation-invariant encoders over neurons and rows, whose size does not
+        depend on the padded width).
+      gamma: discount of the Monte-Carlo returns (the original's effective 0.99, §12 A3).
+      actor_lr / critic_lr: Adam learning rates (1e-3 each, separate optimisers).
+      legacy_episode_mean_advantage: reproduce §12 A0 (actor loss = -(mean log pi) x (mean advantage)).
+      batch_size: episodes rolled out in parallel per update (1 = the original's schedule).
+    """
+
+    architecture: str = "neon"
+    gamma: float = 0.99
+    actor_lr: float = 1e-3
+    critic_lr: float = 1e-3
+    legacy_episode_mean_advantage: bool = False
+    batch_size: int = 8
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown agent architecture {self.architecture!r}; choose one of {ARCHITECTURES}")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+
+
+def warmup_episodes(n_networks: int) -> int:
+    """W = min(2N, 500) uniformly random warm-up episodes (neon_spec.md §1.3)."""
+    return min(2 * n_networks, 500)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Networks.
+
+
+def _torch_uniform(fan_in):
+    bound = 1.0 / np.sqrt(max(fan_in, 1))
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class TorchDense(nn.Module):
+    """Dense layer with PyTorch's default initialisation (weights and bias U(+-1/sqrt(fan_in)))."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        fan_in = x.shape[-1]
+        kernel = self.param("kernel", _torch_uniform(fan_in), (fan_in, self.features))
+        bias = self.param("bias", _torch_uniform(fan_in), (self.features,))
+        return x @ kernel + bias
+
+
+class RowBatchNorm(nn.Module):
+    """BatchNorm2d at batch size 1 in train mode: statistics over the rows of one observation, per channel."""
+
+    @nn.compact
+    def __call__(self, x):  # x: (rows, channels)
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+        mean = x.mean(0)
+        var = ((x - mean) ** 2).mean(0)
+        return (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias
+
+
+class RowBranch(nn.Module):
+    """A dense map shared over rows, each followed by row batch-norm and ReLU; output flattened channel-major."""
+
+    features: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self, x):  # (rows, inputs)
+        for f in self.features:
+            x = nn.relu(RowBatchNorm()(TorchDense(f)(x)))
+        return x.T.reshape(-1)  # index = channel * rows + row, as PyTorch's flatten of (C, rows, 1)
+
+
+class MLPBranch(nn.Module):
+    features: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self, x):
+        for f in self.features:
+            x = nn.relu(TorchDense(f)(x))
+        return x
+
+
+class NeonTrunk(nn.Module):
+    """The original's six branches -> (2R + 5R + 5R + 10 + 20 + 20,) features (170 for R = 10)."""
+
+    @nn.compact
+    def __call__(self, obs: Observation):
+        rows = obs.net_topology.shape[0]
+        per_row = lambda m: jnp.transpose(m, (1, 0, 2)).reshape(rows, -1)  # (8, R, F) -> (R, 8F)
+        return jnp.concatenate([
+            RowBranch((50, 5, 2), name="net_topology")(obs.net_topology),
+            RowBranch((100, 10, 5), name="net_activations")(per_row(obs.net_activations)),
+            RowBranch((100, 10, 5), name="net_weights")(per_row(obs.net_weights)),
+            MLPBranch((10, 10, 10), name="layer_topology")(obs.layer_topology),
+            MLPBranch((500, 500, 20), name="layer_activations")(obs.layer_activations.reshape(-1)),
+            MLPBranch((500, 500, 20), name="layer_weights")(obs.layer_weights.reshape(-1)),
+        ])
+
+
+class CompactTrunk(nn.Module):
+    """Beyond the paper: a permutation-invariant encoder whose size does not depend on the feature width.
+
+    Every neuron's 8 statistics (activation and weight) are embedded by a shared MLP and pooled (mean and max
+    over the layer's non-padded neurons); rows are then pooled the same way for the network-level part. The
+    padded width only changes the amount of pooling, never the parameter count.
+    """
+
+    hidden: int = 64
+
+    @nn.compact
+    def __call__(self, obs: Observation):
+        neuron = MLPBranch((self.hidden, self.hidden), name="neuron_encoder")
+
+        def pool_layer(act, wts):  # (8, F) each -> (2 * hidden,)
+            stats = jnp.concatenate([act, wts], axis=0).T  # (F, 16)
+            alive = (jnp.abs(stats).sum(-1) > 0).astype(jnp.float32)[:, None]
+            emb = neuron(stats) * alive
+            n = jnp.maximum(alive.sum(), 1.0)
+            return jnp.concatenate([emb.sum(0) / n, emb.max(0)])
+
+        layer = pool_layer(obs.layer_activations, obs.layer_weights)
+        rows = jax.vmap(pool_layer, in_axes=(1, 1))(obs.net_activations, obs.net_weights)  # (R, 2h)
+        row_in = jnp.concatenate([rows, obs.net_topology], axis=-1)
+        row_emb = MLPBranch((self.hidden,), name="row_encoder")(row_in)
+        network = jnp.concatenate([row_emb.mean(0), row_emb.max(0)])
+        return jnp.concatenate([layer, network, MLPBranch((10,), name="layer_topology")(obs.layer_topology)])
+
+
+class AgentNet(nn.Module):
+    """Trunk + 300-300 head to `outputs` (5 logits for the actor, 1 value for the critic)."""
+
+    outputs: int
+    architecture: str = "neon"
+
+    @nn.compact
+    def __call__(self, obs: Observation):
+        trunk = NeonTrunk() if self.architecture == "neon" else CompactTrunk()
+        x = MLPBranch((300, 300), name="head")(trunk(obs))
+        out = TorchDense(self.outputs, name="out")(x)
+        return out if self.outputs > 1 else out[0]
+
+
+@struct.dataclass
+class AgentState:
+    actor: Any
+    critic: Any
+    actor_opt: Any
+    critic_opt: Any
+    episodes: jax.Array  # () int32 episodes learnt from so far
+
+
+class Agent:
+    """Actor, critic and their optimisers for one preset (observation shape) and config."""
+
+    def __init__(self, config: AgentConfig, preset: Preset):
+        self.config = config
+        self.preset = preset
+        self.actor = AgentNet(NUM_ACTIONS, config.architecture)
+        self.critic = AgentNet(1, config.architecture)
+        self.actor_opt = optax.adam(config.actor_lr)  # PyTorch Adam defaults, no clipping, no weight decay
+        self.critic_opt = optax.adam(config.critic_lr)
+
+    def dummy_obs(self) -> Observation:
+        R, F = self.preset.feature_rows, self.preset.feature_width
+        z = jnp.zeros
+        return Observation(net_topology=z((R, 8)), net_activations=z((8, R, F)), net_weights=z((8, R, F)),
+                           layer_topology=z((8,)), layer_activations=z((8, F)), layer_weights=z((8, F)))
+
+    def init(self, key) -> AgentState:
+        k_a, k_c = jax.random.split(key)
+        obs = self.dummy_obs()
+        actor = self.actor.init(k_a, obs)
+        critic = self.critic.init(k_c, obs)
+        return AgentState(actor=actor, critic=critic, actor_opt=self.actor_opt.init(actor),
+                          critic_opt=self.critic_opt.init(critic), episodes=jnp.int32(0))
+
+    def num_params(self, state: AgentState) -> tuple[int, int]:
+        count = lambda t: int(sum(np.prod(a.shape) for a in jax.tree_util.tree_leaves(t)))
+        return count(state.actor), count(state.critic)
+
+    def act(self, key, actor_params, obs: Observation, greedy: bool = False):
+        """One action for one observation: sampled from pi (as the original evaluates) or argmax."""
+        logits = self.actor.apply(actor_params, obs)
+        return jnp.argmax(logits) if greedy else jax.random.categorical(key, logits)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Losses.
+
+
+def monte_carlo_returns(rewards, valid, gamma):
+    """(T,) discounted returns with no bootstrap: G_t = r_t + gamma G_{t+1} over the valid steps.
+
+    Invalid steps (after the episode ended) must come last; their rewards are ignored.
+    """
+    rewards = jnp.where(valid, rewards, 0.0)
+    discount = gamma * valid.astype(jnp.float32)
+    discount = jnp.concatenate([discount[1:], jnp.zeros((1,), jnp.float32)])  # continuation into t + 1
+    return rlax.discounted_returns(rewards, discount, jnp.zeros_like(rewards))
+
+
+def actor_critic_losses(logits, values, actions, rewards, valid, gamma, legacy_episode_mean_advantage):
+    """Losses of ONE episode (T steps).
+
+    Returns (actor_loss, critic_loss, advantages). Per-step (intended): -mean_t log pi(a_t) A_t.
+    Legacy (§12 A0): -(mean_t log pi(a_t)) * (mean_t A_t), the original's broadcast. Critic: mean_t A_t^2.
+    Means run over the valid steps only.
+    """
+    valid_f = valid.astype(jnp.float32)
+    n = jnp.maximum(valid_f.sum(), 1.0)
+    returns = monte_carlo_returns(rewards, valid, gamma)
+    advantages = returns - values
+    adv_sg = jax.lax.stop_gradient(advantages)
+    if legacy_episode_mean_advantage:
+        log_pi = jnp.take_along_axis(jax.nn.log_softmax(logits), actions[:, None], axis=-1)[:, 0]
+        actor = -((valid_f * log_pi).sum() / n) * ((valid_f * adv_sg).sum() / n)
+    else:
+        # rlax's loss is mean_t w_t log pi A_t; weights T / n on valid steps make it a mean over valid steps
+        weights = valid_f * (valid.shape[0] / n)
+        actor = rlax.policy_gradient_loss(logits, actions, adv_sg, weights)
+    critic = (valid_f * advantages ** 2).sum() / n
+    return actor, critic, advantages
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Roll-outs and the training iteration.
+
+
+def make_agent_rollout(env: NeonEnv, agent: Agent):
+    """Roll-out of ONE environment with the actor: (key, env_params, actor_params, random_actions, greedy) ->
+    (final_state, trajectory with obs (T, ...), actions, rewards, valid, info). Vmap it over environments."""
+
+    def rollout(key, params: EnvParams, actor_params, random_actions, greedy):
+        k_reset, k_run = jax.random.split(key)
+        obs, state = env.reset(k_reset, params)
+
+        def body(carry, key):
+            obs, state = carry
+            k_act, k_rand, k_step = jax.random.split(key, 3)
+            logits = agent.actor.apply(actor_params, obs)
+            policy_action = jnp.where(greedy, jnp.argmax(logits), jax.random.categorical(k_act, logits))
+            action = jnp.where(random_actions, jax.random.randint(k_rand, (), 0, NUM_ACTIONS), policy_action)
+            valid = ~state.done
+            action = jnp.where(valid, action, 0)
+            next_obs, state, reward, _, _, info = env.step(k_step, state, action, params)
+            return (next_obs, state), {"obs": obs, "action": action, "reward": reward, "valid": valid, "info": info}
+
+        (_, state), traj = jax.lax.scan(body, (obs, state), jax.random.split(k_run, env.max_steps))
+        return state, traj
+
+    return rollout
+
+
+def make_train_iteration(env: NeonEnv, agent: Agent):
+    """The whole training iteration as one jitted function.
+
+    ``iteration(agent_state, env_params (leading axis B), key, warmup) -> (agent_state, metrics)``: rolls
+    out B episodes in parallel (uniform random actions when `warmup`), computes returns and losses, and takes
+    one Adam step for the actor and one for the critic on the batch mean.
+    """
+    rollout = make_agent_rollout(env, agent)
+    cfg = agent.config
+
+    def episode_losses(actor_params, critic_params, traj):
+        logits = jax.vmap(lambda o: agent.actor.apply(actor_params, o))(traj["obs"])
+        values = jax.vmap(lambda o: agent.critic.apply(critic_params, o))(traj["obs"])
+        return actor_critic_losses(logits, values, traj["action"], traj["reward"], traj["valid"], cfg.gamma,
+                                   cfg.legacy_episode_mean_advantage)
+
+    def batch_loss(actor_params, critic_params, trajs):
+        actor, critic, adv = jax.vmap(episode_losses, in_axes=(None, None, 0))(actor_params, critic_params, trajs)
+        return actor.mean(), critic.mean()
+
+    def iteration(state: AgentState, params: EnvParams, key, warmup):
+        keys = jax.random.split(key, params.tau.shape[0])
+        final, trajs = jax.vmap(rollout, in_axes=(0, 0, None, None, None))(keys, params, state.actor, warmup, False)
+        actor_loss, actor_grad = jax.value_and_grad(lambda a: batch_loss(a, state.critic, trajs)[0])(state.actor)
+        critic_loss, critic_grad = jax.value_and_grad(lambda c: batch_loss(state.actor, c, trajs)[1])(state.critic)
+        a_upd, a_opt = agent.actor_opt.update(actor_grad, state.actor_opt, state.actor)
+        c_upd, c_opt = agent.critic_opt.update(critic_grad, state.critic_opt, state.critic)
+        new_state = AgentState(actor=optax.apply_updates(state.actor, a_upd),
+                               critic=optax.apply_updates(state.critic, c_upd),
+                               actor_opt=a_opt, critic_opt=c_opt,
+                               episodes=state.episodes + params.tau.shape[0])
+        valid = trajs["valid"].astype(jnp.float32)
+        compression = count_params(params.arch) / jnp.maximum(count_params(final.arch), 1)
+        metrics = {
+            "return": (trajs["reward"] * valid).sum(-1),  # (B,)
+            "compression": compression,
+            "acc_change": 100.0 * (final.acc - final.acc0),
+            "actor_loss": actor_loss,
+            "critic_loss": critic_loss,
+            "steps": valid.sum(-1),
+            "keep_actions": ((trajs["action"] == 0) & trajs["valid"]).astype(jnp.float32).sum(-1) / jnp.maximum(valid.sum(-1), 1),
+        }
+        return new_state, metrics
+
+    return jax.jit(iteration)
+
+
+def make_evaluate(env: NeonEnv, agent: Agent):
+    """Jitted evaluation of the actor on a batch of environments (no learning):
+    ``evaluate(actor_params, env_params, key, greedy, random_actions) -> (final_state, trajectory)`` with
+    trajectory (B, T, ...) minus the observations. `random_actions` gives the random agent of the same
+    environment (the actor is then ignored)."""
+    rollout = make_agent_rollout(env, agent)
+
+    def evaluate(actor_params, params: EnvParams, key, greedy, random_actions):
+        keys = jax.random.split(key, params.tau.shape[0])
+        final, traj = jax.vmap(rollout, in_axes=(0, 0, None, None, None))(
+            keys, params, actor_params, random_actions, greedy)
+        traj = {k: v for k, v in traj.items() if k != "obs"}
+        return final, traj
+
+    return jax.jit(evaluate)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints.
+
+
+def save_checkpoint(path, state: AgentState, config: AgentConfig, preset: Preset, extra: dict | None = None) -> Path:
+    """Writes ``<path>.npz`` (all arrays: actor, critic, optimiser states, episode count) and ``<path>.json``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    leaves, _ = jax.tree_util.tree_flatten(jax.device_get(state))
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **{f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)})
+    tmp.replace(path.with_suffix(".npz"))
+    doc = {"format": CHECKPOINT_FORMAT, "agent": dataclasses.asdict(config), "preset": dataclasses.asdict(preset),
+           "episodes": int(state.episodes), "n_leaves": len(leaves), **(extra or {})}
+    path.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+    return path.with_suffix(".npz")
+
+
+def load_checkpoint(path) -> tuple[Agent, AgentState, dict]:
+    """Loads a checkpoint written by `save_checkpoint`: (agent, state, metadata)."""
+    path = Path(path)
+    npz, meta_path = path.with_suffix(".npz"), path.with_suffix(".json")
+    if not npz.exists() or not meta_path.exists():
+        raise FileNotFoundError(f"no agent checkpoint at {path} (expected {npz.name} and {meta_path.name})")
+    doc = json.loads(meta_path.read_text())
+    if doc.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{meta_path}: unsupported agent checkpoint format {doc.get('format')!r}")
+    preset_doc = dict(doc["preset"])
+    preset_doc["widths"] = tuple(preset_doc["widths"])
+    preset = Preset(**preset_doc)
+    agent = Agent(AgentConfig(**doc["agent"]), preset)
+    template = agent.init(jax.random.PRNGKey(0))
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    with np.load(npz) as data:
+        loaded = [data[f"leaf_{i:05d}"] for i in range(len(data.files))]
+    if len(loaded) != len(leaves) or any(a.shape != np.shape(b) for a, b in zip(loaded, leaves)):
+        raise ValueError(f"{npz}: the arrays do not fit an agent of this config and preset")
+    state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in loaded])
+    return agent, state, doc

@@ -1,0 +1,110 @@
+"""A pool of environments held on the host, from which device batches are assembled.
+
+Training the agent across datasets touches hundreds of (network, dataset) pairs; stacking them all on the
+device would copy each dataset once per network. The pool keeps every dataset once (padded to the pool's
+common shapes) and every network once, and builds the `EnvParams` of a batch by indexing (one host-to-device
+copy of a few MB per iteration).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neon_jax import nets, train
+from neon_jax.env import EnvParams, validate_tau
+from neon_jax.presets import Preset
+from neon_jax.zoo import PreparedData, Zoo, check_data_matches
+
+SPLITS = ("finetune", "val", "train", "test")
+
+
+def _split_arrays(prepared: PreparedData, name: str):
+    s = prepared.splits
+    return {"finetune": (s.x_finetune, s.y_finetune), "val": (s.x_val, s.y_val),
+            "train": (s.x_train, s.y_train), "test": (s.x_test, s.y_test)}[name]
+
+
+@dataclasses.dataclass(eq=False)
+class EnvPool:
+    """Networks of several zoos with their datasets, padded to common `dims` and row counts.
+
+    Attributes:
+      dims: common padded network shape.
+      names: (dataset, network index in its zoo) for every pool entry.
+      variables / archs: host (NumPy) pytrees with leading axis N.
+      dataset_of: (N,) index into `datasets`.
+      data: per split, host `PaddedData` with leading axis D (one entry per dataset).
+      tau: tolerance in accuracy points.
+    """
+
+    dims: nets.NetDims
+    names: list
+    datasets: list
+    variables: dict
+    archs: nets.Arch
+    dataset_of: np.ndarray
+    data: dict
+    tau: float
+    base_test_accuracy: np.ndarray
+
+    @classmethod
+    def from_zoos(cls, zoos_and_data: list[tuple[Zoo, PreparedData]], which: str, tau: float, preset: Preset,
+                  dims: nets.NetDims | None = None) -> "EnvPool":
+        """Builds a pool of the `which` ("train" / "heldout" / "all") networks of each zoo.
+
+        The data must be the zoo's own (checked by split digest) and every zoo of the same preset widths.
+        `dims` forces larger common shapes (for example to share a compiled program with another pool).
+        """
+        tau = validate_tau(tau)
+        if not zoos_and_data:
+            raise ValueError("an environment pool needs at least one zoo")
+        for zoo, prepared in zoos_and_data:
+            check_data_matches(zoo, prepared)
+            if zoo.preset.widths != preset.widths or zoo.preset.max_hidden != preset.max_hidden:
+                raise ValueError(f"the zoo of {zoo.dataset!r} was built with preset {zoo.preset.name!r}, "
+                                 f"which does not match {preset.name!r}")
+        need = nets.NetDims(d_max=max(z.dims.d_max for z, _ in zoos_and_data),
+                            k_max=max(z.dims.k_max for z, _ in zoos_and_data),
+                            max_hidden=preset.max_hidden, w_max=preset.w_max)
+        if dims is None:
+            dims = need
+        elif dims.d_max < need.d_max or dims.k_max < need.k_max:
+            raise ValueError(f"dims {dims} are smaller than the zoos need ({need})")
+        n_max = {s: max(len(_split_arrays(p, s)[0]) for _, p in zoos_and_data) for s in SPLITS}
+        data = {}
+        for s in SPLITS:
+            padded = [jax.device_get(train.pad_data(*_split_arrays(p, s), n_max[s], dims.d_max))
+                      for _, p in zoos_and_data]
+            data[s] = jax.tree_util.tree_map(lambda *a: np.stack(a), *padded)
+        variables, archs, names, dataset_of, base_acc = [], [], [], [], []
+        for d, (zoo, _) in enumerate(zoos_and_data):
+            idx = zoo.indices(which)
+            v, a = jax.tree_util.tree_map(lambda x: x[idx], (zoo.variables, zoo.archs))
+            v, a = nets.repad(v, a, zoo.dims, dims)
+            variables.append(jax.device_get(v))
+            archs.append(jax.device_get(a))
+            names += [(zoo.dataset, int(i)) for i in idx]
+            dataset_of += [d] * len(idx)
+            base_acc.append(zoo.test_accuracy[idx])
+        cat = lambda *a: np.concatenate(a)
+        return cls(dims=dims, names=names, datasets=[z.dataset for z, _ in zoos_and_data],
+                   variables=jax.tree_util.tree_map(cat, *variables), archs=jax.tree_util.tree_map(cat, *archs),
+                   dataset_of=np.asarray(dataset_of, np.int32), data=data, tau=tau,
+                   base_test_accuracy=np.concatenate(base_acc))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def batch(self, indices) -> EnvParams:
+        """`EnvParams` (leading axis len(indices)) of the given pool entries, on the device."""
+        indices = np.asarray(indices)
+        take = lambda a: jnp.asarray(a[indices])
+        ds = self.dataset_of[indices]
+        split = {s: jax.tree_util.tree_map(lambda a: jnp.asarray(a[ds]), self.data[s]) for s in SPLITS}
+        return EnvParams(variables=jax.tree_util.tree_map(take, self.variables),
+                         arch=jax.tree_util.tree_map(take, self.archs),
+                         tau=jnp.full((len(indices),), self.tau, jnp.float32), **split)

@@ -1,0 +1,148 @@
+"""The main job: prune one network on one dataset with a trained agent (no agent training).
+
+    result = neon_jax.prune("breast_cancer", tau=5)          # trains a random base network first
+    result.pruned                                            # a DenseNetwork with the real, smaller widths
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from importlib import resources
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from neon_jax import agent as agent_lib
+from neon_jax import nets
+from neon_jax.env import EnvConfig, validate_tau
+from neon_jax.learn import run_agent
+from neon_jax.pool import EnvPool
+from neon_jax.presets import Preset, get_preset
+from neon_jax.zoo import Zoo, build_zoo, prepare_data
+
+PRETRAINED = {"cpu": "agent_cpu"}  # preset -> checkpoint stem in neon_jax/assets/
+
+
+@dataclasses.dataclass
+class PruneResult:
+    dataset: str
+    original: nets.DenseNetwork
+    pruned: nets.DenseNetwork
+    report: dict
+
+
+def pretrained_checkpoint(preset_name: str) -> Path:
+    """Path (stem) of the shipped agent for a preset; a clear error if none ships."""
+    if preset_name not in PRETRAINED:
+        raise ValueError(f"no pretrained agent ships for preset {preset_name!r} (available: "
+                         f"{', '.join(PRETRAINED)}); train one with `neon-jax train-agent` and pass --agent PATH")
+    stem = resources.files("neon_jax") / "assets" / PRETRAINED[preset_name]
+    path = Path(str(stem))
+    if not path.with_suffix(".npz").exists():
+        raise FileNotFoundError(f"the pretrained agent file {path.with_suffix('.npz')} is missing from the install")
+    return path
+
+
+def load_agent(spec: str, preset: Preset):
+    """'pretrained', 'random' or a checkpoint path -> (agent, actor_params, random_actions, description)."""
+    if spec == "random":
+        agent = agent_lib.Agent(agent_lib.AgentConfig(batch_size=1), preset)
+        return agent, agent.init(jax.random.PRNGKey(0)).actor, True, "random policy"
+    path = pretrained_checkpoint(preset.name) if spec == "pretrained" else Path(spec)
+    agent, state, meta = agent_lib.load_checkpoint(path)
+    if agent.preset.feature_width != preset.feature_width or agent.preset.feature_rows != preset.feature_rows:
+        raise ValueError(f"the agent at {path} observes feature width {agent.preset.feature_width}, but preset "
+                         f"{preset.name!r} has {preset.feature_width}; use the agent's preset "
+                         f"({agent.preset.name!r})")
+    return agent, state.actor, False, f"{spec} ({meta.get('episodes', '?')} training episodes)"
+
+
+def _single_network_zoo(network: nets.DenseNetwork, prepared, preset: Preset) -> Zoo:
+    """A one-network zoo around a user's network, checked against the dataset."""
+    if network.n_features != prepared.n_features:
+        raise ValueError(f"the network expects {network.n_features} input features but the dataset has "
+                         f"{prepared.n_features}")
+    if network.n_classes != prepared.n_classes:
+        raise ValueError(f"the network has {network.n_classes} outputs but the dataset has "
+                         f"{prepared.n_classes} classes")
+    if max(network.hidden_widths) > preset.w_max or len(network.hidden_widths) > preset.max_hidden:
+        raise ValueError(f"the network (widths {network.hidden_widths}) does not fit preset {preset.name!r} "
+                         f"(at most {preset.max_hidden} hidden layers of width <= {preset.w_max}); "
+                         f"try --preset paper")
+    dims = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
+    variables, arch = nets.expand(network, dims)
+    stack = lambda t: jax.tree_util.tree_map(lambda a: a[None], t)
+    test_acc = float((np.argmax(network.logits(prepared.splits.x_test), 1) == prepared.splits.y_test).mean())
+    return Zoo(dataset=prepared.dataset.name, preset=preset, dims=dims, variables=stack(variables), archs=stack(arch),
+               train_accuracy=np.array([np.nan]), test_accuracy=np.array([test_acc]), heldout=np.array([False]),
+               meta={"split_digest": prepared.split_digest()})
+
+
+def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int = 4, agent: str = "pretrained",
+          preset: str | Preset = "cpu", seed: int = 0, greedy: bool = False, cut: str = "reinit",
+          progress=print) -> PruneResult:
+    """Prunes a network on a dataset with a trained agent.
+
+    Args:
+      dataset: a dataset name (see `neon-jax datasets`), a CSV path, or a loaded `data.Dataset`.
+      data_dir: folder(s) of CSV datasets.
+      network: a `DenseNetwork`, or a path written by `nets.save_dense_network`; None trains a random base
+        network of the preset's architecture space on the dataset first.
+      tau: tolerated accuracy drop in points (paper: 1, 5, 50).
+      passes: visits per hidden layer (paper's best: 4).
+      agent: "pretrained" (the agent shipped for the preset), "random", or a checkpoint path.
+      greedy: argmax actions instead of sampling (the original samples).
+    Returns:
+      `PruneResult` with the original and pruned `DenseNetwork`s and a report dict (widths, parameters,
+      compression, test accuracies, seconds).
+    """
+    tau = validate_tau(tau)
+    preset = get_preset(preset)
+    say = progress or (lambda *_: None)
+    start = time.perf_counter()
+    prepared = prepare_data(dataset, preset, seed=seed, data_dir=data_dir)
+    agent_obj, actor_params, random_actions, agent_desc = load_agent(agent, preset)
+    if network is None:
+        say(f"training a random base network on {prepared.dataset.name} "
+            f"({prepared.dataset.n_rows} rows, preset {preset.name}) ...")
+        zoo = build_zoo(prepared, preset, n=1, n_heldout=0, seed=seed)
+    else:
+        if not isinstance(network, nets.DenseNetwork):
+            network = nets.load_dense_network(network)
+        zoo = _single_network_zoo(network, prepared, preset)
+    base_seconds = time.perf_counter() - start
+    pool = EnvPool.from_zoos([(zoo, prepared)], "all", tau, preset)
+    env_config = EnvConfig(passes=passes, cut=cut)
+    say(f"pruning with the {agent_desc} agent (tau={tau:g}, passes={passes}) ...")
+    t0 = time.perf_counter()
+    finals: list = []
+    rows = run_agent(agent_obj, actor_params, pool, preset, env_config, seed=seed, greedy=greedy,
+                     random_actions=random_actions, batch_size=1, networks=finals)
+    prune_seconds = time.perf_counter() - t0
+    row = rows[0]
+    v0, a0 = jax.tree_util.tree_map(lambda a: a[0], (pool.variables, pool.archs))
+    original = nets.compact(v0, a0, pool.dims, preset.dropout_rate)
+    pruned = nets.compact(finals[0][0], finals[0][1], pool.dims, preset.dropout_rate)
+    report = {
+        "dataset": prepared.dataset.name, "rows": prepared.dataset.n_rows, "features": prepared.n_features,
+        "classes": prepared.n_classes, "preset": preset.name, "tau": tau, "passes": passes, "agent": agent_desc,
+        "greedy": greedy, "seed": seed, "cut": cut,
+        **row,
+        "base_network_seconds": base_seconds, "prune_seconds_including_compile": prune_seconds,
+    }
+    return PruneResult(dataset=prepared.dataset.name, original=original, pruned=pruned, report=report)
+
+
+def save_result(result: PruneResult, out_dir, overwrite: bool = False) -> Path:
+    """Writes original.{npz,json}, pruned.{npz,json} and report.json to `out_dir` (never silently overwrites)."""
+    out = Path(out_dir)
+    if (out / "report.json").exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds a prune result; pass --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    nets.save_dense_network(result.original, out / "original")
+    nets.save_dense_network(result.pruned, out / "pruned")
+    (out / "report.json").write_text(json.dumps(result.report, indent=1))
+    return out

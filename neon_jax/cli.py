@@ -38,12 +38,16 @@ def cmd_zoo(args) -> int:
     preset = get_preset(args.preset)
     names = [n for n in args.dataset.split(",") if n]
     out = Path(args.out)
+    if args.epochs is not None and args.epochs < 0:  # fix (tests/test_cli.py): was silently accepted
+        raise CLIError(f"--epochs must be >= 0, got {args.epochs}")
     for name in names:
         if (out / name / "zoo.json").exists() and not args.overwrite:
             raise CLIError(f"{out / name} already holds a zoo; pass --overwrite to replace it")
     for name in names:
         prepared = zoo_lib.prepare_data(name, preset, seed=args.seed, data_dir=args.data_dir)
-        epochs = args.epochs or preset.train_epochs
+        # fix (tests/test_cli.py): was `args.epochs or preset.train_epochs`, which turned --epochs 0 (an untrained
+        # zoo) into the preset's full schedule
+        epochs = preset.train_epochs if args.epochs is None else args.epochs
         start = time.perf_counter()
         with tqdm(total=epochs, desc=f"{name}: {args.n} networks", unit="epoch", disable=args.quiet) as bar:
             def progress(done, total):
@@ -63,6 +67,254 @@ def cmd_zoo(args) -> int:
             print(format_table(["net", "split", "widths", "params", "train acc", "test acc"], rows))
         print(f"{name}: {len(zoo)} networks in {time.perf_counter() - start:.1f}s, test accuracy "
               f"mean {zoo.test_accuracy.mean():.3f} (majority class {majority:.3f}) -> {path}")
+    return 0
+
+
+ROLLOUT_POLICIES = ("random",)
+
+
+def cmd_rollout(args) -> int:
+    """Rolls out a policy on every network of one or more zoos at once (one compiled, vmapped program) and
+    reports widths, parameters and test accuracy before and after."""
+    import jax
+    import numpy as np
+
+    from neon_jax import env as env_lib
+    from neon_jax import nets
+    from neon_jax import zoo as zoo_lib
+
+    policies = {"random": env_lib.random_policy}
+    if args.policy not in policies:
+        raise CLIError(f"unknown policy {args.policy!r}; choose one of: {', '.join(policies)}")
+    tau = env_lib.validate_tau(args.tau)
+    config = env_lib.EnvConfig(passes=args.passes)
+    out = Path(args.json)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} already exists; pass --overwrite to replace it")
+    names = [n for n in args.dataset.split(",") if n]
+    if not names or len(set(names)) != len(names):
+        raise CLIError(f"--dataset needs distinct dataset names, got {args.dataset!r}")
+    root = Path(args.zoo)
+    pairs = []
+    for name in names:
+        folder = root / name
+        if not (folder / "zoo.json").is_file():
+            raise CLIError(f"no zoo for {name!r}: {folder} holds no zoo.json "
+                           f"(build one with `neon-jax zoo --dataset {name} --out {root}`)")
+        z = zoo_lib.load_zoo(folder)
+        if z.dataset != name:
+            raise CLIError(f"{folder} holds a zoo of {z.dataset!r}, not of {name!r}")
+        # the same rows and splits the zoo was trained on (checked against the zoo's digest below)
+        prepared = zoo_lib.prepare_data(name, z.preset, seed=int(z.meta["data_seed"]), data_dir=args.data_dir)
+        pairs.append((z, prepared))
+    if args.preset is not None:
+        preset = get_preset(args.preset)
+    else:
+        zoo_presets = sorted({z.preset.name for z, _ in pairs})
+        if len(zoo_presets) > 1:
+            raise CLIError(f"the zoos were built with different presets ({', '.join(zoo_presets)}); "
+                           f"pass --preset")
+        preset = pairs[0][0].preset
+    if sum(len(z.indices(args.which)) for z, _ in pairs) == 0:
+        raise CLIError(f"the zoos hold no {args.which!r} networks")
+    batch, dims, ids = env_lib.batch_from_zoos(pairs, args.which, tau, preset)
+    zoos = {z.dataset: z for z, _ in pairs}
+
+    env = env_lib.NeonEnv(config, dims, preset)
+    rollout = env_lib.make_rollout(env, policies[args.policy])
+    n = len(ids)
+    key = jax.random.PRNGKey(args.seed)
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    say(f"rollout: {n} networks ({', '.join(names)}), {args.passes} pass(es), up to {env.max_steps} steps "
+        f"each, one batch; compiling...")
+    start = time.perf_counter()
+    compiled = rollout.lower(key, batch).compile()
+    compile_s = time.perf_counter() - start
+    say(f"compiled in {compile_s:.1f}s; rolling out...")
+    start = time.perf_counter()
+    state, traj = jax.block_until_ready(compiled(key, batch))
+    run_s = time.perf_counter() - start
+    say(f"rolled out in {run_s:.2f}s")
+    evaluate = jax.jit(jax.vmap(lambda v, a, p: env_lib.evaluate_test_accuracy(env, v, a, p)))
+    acc_before = np.asarray(evaluate(batch.variables, batch.arch, batch))
+    acc_after = np.asarray(evaluate(state.variables, state.arch, batch))
+
+    host = jax.device_get
+    depth = np.asarray(host(batch.arch.depth))
+    widths_before, widths_after = np.asarray(host(batch.arch.widths)), np.asarray(host(state.arch.widths))
+    params_before = np.asarray(host(nets.count_params(batch.arch)))
+    params_after = np.asarray(host(nets.count_params(state.arch)))
+    active = np.asarray(host(traj["info"]["active"]))  # (T, B)
+    keep = np.asarray(host(traj["info"]["keep"]))
+    returns = np.asarray(host(traj["reward"])).sum(0)
+    epochs = np.asarray(host(traj["info"]["finetune_epochs"])).sum(0)
+    val_before, val_after = np.asarray(host(state.acc0)), np.asarray(host(state.acc))
+    per_net_s = run_s / n
+    rows, table = [], []
+    for b, (dataset, i) in enumerate(ids):
+        d = int(depth[b])
+        wb, wa = [int(w) for w in widths_before[b, :d]], [int(w) for w in widths_after[b, :d]]
+        compression = float(params_before[b] / max(int(params_after[b]), 1))
+        split = "held-out" if zoos[dataset].heldout[i] else "train"
+        rows.append({
+            "dataset": dataset, "net": i, "split": split, "widths_before": wb, "widths_after": wa,
+            "params_before": int(params_before[b]), "params_after": int(params_after[b]),
+            "compression": compression,
+            "test_accuracy_before": float(acc_before[b]), "test_accuracy_after": float(acc_after[b]),
+            "val_accuracy_before": float(val_before[b]), "val_accuracy_after": float(val_after[b]),
+            "keep_fractions": [round(float(k), 4) for k in keep[active[:, b], b]],
+            "return": float(returns[b]), "steps": int(active[:, b].sum()),
+            "finetune_epochs": int(epochs[b]), "seconds_amortised": per_net_s,
+        })
+        table.append((dataset, i, split, f"{'-'.join(map(str, wb))} -> {'-'.join(map(str, wa))}",
+                      f"{params_before[b]} -> {params_after[b]}", f"x{compression:.2f}",
+                      f"{acc_before[b]:.3f} -> {acc_after[b]:.3f}", f"{returns[b]:.0f}", f"{per_net_s:.3f}"))
+    print(format_table(["dataset", "net", "split", "widths", "params", "compr.", "test acc", "return",
+                        "s/net*"], table))
+    compressions = np.array([r["compression"] for r in rows])
+    change = 100.0 * (acc_after - acc_before)
+    totals = {
+        "networks": n,
+        "compression_mean": float(compressions.mean()),
+        "compression_median": float(np.median(compressions)),
+        "compression_of_total_params": float(params_before.sum() / max(int(params_after.sum()), 1)),
+        "test_accuracy_before_mean": float(acc_before.mean()),
+        "test_accuracy_after_mean": float(acc_after.mean()),
+        "test_accuracy_change_mean_points": float(change.mean()),
+        "finetune_epochs_total": int(epochs.sum()),
+    }
+    print(f"* s/net = batch wall time / batch size ({run_s:.2f}s / {n}), amortised over one batched roll-out; "
+          f"compile {compile_s:.1f}s not included")
+    print(f"{n} networks: compression mean x{totals['compression_mean']:.2f}, median "
+          f"x{totals['compression_median']:.2f}; test accuracy {totals['test_accuracy_before_mean']:.3f} -> "
+          f"{totals['test_accuracy_after_mean']:.3f} (mean change {totals['test_accuracy_change_mean_points']:+.2f} "
+          f"points)")
+    device = jax.devices()[0]
+    doc = {
+        "command": "rollout",
+        "settings": {
+            "datasets": names, "zoo": str(root), "data_dir": args.data_dir, "which": args.which,
+            "policy": args.policy, "passes": args.passes, "tau": tau, "seed": args.seed, "preset": preset.name,
+            "max_steps": env.max_steps, "cut": config.cut, "reward": config.reward,
+        },
+        "device": {"platform": device.platform, "kind": device.device_kind, "jax": jax.__version__},
+        "compile_seconds": compile_s,
+        "run_seconds": run_s,
+        "seconds_per_network_amortised": per_net_s,
+        "totals": totals,
+        "networks": rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _csv_names(text):
+    return [n for n in (text or "").split(",") if n]
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    import csv
+
+    if not rows:
+        return
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def cmd_train_agent(args) -> int:
+    import dataclasses
+
+    from neon_jax import agent as agent_lib
+    from neon_jax import learn, zoo as zoo_lib
+    from neon_jax.env import EnvConfig, validate_tau
+    from neon_jax.pool import EnvPool
+
+    tau = validate_tau(args.tau)
+    train_names = _csv_names(args.datasets) or None
+    paths = zoo_lib.find_zoos(args.zoo, train_names)
+    unseen_paths = zoo_lib.find_zoos(args.zoo, _csv_names(args.unseen)) if args.unseen else []
+    unseen_names = {p.name for p in unseen_paths}
+    if train_names is None:
+        paths = [p for p in paths if p.name not in unseen_names]
+    overlap = unseen_names & {p.name for p in paths}
+    if overlap:
+        raise CLIError(f"datasets both trained on and unseen: {', '.join(sorted(overlap))}")
+    loaded = [zoo_lib.load_zoo_with_data(p, args.data_dir) for p in paths]
+    unseen = [zoo_lib.load_zoo_with_data(p, args.data_dir) for p in unseen_paths]
+    preset = loaded[0][0].preset
+    if args.preset and args.preset != preset.name:
+        raise CLIError(f"the zoos were built with preset {preset.name!r}, not {args.preset!r}")
+    env_config = EnvConfig(passes=args.passes, cut=args.cut, reward=args.reward,
+                           legacy_single_pass=args.legacy, legacy_bn_reset=args.legacy,
+                           legacy_wrap_state=args.legacy, legacy_reset_train_mode=args.legacy)
+    agent_config = agent_lib.AgentConfig(architecture=args.architecture, batch_size=args.batch,
+                                         legacy_episode_mean_advantage=args.legacy)
+    everything = loaded + unseen
+    common = EnvPool.from_zoos(everything, "all", tau, preset).dims  # one padded shape for train and eval
+    pool = EnvPool.from_zoos(loaded, "train", tau, preset, dims=common)
+    episodes = args.episodes or learn.default_episodes(len(pool))
+    print(f"training on {len(pool)} networks of {len(loaded)} datasets ({', '.join(pool.datasets)}); "
+          f"{episodes} episodes, warm-up {agent_lib.warmup_episodes(len(pool))}, batch {args.batch}, "
+          f"tau={tau:g}, passes={args.passes}, preset {preset.name}")
+    out = Path(args.out)
+    agent, state = learn.train_agent(pool, preset, env_config, agent_config, out, episodes=episodes, seed=args.seed,
+                                     progress=not args.quiet,
+                                     max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+    print(f"trained {int(state.episodes)} episodes -> {out / 'checkpoint.npz'}")
+    if args.no_eval:
+        return 0
+    evaluations = [("heldout", EnvPool.from_zoos(loaded, "heldout", tau, preset, dims=common))]
+    if unseen:
+        evaluations.append(("unseen", EnvPool.from_zoos(unseen, "all", tau, preset, dims=common)))
+    summary = {}
+    all_rows = []
+    for label, eval_pool in evaluations:
+        for policy in ("agent", "random"):
+            rows = learn.run_agent(agent, state.actor, eval_pool, preset, env_config, seed=args.seed,
+                                   random_actions=policy == "random", progress=not args.quiet)
+            for r in rows:
+                r.update(protocol=label, policy=policy)
+            all_rows += rows
+            summary[f"{label}/{policy}"] = learn.summarise(rows)
+    _write_csv(out / "evaluation.csv", all_rows)
+    (out / "evaluation.json").write_text(json.dumps({"settings": {"tau": tau, "passes": args.passes,
+                                                                  "env": dataclasses.asdict(env_config)},
+                                                     "summary": summary}, indent=1))
+    table = [(k, v["networks"], f"{v['compression_mean']:.2f}", f"{v['compression_median']:.2f}",
+              f"{v['acc_change_mean']:+.2f}", f"{v['acc_fell']}/{v['acc_held']}/{v['acc_rose']}")
+             for k, v in summary.items()]
+    print(format_table(["set/policy", "nets", "compression mean", "median", "acc change (pts)",
+                        "fell/held/rose"], table))
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from neon_jax import pruner
+
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise CLIError(f"{args.json} exists; pass --overwrite to replace it")
+    if args.out and (Path(args.out) / "report.json").exists() and not args.overwrite:
+        raise CLIError(f"{args.out} already holds a prune result; pass --overwrite to replace it")
+    result = pruner.prune(args.dataset, data_dir=args.data_dir, network=args.network, tau=args.tau,
+                          passes=args.passes, agent=args.agent, preset=args.preset, seed=args.seed,
+                          greedy=args.greedy, progress=None if args.quiet else print)
+    r = result.report
+    print(format_table(
+        ["dataset", "widths before -> after", "params", "compression", "test acc before -> after", "seconds"],
+        [(r["dataset"], f"{r['widths_before']} -> {r['widths_after']}", f"{r['params_before']} -> {r['params_after']}",
+          f"x{r['compression']:.2f}", f"{r['test_acc_before']:.4f} -> {r['test_acc_after']:.4f} "
+          f"({r['acc_change_points']:+.2f} pts)", f"{r['prune_seconds_including_compile']:.1f}")]))
+    if args.out:
+        path = pruner.save_result(result, args.out, overwrite=args.overwrite)
+        print(f"saved the original and pruned networks and report.json to {path}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(r, indent=1))
+        print(f"report -> {args.json}")
     return 0
 
 
@@ -95,6 +347,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("rollout", help="prune every zoo network with a policy (one batched roll-out) and report")
+    p.add_argument("--dataset", required=True,
+                   help="dataset name(s), comma-separated; each zoo is read from ZOO/<name>/")
+    _add_data_args(p)
+    p.add_argument("--zoo", required=True, help="folder holding the zoos (the --out of `neon-jax zoo`)")
+    p.add_argument("--policy", default="random",
+                   help=f"policy: {', '.join(ROLLOUT_POLICIES)} (uniform over the 5 keep fractions)")
+    p.add_argument("--passes", type=int, default=4, help="visits of every hidden layer per episode (paper: 1 or 4)")
+    p.add_argument("--tau", default="5", help="tolerated accuracy drop in points, 0..100 (paper: 1, 5, 50)")
+    p.add_argument("--which", default="all", choices=["train", "heldout", "all"], help="networks of each zoo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="fine-tune schedule (default: the zoo's preset; widths must match the zoo's)")
+    p.add_argument("--json", required=True, help="write the settings, per-network rows and totals here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.set_defaults(func=cmd_rollout)
+    p = sub.add_parser("train-agent", help="train a NEON agent on the training networks of many zoos")
+    p.add_argument("--zoo", required=True, help="folder of zoos (one subfolder per dataset)")
+    p.add_argument("--datasets", default=None, help="comma-separated datasets to train on (default: every zoo "
+                                                    "that is not --unseen)")
+    p.add_argument("--unseen", default=None, help="comma-separated datasets held out entirely, evaluated at the end")
+    _add_data_args(p)
+    p.add_argument("--passes", type=int, default=4)
+    p.add_argument("--tau", type=float, default=5.0, help="tolerated accuracy drop, points (paper: 1, 5, 50)")
+    p.add_argument("--episodes", type=int, default=None, help="default: the original's 10 N + min(2N, 500)")
+    p.add_argument("--batch", type=int, default=8, help="episodes per update (1 = the original's schedule)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="must match the zoos' preset")
+    p.add_argument("--architecture", default="neon", choices=["neon", "compact"])
+    p.add_argument("--cut", default="reinit", choices=["reinit", "keep_best"])
+    p.add_argument("--reward", default="neon", choices=["neon", "reward1", "reward2", "original"])
+    p.add_argument("--legacy", action="store_true", help="reproduce the original's bugs (spec §12 A0, B1, B2, B6, B9)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder: log.csv, checkpoint, evaluation (resumes if present)")
+    p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train_agent)
+
+    p = sub.add_parser("prune", help="prune a network on a dataset with a trained agent (the main job)")
+    p.add_argument("--dataset", required=True, help="dataset name (see `neon-jax datasets`) or a CSV file")
+    _add_data_args(p)
+    p.add_argument("--network", default=None, help="a saved network (.npz/.json from neon_jax); default: train a "
+                                                   "random base network first")
+    p.add_argument("--tau", type=float, default=5.0, help="tolerated accuracy drop, points (default 5)")
+    p.add_argument("--passes", type=int, default=4)
+    p.add_argument("--agent", default="pretrained", help="'pretrained', 'random' or a checkpoint path")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    p.add_argument("--greedy", action="store_true", help="argmax actions (the original samples)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the report as JSON here")
+    p.add_argument("--out", default=None, help="save original + pruned network and report.json in this folder")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_prune)
     return parser
 
 

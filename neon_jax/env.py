@@ -123,8 +123,10 @@ def validate_tau(tau) -> float:
 def keep_width_table(w_max: int) -> np.ndarray:
     """(NUM_ACTIONS, w_max + 1) new width for each action and current width: ``ceil(keep * width)``.
 
-    Computed once on the host in float64, exactly as the original's Python arithmetic (so 0.7 * 100 =
-    70.00000000000001 -> 71, as b97fb33 does); a float32 ceil inside the program would differ.
+    Computed once on the host in float64, exactly as the original's Python arithmetic; a float32 ceil inside
+    the program would differ (float32(0.6) * 25 = 15.0000006 -> 16, where float64 gives 15.0 -> 15).
+    (Docstring fix: it claimed 0.7 * 100 = 70.00000000000001 -> 71, but in float64 0.7 * 100 == 70.0 -> 70;
+    for keep in KEEP_FRACTIONS and widths up to 1000, float64 ceil equals the exact ceil.)
     """
     return np.array([[math.ceil(k * w) for w in range(w_max + 1)] for k in KEEP_FRACTIONS], np.int32)
 
@@ -205,7 +207,10 @@ class NeonEnv:
         keep = self.keep[action]
         old_width = arch.widths[layer]
         new_width = self.width_table[action, old_width]
-        cuts = active & (new_width < old_width)
+        # Fix: the original rebuilds (re-initialises) and fine-tunes for every keep < 1 (§2.3, §4), also when
+        # ceil(keep * width) == width (width < 10 with keep 0.9, e.g. 8 -> ceil(7.2) = 8; < 5 with 0.8; ...);
+        # only keep = 1 is a no-op. Testing `new_width < old_width` skipped those steps but still paid their reward.
+        cuts = active & (keep < 1.0)
 
         variables, new_arch = self._cut(k_cut, state.variables, arch, layer, new_width)
         trainable = self._trainable(layer, new_arch)

@@ -8,6 +8,7 @@ sizes and a digest of the split indices) and ``networks.npz`` (the stacked padde
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -115,6 +116,14 @@ class Zoo:
         }
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _sample_population(k_arch, k_init, model, preset, n, n_features, n_classes):
+    """Architectures and initial variables of `n` networks under one jit (eagerly this is ~150 small compiles)."""
+    archs = jax.vmap(lambda k: nets.sample_arch(k, preset, model.dims, n_features, n_classes))(
+        jax.random.split(k_arch, n))
+    return archs, nets.init_population(k_init, model, archs)
+
+
 def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: int = 6, seed: int = 0,
               epochs: int | None = None, progress: Callable[[int, int], None] | None = None,
               chunk_epochs: int = 5) -> Zoo:
@@ -135,9 +144,7 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
     dims = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
     model = nets.make_model(dims, preset)
     k_arch, k_init, k_train = jax.random.split(jax.random.PRNGKey(seed), 3)
-    archs = jax.vmap(lambda k: nets.sample_arch(k, preset, dims, prepared.n_features, prepared.n_classes))(
-        jax.random.split(k_arch, n))
-    variables = nets.init_population(k_init, model, archs)
+    archs, variables = _sample_population(k_arch, k_init, model, preset, n, prepared.n_features, prepared.n_classes)
     train_data = train.stack_data([(s.x_train, s.y_train)], dims.d_max)
     test_data = train.stack_data([(s.x_test, s.y_test)], dims.d_max)
     trainer = train.make_trainer(model, preset.learning_rate)

@@ -1,0 +1,131 @@
+"""The `neon-jax` command, called in-process (`neon_jax.cli.main`).
+
+The zoo run builds the same zoo as tests/test_zoo.py (Pima diabetes from the shared data, preset tiny, 8 networks,
+2 held out, seed 0), so one pytest run compiles the training program once for both files; it also checks that
+`--data-dir` reaches the loader (sklearn's `diabetes` is a regression set and would be refused).
+"""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+from neon_jax import cli
+from neon_jax import zoo as zoo_lib
+
+
+def _run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def _zoo_args(shared_data, out, *extra):
+    return ("zoo", "--dataset", "diabetes", "--data-dir", shared_data / "neon", "--n", 8, "--heldout", 2,
+            "--preset", "tiny", "--out", out, *extra)
+
+
+@pytest.fixture(scope="module")
+def zoo_run(shared_data, tmp_path_factory):
+    """One `neon-jax zoo` run; returns (output folder, exit code, stdout, stderr)."""
+    out = tmp_path_factory.mktemp("cli_zoo")
+    stdout, stderr = io.StringIO(), io.StringIO()  # capsys is function-scoped: capture by hand here
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = cli.main([str(a) for a in _zoo_args(shared_data, out)])
+    return out, code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_datasets_lists_the_shared_files(capsys, shared_data):
+    code, out, err = _run(capsys, "datasets", "--data-dir", shared_data / "neon")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "task", "rows", "features", "classes", "source"]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert rows["kropt"][1:5] == ["classification", "28056", "6", "18"]
+    assert rows["diabetes"][1:5] == ["classification", "768", "8", "2"]  # the Pima file shadows sklearn's
+    assert rows["sklearn:diabetes"][1] == "regression"
+    assert {"iris", "wine", "breast_cancer", "digits", "nursery", "satimage"} <= rows.keys()
+    assert len(rows) == 22 + 5  # every file of the folder and the 5 scikit-learn sets
+
+
+def test_zoo_writes_a_loadable_zoo(zoo_run):
+    out, code, stdout, stderr = zoo_run
+    assert code == 0, stderr
+    path = out / "diabetes"
+    assert (path / "zoo.json").is_file() and (path / "networks.npz").is_file()
+    zoo = zoo_lib.load_zoo(path)
+    assert len(zoo) == 8 and zoo.heldout.sum() == 2 and zoo.preset.name == "tiny"
+    assert zoo.meta["dataset_source"].endswith("diabetes.csv.gz") and zoo.meta["epochs"] == 3
+    # without --quiet: the per-network table, then the summary line naming the output folder
+    assert stdout.splitlines()[0].split()[:3] == ["net", "split", "widths"]
+    assert sum(" held-out " in line for line in stdout.splitlines()) == 2
+    summary = stdout.strip().splitlines()[-1]
+    assert summary.startswith("diabetes: 8 networks in ") and str(path) in summary
+    assert f"mean {zoo.test_accuracy.mean():.3f}" in summary
+
+
+def test_zoo_refuses_to_overwrite_and_quiet_prints_one_line(capsys, zoo_run, shared_data):
+    out = zoo_run[0]
+    before = (out / "diabetes" / "zoo.json").read_text()
+    code, stdout, err = _run(capsys, *_zoo_args(shared_data, out, "--quiet"))
+    assert code == 2
+    assert "--overwrite" in err and str(out / "diabetes") in err and err.startswith("neon-jax zoo: error:")
+    assert stdout == ""
+    assert (out / "diabetes" / "zoo.json").read_text() == before
+
+    code, stdout, err = _run(capsys, *_zoo_args(shared_data, out, "--quiet", "--overwrite"))
+    assert code == 0, err
+    assert len(stdout.strip().splitlines()) == 1 and stdout.startswith("diabetes: 8 networks")
+    assert "epoch" not in err  # --quiet: no progress bar
+
+
+def test_zoo_epochs_zero_means_no_training(capsys, zoo_run, shared_data, tmp_path):
+    code, stdout, err = _run(capsys, *_zoo_args(shared_data, tmp_path, "--quiet", "--epochs", 0))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "diabetes" / "zoo.json").read_text())
+    assert doc["meta"]["epochs"] == 0 and doc["meta"]["final_train_loss"] == []
+    # untrained weights: not the trained zoo's
+    trained = np.load(zoo_run[0] / "diabetes" / "networks.npz")
+    untrained = np.load(tmp_path / "diabetes" / "networks.npz")
+    assert not np.array_equal(trained["variables/params/output_kernel"], untrained["variables/params/output_kernel"])
+
+
+def test_zoo_negative_epochs_is_a_clean_error(capsys, tmp_path):
+    code, stdout, err = _run(capsys, "zoo", "--dataset", "iris", "--preset", "tiny", "--epochs", -1, "--out", tmp_path)
+    assert code == 2 and "--epochs" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_zoo_unknown_dataset_lists_known_names(capsys, tmp_path):
+    code, stdout, err = _run(capsys, "zoo", "--dataset", "no_such_set", "--n", 4, "--heldout", 1, "--preset", "tiny",
+                             "--out", tmp_path, "--quiet")
+    assert code == 2
+    assert err.startswith("neon-jax zoo: error:") and "no_such_set" in err
+    assert all(name in err for name in ("iris", "wine", "breast_cancer", "digits"))
+    assert not any(tmp_path.iterdir())
+
+
+def test_zoo_bad_heldout_is_a_clean_error(capsys, tmp_path):
+    # iris from scikit-learn (no data folder needed) loads; the network split is refused before any training
+    code, stdout, err = _run(capsys, "zoo", "--dataset", "iris", "--n", 4, "--heldout", 4, "--preset", "tiny",
+                             "--out", tmp_path, "--quiet")
+    assert code == 2 and "n_heldout" in err
+    assert not (tmp_path / "iris").exists()
+
+
+def test_zoo_regression_dataset_is_a_clean_error(capsys, tmp_path):
+    code, stdout, err = _run(capsys, "zoo", "--dataset", "sklearn:diabetes", "--preset", "tiny", "--out", tmp_path)
+    assert code == 2 and "regression" in err
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["zoo", "--dataset", "iris"])  # --out is required
+    assert exc.value.code == 2
+    assert "--out" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["zoo", "--dataset", "iris", "--out", "x", "--preset", "huge"])
+    assert exc.value.code == 2

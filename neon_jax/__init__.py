@@ -3,4 +3,11 @@
 from neon_jax.presets import PRESETS, Preset, get_preset
 
 __version__ = "0.1.0"
-__all__ = ["PRESETS", "Preset", "get_preset", "__version__"]
+__all__ = ["PRESETS", "Preset", "get_preset", "prune", "__version__"]
+
+
+def prune(*args, **kwargs):
+    """Prunes a network on a dataset with a trained agent; see `neon_jax.pruner.prune`."""
+    from neon_jax.pruner import prune as _prune
+
+    return _prune(*args, **kwargs)

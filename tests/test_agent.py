@@ -1,0 +1,158 @@
+"""The agent: returns, losses (per-step vs the original's broadcast), networks, jitted iteration, checkpoints."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from neon_jax import agent as agent_lib
+from neon_jax import env as env_lib
+from neon_jax import zoo as zoo_lib
+from neon_jax.pool import EnvPool
+from neon_jax.presets import PRESETS
+
+TINY = PRESETS["tiny"]
+
+
+def test_monte_carlo_returns_by_hand():
+    rewards = jnp.array([1.0, 2.0, 3.0, 99.0])
+    valid = jnp.array([True, True, True, False])
+    g = np.asarray(agent_lib.monte_carlo_returns(rewards, valid, 0.5))
+    # G2 = 3; G1 = 2 + 0.5 * 3 = 3.5; G0 = 1 + 0.5 * 3.5 = 2.75; the step after the end is ignored
+    np.testing.assert_allclose(g, [2.75, 3.5, 3.0, 0.0])
+    g99 = np.asarray(agent_lib.monte_carlo_returns(jnp.array([-1000.0, 8000.0]), jnp.array([True, True]), 0.99))
+    np.testing.assert_allclose(g99, [-1000.0 + 0.99 * 8000.0, 8000.0], rtol=1e-6)
+
+
+def test_per_step_and_legacy_losses_differ_as_the_spec_says():
+    logits = jnp.array([[0.1, 0.2, 0.3, 0.4, 0.5], [1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0, 0.0]])
+    values = jnp.array([1.0, -2.0, 0.5])
+    actions = jnp.array([4, 0, 2])
+    rewards = jnp.array([1.0, 0.0, 2.0])
+    valid = jnp.array([True, True, True])
+    gamma = 0.99
+    logp = np.asarray(jax.nn.log_softmax(logits))[np.arange(3), np.asarray(actions)]
+    g = np.array([1.0 + gamma * (0.0 + gamma * 2.0), 0.0 + gamma * 2.0, 2.0])
+    adv = g - np.asarray(values)
+    per_step, critic, adv_out = agent_lib.actor_critic_losses(logits, values, actions, rewards, valid, gamma, False)
+    legacy, critic_l, _ = agent_lib.actor_critic_losses(logits, values, actions, rewards, valid, gamma, True)
+    np.testing.assert_allclose(np.asarray(adv_out), adv, rtol=1e-6)
+    np.testing.assert_allclose(float(per_step), -np.mean(logp * adv), rtol=1e-6)
+    # §12 A0: the (T,) x (T, 1) broadcast makes the loss -(mean log pi) * (mean advantage)
+    np.testing.assert_allclose(float(legacy), -np.mean(logp) * np.mean(adv), rtol=1e-6)
+    assert abs(float(per_step) - float(legacy)) > 1e-3
+    np.testing.assert_allclose(float(critic), np.mean(adv ** 2), rtol=1e-6)
+    assert float(critic) == float(critic_l)
+    # with a single step the two coincide
+    one = [a[:1] for a in (logits, values, actions, rewards, valid)]
+    a1, _, _ = agent_lib.actor_critic_losses(*one, gamma, False)
+    b1, _, _ = agent_lib.actor_critic_losses(*one, gamma, True)
+    np.testing.assert_allclose(float(a1), float(b1), rtol=1e-6)
+
+
+def test_losses_ignore_steps_after_the_episode():
+    logits = jnp.zeros((4, 5))
+    values = jnp.array([0.0, 1.0, 123.0, -50.0])
+    actions = jnp.array([1, 2, 3, 4])
+    rewards = jnp.array([5.0, 7.0, 1e6, 1e6])
+    valid = jnp.array([True, True, False, False])
+    full = agent_lib.actor_critic_losses(logits, values, actions, rewards, valid, 0.9, False)
+    short = agent_lib.actor_critic_losses(logits[:2], values[:2], actions[:2], rewards[:2], valid[:2], 0.9, False)
+    np.testing.assert_allclose(float(full[0]), float(short[0]), rtol=1e-6)
+    np.testing.assert_allclose(float(full[1]), float(short[1]), rtol=1e-6)
+
+
+def test_warmup_is_min_2n_500():
+    assert agent_lib.warmup_episodes(24) == 48
+    assert agent_lib.warmup_episodes(528) == 500
+
+
+def test_paper_sized_networks_have_the_original_feature_count_and_size():
+    agent = agent_lib.Agent(agent_lib.AgentConfig(), PRESETS["paper"])
+    obs = agent.dummy_obs()
+    trunk = agent_lib.NeonTrunk()
+    variables = jax.eval_shape(trunk.init, jax.random.PRNGKey(0), obs)
+    out = jax.eval_shape(lambda v: trunk.apply(v, obs), variables)
+    assert out.shape == (170,)
+    actor = jax.eval_shape(agent.actor.init, jax.random.PRNGKey(0), obs)
+    critic = jax.eval_shape(agent.critic.init, jax.random.PRNGKey(0), obs)
+    count = lambda t: sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(t))
+    # neon_spec.md §6.1: 10,269,076 (actor) and 10,267,872 (critic) with PyTorch's BatchNorm2d affine params
+    assert count(actor) == 10_269_076
+    assert count(critic) == 10_267_872
+
+
+def test_compact_agent_size_does_not_depend_on_the_feature_width():
+    sizes = []
+    for preset in (PRESETS["tiny"], PRESETS["cpu"], PRESETS["paper"]):
+        agent = agent_lib.Agent(agent_lib.AgentConfig(architecture="compact"), preset)
+        v = jax.eval_shape(agent.actor.init, jax.random.PRNGKey(0), agent.dummy_obs())
+        sizes.append(sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(v)))
+    assert len(set(sizes)) == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_setup():
+    """A fixed small zoo (iris, 6 networks, tiny preset) and a compiled training iteration."""
+    prepared = zoo_lib.prepare_data("iris", TINY, seed=0)
+    zoo = zoo_lib.build_zoo(prepared, TINY, n=6, n_heldout=2, seed=0, epochs=30)
+    pool = EnvPool.from_zoos([(zoo, prepared)], "all", 5.0, TINY)
+    env = env_lib.NeonEnv(env_lib.EnvConfig(passes=1), pool.dims, TINY)
+    agent = agent_lib.Agent(agent_lib.AgentConfig(batch_size=6), TINY)
+    return pool, env, agent, agent_lib.make_train_iteration(env, agent), agent_lib.make_evaluate(env, agent)
+
+
+def test_training_iteration_compiles_once_and_learns(tiny_setup):
+    pool, env, agent, iteration, evaluate = tiny_setup
+    params = pool.batch(np.arange(len(pool)))
+    state = agent.init(jax.random.PRNGKey(0))
+
+    def mean_return(actor, seeds=4):
+        out = []
+        for s in range(seeds):
+            _, traj = evaluate(actor, params, jax.random.PRNGKey(100 + s), jnp.bool_(False), jnp.bool_(False))
+            out.append(float((traj["reward"] * traj["valid"]).sum(-1).mean()))
+        return np.mean(out)
+
+    before = mean_return(state.actor)
+    for i in range(25):
+        state, metrics = iteration(state, params, jax.random.PRNGKey(i), jnp.bool_(i < 3))
+    assert iteration._cache_size() == 1  # warm-up and learning iterations share one program
+    assert int(state.episodes) == 25 * len(pool)
+    after = mean_return(state.actor)
+    assert np.isfinite(float(metrics["critic_loss"]))
+    assert after > before, (before, after)
+
+
+def test_checkpoint_round_trip_gives_identical_actions(tiny_setup, tmp_path):
+    pool, env, agent, iteration, evaluate = tiny_setup
+    state = agent.init(jax.random.PRNGKey(3))
+    path = agent_lib.save_checkpoint(tmp_path / "ckpt", state, agent.config, TINY)
+    agent2, state2, meta = agent_lib.load_checkpoint(tmp_path / "ckpt")
+    assert meta["episodes"] == 0 and agent2.config == agent.config
+    params = pool.batch(np.arange(len(pool)))
+    _, t1 = evaluate(state.actor, params, jax.random.PRNGKey(7), jnp.bool_(False), jnp.bool_(False))
+    _, t2 = evaluate(state2.actor, params, jax.random.PRNGKey(7), jnp.bool_(False), jnp.bool_(False))
+    np.testing.assert_array_equal(np.asarray(t1["action"]), np.asarray(t2["action"]))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, state.actor_opt, state2.actor_opt)
+    with pytest.raises(FileNotFoundError, match="no agent checkpoint"):
+        agent_lib.load_checkpoint(tmp_path / "missing")
+    # a checkpoint of another preset's shape is rejected with a clear message
+    cpu_agent = agent_lib.Agent(agent_lib.AgentConfig(), PRESETS["cpu"])
+    agent_lib.save_checkpoint(tmp_path / "cpu", cpu_agent.init(jax.random.PRNGKey(0)), cpu_agent.config, TINY)
+    with pytest.raises(ValueError, match="do not fit"):
+        agent_lib.load_checkpoint(tmp_path / "cpu")
+
+
+def test_random_actions_are_uniform(tiny_setup):
+    pool, env, agent, iteration, evaluate = tiny_setup
+    params = pool.batch(np.arange(len(pool)))
+    state = agent.init(jax.random.PRNGKey(0))
+    actions = []
+    for s in range(20):
+        _, traj = evaluate(state.actor, params, jax.random.PRNGKey(s), jnp.bool_(False), jnp.bool_(True))
+        actions.append(np.asarray(traj["action"])[np.asarray(traj["valid"])])
+    counts = np.bincount(np.concatenate(actions), minlength=5)
+    expected = counts.sum() / 5
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 18.5, counts  # 99.9 % quantile of chi-square with 4 degrees of freedom

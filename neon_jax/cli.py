@@ -269,7 +269,7 @@ def cmd_train_agent(args) -> int:
         return 0
     evaluations = [("heldout", EnvPool.from_zoos(loaded, "heldout", tau, preset, dims=common))]
     if unseen:
-        evaluations.append(("unseen", EnvPool.from_zoos(unseen, "all", tau, preset, dims=common)))
+        evaluations.append(("unseen", EnvPool.from_zoos(unseen, args.unseen_networks, tau, preset, dims=common)))
     summary = {}
     all_rows = []
     for label, eval_pool in evaluations:
@@ -383,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder: log.csv, checkpoint, evaluation (resumes if present)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    p.add_argument("--unseen-networks", default="all", choices=["all", "heldout"],
+                   help="networks of the unseen datasets to evaluate (paper: all 30)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_agent)
 

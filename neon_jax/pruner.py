@@ -52,12 +52,12 @@ def load_agent(spec: str, preset: Preset):
         agent = agent_lib.Agent(agent_lib.AgentConfig(batch_size=1), preset)
         return agent, agent.init(jax.random.PRNGKey(0)).actor, True, "random policy"
     path = pretrained_checkpoint(preset.name) if spec == "pretrained" else Path(spec)
-    agent, state, meta = agent_lib.load_checkpoint(path)
+    agent, actor, meta = agent_lib.load_policy(path)
     if agent.preset.feature_width != preset.feature_width or agent.preset.feature_rows != preset.feature_rows:
         raise ValueError(f"the agent at {path} observes feature width {agent.preset.feature_width}, but preset "
                          f"{preset.name!r} has {preset.feature_width}; use the agent's preset "
                          f"({agent.preset.name!r})")
-    return agent, state.actor, False, f"{spec} ({meta.get('episodes', '?')} training episodes)"
+    return agent, actor, False, f"{spec} ({meta.get('episodes', '?')} training episodes)"
 
 
 def _single_network_zoo(network: nets.DenseNetwork, prepared, preset: Preset) -> Zoo:

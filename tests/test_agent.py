@@ -156,3 +156,20 @@ def test_random_actions_are_uniform(tiny_setup):
     expected = counts.sum() / 5
     chi2 = ((counts - expected) ** 2 / expected).sum()
     assert chi2 < 18.5, counts  # 99.9 % quantile of chi-square with 4 degrees of freedom
+
+
+def test_policy_file_round_trip(tmp_path):
+    agent = agent_lib.Agent(agent_lib.AgentConfig(), TINY)
+    state = agent.init(jax.random.PRNGKey(5))
+    agent_lib.save_policy(tmp_path / "policy", state.actor, agent.config, TINY, {"episodes": 7})
+    agent2, actor2, meta = agent_lib.load_policy(tmp_path / "policy")
+    assert meta["episodes"] == 7 and agent2.preset == TINY
+    jax.tree_util.tree_map(np.testing.assert_array_equal, state.actor, actor2)
+    # a full training checkpoint loads as a policy too
+    agent_lib.save_checkpoint(tmp_path / "ckpt", state, agent.config, TINY)
+    _, actor3, _ = agent_lib.load_policy(tmp_path / "ckpt")
+    jax.tree_util.tree_map(np.testing.assert_array_equal, state.actor, actor3)
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    (tmp_path / "bad.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a neon_jax agent"):
+        agent_lib.load_policy(tmp_path / "bad")

@@ -183,23 +183,30 @@ def _activate(z: jax.Array, code: jax.Array) -> jax.Array:
 
 
 def dropout_keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
-    """Bernoulli(1 - rate) keep mask from 8 random bits per element (exact for the paper's rate 0.5).
+    """Bernoulli(1 - rate) keep mask (float32 0/1) from as few random bits as the rate needs.
 
-    `jax.random.bernoulli` spends a 32-bit threefry word per element; four elements per word cut the random
-    number cost 4x, which matters because under vmap every layer draws a mask whether or not it has dropout.
-    Rates are resolved to 1/256.
+    `jax.random.bernoulli` spends a 32-bit threefry word per element; for the paper's rate 0.5 one bit per
+    element is exact (32 elements per word), other rates use 8 bits per element (resolved to 1/256). Bits are
+    laid out along the last axis so the unpacking is a free reshape. Under vmap every layer draws a mask whether
+    or not it has dropout, so this is a large share of a small network's training step.
     """
-    n = int(np.prod(shape))
-    words = jax.random.bits(key, (-(-n // 4),), jnp.uint32)
-    octets = (words[:, None] >> jnp.array([0, 8, 16, 24], jnp.uint32)) & 0xFF
-    return (octets.reshape(-1)[:n] >= round(rate * 256)).reshape(shape)
+    lead, width = shape[:-1], shape[-1]
+    per_word, bits = (32, 1) if rate == 0.5 else (4, 8)
+    words = jax.random.bits(key, lead + (-(-width // per_word),), jnp.uint32)
+    shifts = jnp.arange(per_word, dtype=jnp.uint32) * bits
+    fields = (words[..., None] >> shifts) & ((1 << bits) - 1)
+    fields = fields.reshape(lead + (-1,))[..., :width]
+    threshold = 1 if bits == 1 else round(rate * 256)
+    return (fields >= threshold).astype(jnp.float32)
 
 
 class MaskedBatchNorm(nn.Module):
     """BatchNorm1d over the feature axis with per-row weights, so padded rows never enter the statistics.
 
     PyTorch semantics: normalise with the biased batch variance, update running statistics with momentum 0.1
-    and the unbiased variance; eval mode uses the running statistics.
+    and the unbiased variance; eval mode uses the running statistics. Returns the normalisation as a per-feature
+    affine map ``(a, b)`` with ``normalised = x * a + b``: the caller selects it per layer on (features,) vectors
+    instead of selecting between two (B, features) tensors, which keeps the backward pass small under vmap.
     """
 
     features: int
@@ -212,15 +219,16 @@ class MaskedBatchNorm(nn.Module):
         ra_var = self.variable("batch_stats", "var", jnp.ones, (self.features,))
         if train:
             n = jnp.maximum(row_weight.sum(), 1.0)
-            mean = (row_weight[:, None] * x).sum(0) / n
-            var = (row_weight[:, None] * (x - mean) ** 2).sum(0) / n
+            mean = row_weight @ x / n
+            var = row_weight @ (x - mean) ** 2 / n
             if not self.is_initializing():
                 unbiased = var * n / jnp.maximum(n - 1.0, 1.0)
                 ra_mean.value = (1 - BN_MOMENTUM) * ra_mean.value + BN_MOMENTUM * mean
                 ra_var.value = (1 - BN_MOMENTUM) * ra_var.value + BN_MOMENTUM * unbiased
         else:
             mean, var = ra_mean.value, ra_var.value
-        return (x - mean) * jax.lax.rsqrt(var + BN_EPS) * scale + bias
+        a = scale * jax.lax.rsqrt(var + BN_EPS)
+        return a, bias - mean * a
 
 
 class MaskedMLP(nn.Module):
@@ -266,12 +274,16 @@ class MaskedMLP(nn.Module):
             width_in = dims.d_max if j == 0 else dims.w_max
             inp_mask = in_mask if j == 0 else hidden_in_masks[j - 1]
             pre = arch.pre_layer[j]
-            h_bn = MaskedBatchNorm(width_in, name=f"bn{j}")(h, row_weight, train)
-            h_in = jnp.where(pre == PRE_BATCHNORM, h_bn, h)
+            bn_a, bn_b = MaskedBatchNorm(width_in, name=f"bn{j}")(h, row_weight, train)
+            is_bn = pre == PRE_BATCHNORM
+            # dead inputs (and the batch-norm shift on them) contribute nothing: fold the mask into the affine map
+            a = jnp.where(is_bn, bn_a, 1.0) * inp_mask
+            b = jnp.where(is_bn, bn_b, 0.0) * inp_mask
+            h_in = h * a + b
             if train and self.dropout_rate > 0:
                 keep = dropout_keep_mask(self.make_rng("dropout"), h.shape, self.dropout_rate)
-                h_in = jnp.where(pre == PRE_DROPOUT, jnp.where(keep, h_in / (1 - self.dropout_rate), 0.0), h_in)
-            h_in = h_in * inp_mask  # dead inputs (and the batch-norm shift on them) contribute nothing
+                factor = jnp.where(pre == PRE_DROPOUT, keep * (1.0 / (1 - self.dropout_rate)), 1.0)
+                h_in = h_in * jax.lax.optimization_barrier(factor)
             kernel, bias = linear(f"layer{j}", (width_in, dims.w_max), fans[j], inp_mask, arch.mask[j])
             out = _activate(h_in @ kernel + bias, arch.activation[j]) * arch.mask[j]
             live = j < arch.depth

@@ -301,7 +301,7 @@ def cmd_prune(args) -> int:
         raise CLIError(f"{args.out} already holds a prune result; pass --overwrite to replace it")
     result = pruner.prune(args.dataset, data_dir=args.data_dir, network=args.network, tau=args.tau,
                           passes=args.passes, agent=args.agent, preset=args.preset, seed=args.seed,
-                          greedy=args.greedy, progress=None if args.quiet else print)
+                          greedy=args.greedy, cut=args.cut, progress=None if args.quiet else print)
     r = result.report
     print(format_table(
         ["dataset", "widths before -> after", "params", "compression", "test acc before -> after", "seconds"],
@@ -398,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", default="pretrained", help="'pretrained', 'random' or a checkpoint path")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--greedy", action="store_true", help="argmax actions (the original samples)")
+    p.add_argument("--cut", default=None, choices=["reinit", "keep_best"],
+                   help="cut semantics (default: the one the agent was trained with)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.add_argument("--out", default=None, help="save original + pruned network and report.json in this folder")

@@ -47,17 +47,17 @@ def pretrained_checkpoint(preset_name: str) -> Path:
 
 
 def load_agent(spec: str, preset: Preset):
-    """'pretrained', 'random' or a checkpoint path -> (agent, actor_params, random_actions, description)."""
+    """'pretrained', 'random' or a checkpoint path -> (agent, actor_params, random_actions, description, meta)."""
     if spec == "random":
         agent = agent_lib.Agent(agent_lib.AgentConfig(batch_size=1), preset)
-        return agent, agent.init(jax.random.PRNGKey(0)).actor, True, "random policy"
+        return agent, agent.init(jax.random.PRNGKey(0)).actor, True, "random policy", {}
     path = pretrained_checkpoint(preset.name) if spec == "pretrained" else Path(spec)
     agent, actor, meta = agent_lib.load_policy(path)
     if agent.preset.feature_width != preset.feature_width or agent.preset.feature_rows != preset.feature_rows:
         raise ValueError(f"the agent at {path} observes feature width {agent.preset.feature_width}, but preset "
                          f"{preset.name!r} has {preset.feature_width}; use the agent's preset "
                          f"({agent.preset.name!r})")
-    return agent, actor, False, f"{spec} ({meta.get('episodes', '?')} training episodes)"
+    return agent, actor, False, f"{spec} ({meta.get('episodes', '?')} training episodes)", meta
 
 
 def _single_network_zoo(network: nets.DenseNetwork, prepared, preset: Preset) -> Zoo:
@@ -82,7 +82,7 @@ def _single_network_zoo(network: nets.DenseNetwork, prepared, preset: Preset) ->
 
 
 def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int = 4, agent: str = "pretrained",
-          preset: str | Preset = "cpu", seed: int = 0, greedy: bool = False, cut: str = "reinit",
+          preset: str | Preset = "cpu", seed: int = 0, greedy: bool = False, cut: str | None = None,
           progress=print) -> PruneResult:
     """Prunes a network on a dataset with a trained agent.
 
@@ -95,6 +95,7 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
       passes: visits per hidden layer (paper's best: 4).
       agent: "pretrained" (the agent shipped for the preset), "random", or a checkpoint path.
       greedy: argmax actions instead of sampling (the original samples).
+      cut: "reinit" or "keep_best"; default: the cut the agent was trained with ("reinit" for the random policy).
     Returns:
       `PruneResult` with the original and pruned `DenseNetwork`s and a report dict (widths, parameters,
       compression, test accuracies, seconds).
@@ -104,7 +105,9 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
     say = progress or (lambda *_: None)
     start = time.perf_counter()
     prepared = prepare_data(dataset, preset, seed=seed, data_dir=data_dir)
-    agent_obj, actor_params, random_actions, agent_desc = load_agent(agent, preset)
+    agent_obj, actor_params, random_actions, agent_desc, agent_meta = load_agent(agent, preset)
+    if cut is None:
+        cut = agent_meta.get("env", agent_meta.get("settings", {}).get("env", {})).get("cut", "reinit")
     if network is None:
         say(f"training a random base network on {prepared.dataset.name} "
             f"({prepared.dataset.n_rows} rows, preset {preset.name}) ...")

@@ -1,0 +1,70 @@
+"""The main job end to end: `neon-jax prune` on a bundled dataset, on any CSV, and on a saved network."""
+
+import json
+
+import numpy as np
+import pytest
+
+from neon_jax import cli, nets
+
+
+def _prune(args, capsys):
+    code = cli.main(["prune", "--preset", "tiny", "--agent", "random", "--quiet", *args])
+    return code, capsys.readouterr()
+
+
+@pytest.fixture(scope="module")
+def csv_file(tmp_path_factory):
+    """A CSV with string labels and a categorical column, as real files have."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "toy.csv"
+    x = rng.normal(size=(240, 3))
+    colour = rng.choice(["red", "green"], 240)
+    label = np.where(x[:, 0] + (colour == "red") > 0.5, "'yes'", "'no'")
+    lines = ["a,b,c,colour,target"] + [f"{r[0]:.4f},{r[1]:.4f},{r[2]:.4f},{c},{t}" for r, c, t in zip(x, colour, label)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_prune_bundled_dataset_saves_networks_and_report(tmp_path, capsys):
+    out = tmp_path / "iris"
+    code, cap = _prune(["--dataset", "iris", "--out", str(out), "--json", str(tmp_path / "r.json")], capsys)
+    assert code == 0, cap.err
+    report = json.loads((out / "report.json").read_text())
+    assert report == json.loads((tmp_path / "r.json").read_text())
+    pruned = nets.load_dense_network(out / "pruned")
+    original = nets.load_dense_network(out / "original")
+    assert "-".join(map(str, pruned.hidden_widths)) == report["widths_after"]
+    assert "-".join(map(str, original.hidden_widths)) == report["widths_before"]
+    assert pruned.num_params() == report["params_after"] and original.num_params() == report["params_before"]
+    assert report["compression"] == pytest.approx(report["params_before"] / report["params_after"])
+    assert "widths before -> after" in cap.out and "x" in cap.out
+    # nothing the user saved is overwritten without asking
+    code, cap = _prune(["--dataset", "iris", "--out", str(out)], capsys)
+    assert code == 2 and "--overwrite" in cap.err
+
+
+def test_prune_any_csv_and_a_saved_network(csv_file, tmp_path, capsys):
+    out = tmp_path / "toy"
+    code, cap = _prune(["--dataset", str(csv_file), "--out", str(out)], capsys)
+    assert code == 0, cap.err
+    report = json.loads((out / "report.json").read_text())
+    assert report["classes"] == 2 and report["features"] == 5  # a, b, c + colour one-hot (red, green)
+    # prune the saved original again, as a user's network
+    code, cap = _prune(["--dataset", str(csv_file), "--network", str(out / "original"), "--json",
+                        str(tmp_path / "again.json")], capsys)
+    assert code == 0, cap.err
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["params_before"] == report["params_before"]
+    assert again["test_acc_before"] == pytest.approx(report["test_acc_before"], abs=1e-6)
+
+
+def test_prune_errors_are_clear(csv_file, tmp_path, capsys):
+    code, cap = _prune(["--dataset", "no_such_dataset"], capsys)
+    assert code == 2 and "no_such_dataset" in cap.err and "Traceback" not in cap.err
+    code, cap = _prune(["--dataset", "iris", "--tau", "150"], capsys)
+    assert code == 2 and "tau" in cap.err
+    code = cli.main(["prune", "--preset", "tiny", "--agent", "pretrained", "--dataset", "iris", "--quiet"])
+    assert code == 2 and "no pretrained agent" in capsys.readouterr().err
+    code, cap = _prune(["--dataset", "iris", "--network", str(tmp_path / "missing")], capsys)
+    assert code == 2 and "no saved network" in cap.err

@@ -173,3 +173,15 @@ def test_policy_file_round_trip(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"")
     with pytest.raises(ValueError, match="not a neon_jax agent"):
         agent_lib.load_policy(tmp_path / "bad")
+
+
+def test_shipped_agent_loads_and_fits_the_cpu_preset():
+    from neon_jax import pruner
+
+    agent, actor, random_actions, description, meta = pruner.load_agent("pretrained", PRESETS["cpu"])
+    assert not random_actions and agent.preset == PRESETS["cpu"]
+    assert meta["env"]["cut"] in ("reinit", "keep_best") and meta["episodes"] > 0
+    logits = agent.actor.apply(actor, agent.dummy_obs())
+    assert logits.shape == (5,) and np.isfinite(np.asarray(logits)).all()
+    with pytest.raises(ValueError, match="no pretrained agent ships for preset 'paper'"):
+        pruner.load_agent("pretrained", PRESETS["paper"])

@@ -38,6 +38,7 @@ import numpy as np
 
 from benchmarks.bench_population_training import core_count, cpu_model, device_slug
 from neon_jax import env as env_lib
+from neon_jax import pool as pool_lib
 from neon_jax import zoo as zoo_lib
 from neon_jax.presets import get_preset
 
@@ -139,7 +140,7 @@ def main(argv=None) -> dict:
     sizes = [int(s) for s in args.batch.split(",") if s.strip()]
     began = time.perf_counter()
     zoo, prepared = cached_zoo(args.dataset, preset, args.zoo_size, args.seed, args.data_dir)
-    params_all, dims, names = env_lib.batch_from_zoos([(zoo, prepared)], "all", args.tau, preset)
+    params_all, dims, names = pool_lib.batch_from_zoos([(zoo, prepared)], "all", args.tau, preset)
     config = env_lib.EnvConfig(passes=args.passes)
     env = env_lib.NeonEnv(config, dims, preset)
     n_nets = len(names)

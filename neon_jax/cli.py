@@ -82,6 +82,7 @@ def cmd_rollout(args) -> int:
     from neon_jax import env as env_lib
     from neon_jax import nets
     from neon_jax import zoo as zoo_lib
+    from neon_jax import pool as pool_lib
 
     policies = {"random": env_lib.random_policy}
     if args.policy not in policies:
@@ -117,7 +118,7 @@ def cmd_rollout(args) -> int:
         preset = pairs[0][0].preset
     if sum(len(z.indices(args.which)) for z, _ in pairs) == 0:
         raise CLIError(f"the zoos hold no {args.which!r} networks")
-    batch, dims, ids = env_lib.batch_from_zoos(pairs, args.which, tau, preset)
+    batch, dims, ids = pool_lib.batch_from_zoos(pairs, args.which, tau, preset)
     zoos = {z.dataset: z for z, _ in pairs}
 
     env = env_lib.NeonEnv(config, dims, preset)

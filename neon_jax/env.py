@@ -374,44 +374,6 @@ def stack_params(items: list[EnvParams]) -> EnvParams:
     return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *items)
 
 
-def batch_from_zoos(zoos_and_data, which: str, tau: float, preset: Preset):
-    """A batch of environments from several zoos (one per dataset), padded to common shapes.
-
-    Args:
-      zoos_and_data: list of (Zoo, PreparedData) pairs (the data must match the zoo: checked).
-      which: "train", "heldout" or "all" networks of each zoo.
-      tau: tolerance in accuracy points.
-    Returns:
-      (EnvParams with leading axis B, NetDims, list of (dataset name, network index) per environment).
-    """
-    from neon_jax import zoo as zoo_lib
-
-    if not zoos_and_data:
-        raise ValueError("no zoo given")
-    for zoo, prepared in zoos_and_data:
-        zoo_lib.check_data_matches(zoo, prepared)
-        if zoo.preset.widths != preset.widths or zoo.preset.max_hidden != preset.max_hidden:
-            raise ValueError(f"the zoo of {zoo.dataset!r} was built with preset {zoo.preset.name!r}, "
-                             f"not {preset.name!r}")
-    dims = nets.NetDims(
-        d_max=max(z.dims.d_max for z, _ in zoos_and_data), k_max=max(z.dims.k_max for z, _ in zoos_and_data),
-        max_hidden=preset.max_hidden, w_max=preset.w_max)
-    n_max = {
-        "finetune": max(len(p.splits.x_finetune) for _, p in zoos_and_data),
-        "val": max(len(p.splits.x_val) for _, p in zoos_and_data),
-        "train": max(len(p.splits.x_train) for _, p in zoos_and_data),
-        "test": max(len(p.splits.x_test) for _, p in zoos_and_data),
-    }
-    items, names = [], []
-    for zoo, prepared in zoos_and_data:
-        for i in zoo.indices(which):
-            variables, arch = zoo.network(int(i))
-            variables, arch = nets.repad(variables, arch, zoo.dims, dims)
-            items.append(make_env_params(variables, arch, prepared.splits, dims, tau, n_max))
-            names.append((zoo.dataset, int(i)))
-    return stack_params(items), dims, names
-
-
 def make_rollout(env: NeonEnv, policy):
     """A jitted whole-episode roll-out of a batch of environments: one `lax.scan` over `env.max_steps`.
 

@@ -108,3 +108,12 @@ class EnvPool:
         return EnvParams(variables=jax.tree_util.tree_map(take, self.variables),
                          arch=jax.tree_util.tree_map(take, self.archs),
                          tau=jnp.full((len(indices),), self.tau, jnp.float32), **split)
+
+
+def batch_from_zoos(zoos_and_data, which: str, tau: float, preset: Preset):
+    """Every `which` network of several zoos as one device batch: (EnvParams (leading axis B), dims, names).
+
+    A convenience over `EnvPool` for batches that fit at once (roll-outs, benchmarks, tests).
+    """
+    pool = EnvPool.from_zoos(zoos_and_data, which, tau, preset)
+    return pool.batch(np.arange(len(pool))), pool.dims, pool.names

@@ -20,6 +20,7 @@ import pytest
 
 from neon_jax import cli, nets
 from neon_jax import env as E
+from neon_jax import pool as pool_lib
 from neon_jax import zoo as zoo_lib
 from neon_jax.presets import PRESETS
 
@@ -72,7 +73,7 @@ def world() -> World:
     prepared = {name: zoo_lib.prepare_data(name, TINY) for name in ("iris", "breast_cancer")}
     zoos = {name: zoo_lib.build_zoo(p, TINY, n=6, n_heldout=2, seed=s, epochs=0)
             for s, (name, p) in enumerate(prepared.items())}
-    batch, dims, names = E.batch_from_zoos([(zoos[n], prepared[n]) for n in prepared], "all", 5.0, TINY)
+    batch, dims, names = pool_lib.batch_from_zoos([(zoos[n], prepared[n]) for n in prepared], "all", 5.0, TINY)
     n_max = {k: int(getattr(batch, k).x.shape[1]) for k in ("finetune", "val", "train", "test")}
     env = E.NeonEnv(E.EnvConfig(), dims, TINY)
     return World(prepared=prepared, zoos=zoos, batch=batch, names=names, dims=dims, n_max=n_max, env=env,

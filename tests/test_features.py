@@ -16,9 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats as sps
 from sklearn import datasets
-from sklearn.preprocessing import StandardScaler
 
 from neon_jax import features, nets
 from neon_jax.presets import get_preset
@@ -112,98 +110,11 @@ def punch_holes(arch, seed):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The reference.
+# The reference: NumPy/SciPy/sklearn, shared with the PyTorch reference environment (benchmarks/torch_reference).
 
-ACT_CODE = {"relu": 1, "softmax": 2, "tanh": 3, "sigmoid": 4}
-
-
-def ref_rows(net: nets.DenseNetwork):
-    """NFE ModelWithRows: a new row starts at every Linear that is not the first Linear of the current row."""
-    rows, cur = [], []
-    for layer in net.layers:
-        if layer["kind"] == "linear" and any(m["kind"] == "linear" for m in cur):
-            rows.append(cur)
-            cur = []
-        cur.append(layer)
-    rows.append(cur)
-    return rows
-
-
-def ref_stats(m: np.ndarray) -> np.ndarray:
-    """(n_obs, n_neurons) -> (8, n_neurons) in float64, scipy-1.4 convention for constant neurons."""
-    m = np.asarray(m, np.float64)
-    constant = np.ptp(m, axis=0) == 0
-    with np.errstate(all="ignore"):
-        skew = sps.skew(m, axis=0, bias=True)
-        kurt = sps.kurtosis(m, axis=0, fisher=True, bias=True)
-    skew = np.where(constant, 0.0, skew)
-    kurt = np.where(constant, -3.0, kurt)
-    return np.stack([m.mean(0), m.std(0), skew, kurt, m.min(0), m.max(0), np.abs(m).sum(0),
-                     np.sqrt((m ** 2).sum(0))])
-
-
-def pad2(a, rows, cols):
-    out = np.zeros((rows, cols))
-    out[: a.shape[0], : a.shape[1]] = a
-    return out
-
-
-def ref_forward_rows(net, x, batch_stats=False):
-    """Float32 forward pass; returns each non-output row's hooked output (its last activation module)."""
-    h = np.asarray(x, np.float32)
-    outputs = []
-    for row in ref_rows(net)[:-1]:
-        hooked = None
-        for layer in row:
-            kind = layer["kind"]
-            if kind == "batchnorm":
-                if batch_stats:
-                    mean, var = h.mean(0), h.var(0)
-                else:
-                    mean, var = layer["mean"], layer["var"]
-                h = ((h - mean) / np.sqrt(var + layer["eps"]) * layer["scale"] + layer["bias"]).astype(np.float32)
-            elif kind == "linear":
-                h = h @ layer["kernel"] + layer["bias"]
-            elif kind == "relu":
-                h = np.maximum(h, 0)
-            elif kind == "tanh":
-                h = np.tanh(h)
-            elif kind == "sigmoid":
-                h = (1 / (1 + np.exp(-h))).astype(np.float32)
-            if kind in ("relu", "tanh", "sigmoid"):
-                hooked = h
-        outputs.append(hooked)
-    return outputs
-
-
-def ref_state(net, x, R, F, batch_stats=False):
-    rows = ref_rows(net)
-    topo = np.zeros((R, 8))
-    weights = np.zeros((8, R, F))
-    acts = np.zeros((8, R, F))
-    for j, row in enumerate(rows):
-        kinds = [m["kind"] for m in row]
-        lin = next(m for m in row if m["kind"] == "linear")
-        code = max((ACT_CODE[k] for k in kinds if k in ACT_CODE), default=0)
-        topo[j] = [("batchnorm" in kinds), ("dropout" in kinds), *lin["kernel"].shape,
-                   code == 1, code == 2, code == 3, code == 4]
-        weights[:, j] = pad2(ref_stats(lin["kernel"]), 8, F)
-    for j, out in enumerate(ref_forward_rows(net, x, batch_stats)):
-        acts[:, j] = pad2(ref_stats(out), 8, F)
-    return topo, acts, weights
-
-
-def ref_normalise(topo, acts, weights, row):
-    def per_plane(m):
-        return np.stack([StandardScaler().fit_transform(plane) for plane in m])
-
-    t_n = StandardScaler().fit_transform(topo)
-    return dict(
-        net_topology=t_n, net_activations=per_plane(acts), net_weights=per_plane(weights),
-        layer_topology=t_n[row],
-        layer_activations=StandardScaler().fit_transform(acts[:, row, :]),
-        layer_weights=StandardScaler().fit_transform(weights[:, row, :]),
-    )
+from benchmarks.torch_reference.features import (  # noqa: E402
+    ref_forward_rows, ref_normalise, ref_rows, ref_state, ref_stats,
+)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,7 +1,17 @@
-"""PyTorch reference of the original NEON base networks (neon_spec.md §7), for benchmarks and parity checks."""
+"""PyTorch reference of the original NEON (neon_spec.md §2, §3, §6, §7), for benchmarks and parity checks.
 
-from benchmarks.torch_reference.base_training import (
-    check_eval_parity, check_train_loss_parity, to_torch_sequential, train_torch,
-)
+Submodules: `base_training` (base networks, training, parity checks), `features` (NumPy/SciPy state, no torch),
+`env_step` (the environment step and episode), `agent` (the A2C update). Imported lazily, so the torch-free
+`features` reference works without torch.
+"""
 
-__all__ = ["to_torch_sequential", "train_torch", "check_eval_parity", "check_train_loss_parity"]
+_BASE = ("check_eval_parity", "check_train_loss_parity", "to_torch_sequential", "train_torch")
+__all__ = list(_BASE)
+
+
+def __getattr__(name):
+    if name in _BASE:
+        from benchmarks.torch_reference import base_training
+
+        return getattr(base_training, name)
+    raise AttributeError(name)

@@ -300,6 +300,7 @@ def cmd_prune(args) -> int:
         raise CLIError(f"{args.json} exists; pass --overwrite to replace it")
     if args.out and (Path(args.out) / "report.json").exists() and not args.overwrite:
         raise CLIError(f"{args.out} already holds a prune result; pass --overwrite to replace it")
+    formats = _export_formats(args.export, args.out, "pruned", args.overwrite) if args.export else []
     result = pruner.prune(args.dataset, data_dir=args.data_dir, network=args.network, tau=args.tau,
                           passes=args.passes, agent=args.agent, preset=args.preset, seed=args.seed,
                           greedy=args.greedy, cut=args.cut, progress=None if args.quiet else print)
@@ -309,13 +310,65 @@ def cmd_prune(args) -> int:
         [(r["dataset"], f"{r['widths_before']} -> {r['widths_after']}", f"{r['params_before']} -> {r['params_after']}",
           f"x{r['compression']:.2f}", f"{r['test_acc_before']:.4f} -> {r['test_acc_after']:.4f} "
           f"({r['acc_change_points']:+.2f} pts)", f"{r['prune_seconds_including_compile']:.1f}")]))
+    print(f"measured latency (NumPy eval, batch 256): {r['latency_b256_numpy_ms_before']:.3f} ms -> "
+          f"{r['latency_b256_numpy_ms_after']:.3f} ms (x{r['speedup_b256_numpy']:.2f} faster)")
     if args.out:
         path = pruner.save_result(result, args.out, overwrite=args.overwrite)
         print(f"saved the original and pruned networks and report.json to {path}")
+    if formats:
+        _export_and_verify(result.pruned, args.out, formats, "pruned", args.overwrite)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(r, indent=1))
         print(f"report -> {args.json}")
+    return 0
+
+
+def _export_formats(text, out, stem, overwrite) -> list[str]:
+    """Validates --export before any work is done: known formats, an --out folder, no file overwritten."""
+    from neon_jax import interop
+
+    if not out:
+        raise CLIError("--export needs --out (the folder the exported files go to)")
+    formats = interop.parse_formats(text)
+    existing = [str(p) for files in interop.export_paths(out, stem, formats).values() for p in files if p.exists()]
+    if existing and not overwrite:
+        raise CLIError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
+    return formats
+
+
+def _export_and_verify(net, out, formats, stem, overwrite) -> None:
+    """Writes the exports, reads each back and checks it against the network on 256 random inputs in [0, 1]
+    (the range of min-max scaled data)."""
+    import numpy as np
+
+    from neon_jax import interop
+
+    try:
+        paths = interop.export_network(net, out, formats, stem=stem, overwrite=overwrite)
+        x = np.random.default_rng(0).random((256, net.n_features), dtype=np.float32)
+        checks = interop.verify_exports(net, paths, x)
+    except ImportError as err:
+        raise CLIError(f"{err} (the export formats need: pip install 'neon_jax[torch,export]')") from None
+    for fmt, files in paths.items():
+        c = checks[fmt]
+        print(f"exported {fmt}: {', '.join(str(p) for p in files)} (read back: max |logit diff| "
+              f"{c['max_abs_diff_logits']:.1e}, same predictions: {c['same_predictions']})")
+
+
+def cmd_export(args) -> int:
+    """Writes a network (a neon_jax network, a PyTorch .pt or a .safetensors export) as PyTorch / ONNX /
+    safetensors / npz files, checked against the network."""
+    from neon_jax import interop
+
+    stem = args.name or Path(args.network).name.split(".")[0]
+    formats = _export_formats(args.format, args.out, stem, args.overwrite)
+    try:
+        net = interop.load_network(args.network)
+    except ImportError as err:
+        raise CLIError(str(err)) from None
+    print(f"{args.network}: hidden widths {net.hidden_widths}, {net.num_params()} parameters")
+    _export_and_verify(net, args.out, formats, stem, args.overwrite)
     return 0
 
 
@@ -392,8 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune a network on a dataset with a trained agent (the main job)")
     p.add_argument("--dataset", required=True, help="dataset name (see `neon-jax datasets`) or a CSV file")
     _add_data_args(p)
-    p.add_argument("--network", default=None, help="a saved network (.npz/.json from neon_jax); default: train a "
-                                                   "random base network first")
+    p.add_argument("--network", default=None,
+                   help="the network to prune: a PyTorch file (.pt/.pth: torch.save of an nn.Sequential of "
+                        "Linear/ReLU/Tanh/Sigmoid/BatchNorm1d/Dropout[/Softmax], or of {'state_dict', 'layers'}), "
+                        "a .safetensors export, or a neon_jax network (.npz/.json); default: train a random base "
+                        "network first")
     p.add_argument("--tau", type=float, default=5.0, help="tolerated accuracy drop, points (default 5)")
     p.add_argument("--passes", type=int, default=4)
     p.add_argument("--agent", default="pretrained", help="'pretrained', 'random' or a checkpoint path")
@@ -404,9 +460,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.add_argument("--out", default=None, help="save original + pruned network and report.json in this folder")
+    p.add_argument("--export", default=None,
+                   help="also write the pruned network to --out as FORMATS (comma-separated: torch, onnx, "
+                        "safetensors, npz, or all), each read back and checked")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("export", help="write a network as PyTorch / ONNX / safetensors / npz files")
+    p.add_argument("--network", required=True,
+                   help="a neon_jax network (e.g. OUT/pruned of `neon-jax prune`), a PyTorch .pt or a .safetensors")
+    p.add_argument("--format", default="torch,onnx",
+                   help="comma-separated: torch (.pt, nn.Sequential), onnx (opset 17), safetensors (+ .arch.json), "
+                        "npz (+ .json), or all (default: torch,onnx)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--name", default=None, help="file stem (default: the network file's stem)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -17,53 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-
-
-def _tensor(a) -> torch.Tensor:
-    return torch.from_numpy(np.array(a, dtype=np.float32, copy=True))
-
-
-def to_torch_sequential(dense_net, dropout_rate: float | None = None) -> nn.Sequential:
-    """The original's ``nn.Sequential`` for a neon_jax `DenseNetwork`, weights copied exactly (float32).
-
-    Args:
-      dense_net: a `neon_jax.nets.DenseNetwork` (its ``layers`` list: batchnorm / dropout / linear / relu / tanh /
-        sigmoid / softmax dicts; ``linear`` kernels are (in, out), PyTorch stores (out, in)).
-      dropout_rate: overrides the Dropout p of every dropout layer (None: the layer's own rate).
-    Returns:
-      The Sequential, ending in ``Softmax(dim=1)``, in train mode (as the original trains and pickles it).
-    """
-    modules: list[nn.Module] = []
-    for layer in dense_net.layers:
-        kind = layer["kind"]
-        if kind == "batchnorm":
-            n = int(np.asarray(layer["scale"]).shape[0])
-            bn = nn.BatchNorm1d(n, eps=float(layer["eps"]), momentum=0.1)
-            with torch.no_grad():
-                bn.weight.copy_(_tensor(layer["scale"]))
-                bn.bias.copy_(_tensor(layer["bias"]))
-                bn.running_mean.copy_(_tensor(layer["mean"]))
-                bn.running_var.copy_(_tensor(layer["var"]))
-            modules.append(bn)
-        elif kind == "dropout":
-            modules.append(nn.Dropout(p=float(layer["rate"] if dropout_rate is None else dropout_rate)))
-        elif kind == "linear":
-            kernel = np.asarray(layer["kernel"], np.float32)
-            lin = nn.Linear(kernel.shape[0], kernel.shape[1])
-            with torch.no_grad():
-                lin.weight.copy_(_tensor(kernel.T))
-                lin.bias.copy_(_tensor(layer["bias"]))
-            modules.append(lin)
-        elif kind in _ACTIVATIONS:
-            modules.append(_ACTIVATIONS[kind]())
-        elif kind == "softmax":
-            modules.append(nn.Softmax(dim=1))
-        else:
-            raise ValueError(f"unsupported layer kind {kind!r}")
-    if not modules or not isinstance(modules[-1], nn.Softmax):
-        raise ValueError("a NEON base network ends in Softmax")
-    return nn.Sequential(*modules).train()
+# The DenseNetwork -> nn.Sequential conversion lives in neon_jax.interop (the package's PyTorch export);
+# re-exported here so the benchmarks and parity tests keep importing it from the reference.
+from neon_jax.interop import to_torch_sequential  # noqa: F401
 
 
 def train_torch(model: nn.Module, x, y, epochs: int, batch_size: int, lr: float = 1e-3, seed: int = 0,

@@ -1,0 +1,257 @@
+"""`neon_jax.evaluate` and `neon-jax evaluate`: folds, aggregation, resumability, the CLI and the notebook.
+
+The runs use two tiny zoos (scikit-learn's iris and wine, 4 networks each, 2 held out, one training epoch) and
+an untrained tiny agent saved with the random agent's config, so neon and random share one compiled program
+(batch 2, both datasets in every pool: one shape for the whole file).
+"""
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from neon_jax import agent as agent_lib
+from neon_jax import cli, evaluate as ev, learn, paper_results
+from neon_jax import zoo as zoo_lib
+from neon_jax.presets import get_preset
+
+CPU_ZOOS = ["2dplanes", "ailerons", "bank-marketing", "cardiotocography", "diabetes", "disclosure_z",
+            "electricity-normalized", "first-order-theorem-proving", "fried", "house_8L", "ionosphere",
+            "jungle_chess_2pcs_raw_endgame_complete", "kr-vs-k", "kropt", "mfeat-karhunen", "mfeat-morphological",
+            "no2", "nursery", "phoneme", "pm10", "rmftsa_sleepdata", "satimage", "tamilnadu-electricity"]
+
+
+# ---------------------------------------------------------------------------------------------- folds
+
+
+def test_folds_are_deterministic_disjoint_and_cover_every_dataset():
+    folds = ev.make_folds(CPU_ZOOS, size=6, seed=0)
+    assert [len(f) for f in folds] == [6, 6, 6, 5]
+    flat = [d for f in folds for d in f]
+    assert len(flat) == len(set(flat)) and set(flat) == set(CPU_ZOOS)
+    # the fold the shipped agent was trained without (/work/runs/fold.txt)
+    assert folds[0] == ["phoneme", "diabetes", "rmftsa_sleepdata", "ionosphere",
+                        "jungle_chess_2pcs_raw_endgame_complete", "bank-marketing"]
+    assert ev.make_folds(list(reversed(CPU_ZOOS)), 6, 0) == folds  # order of the input does not matter
+    assert ev.make_folds(CPU_ZOOS, 6, 1) != folds
+    assert ev.make_folds(["a", "b", "c"], 2, 0) == ev.make_folds(["c", "a", "b"], 2, 0)
+
+
+def test_agent_resolution_and_cells():
+    agents = {"5": "a5", "5@1": "a5f1"}
+    assert ev.resolve_agent_spec(agents, 5.0, None) == "a5"
+    assert ev.resolve_agent_spec(agents, 5.0, 1) == "a5f1"
+    assert ev.resolve_agent_spec(agents, 5.0, 0) == "a5"
+    assert ev.resolve_agent_spec(agents, 50.0, 0) == "pretrained"
+    cfg = ev.EvalConfig(datasets=["x", "y"], zoo_root=".", methods=["neon", "random"], taus=[1, 5], passes=[1, 4],
+                        seeds=[0, 1], greedy=True)
+    cells = ev.plan_cells(cfg, None)
+    neon = [c for c in cells if c.method == "neon"]
+    assert len(neon) == 2 * 2 * 2 * 2 * 2 and len(cells) - len(neon) == 2 * 2 * 2  # random: no tau, no greedy
+    assert len({c.key for c in cells}) == len(cells)
+    assert all(c.tau is None for c in cells if c.method == "random")
+    unseen = ev.plan_cells(dataclasses_replace(cfg, protocol="unseen", folds=[1]), [["x"], ["y"]])
+    assert {c.dataset for c in unseen} == {"y"} and {c.fold for c in unseen} == {1}
+
+
+def dataclasses_replace(cfg, **kw):
+    import dataclasses
+
+    return dataclasses.replace(cfg, **kw)
+
+
+# ---------------------------------------------------------------------------------------------- aggregation
+
+
+def _hand_rows():
+    """Two datasets, two methods, hand-picked numbers."""
+    base = dict(protocol="heldout", fold="", split="heldout", setting="", seed=0, greedy=0, agent="", agent_tau="",
+                agent_trained_on_dataset="", counting="all_params", seconds=1.0, depth=1)
+    rows = []
+    # neon p4 tau5: no2 compressions 2, 4 (acc -1, +1); pm10 compressions 10, 30 (acc -3, 0)
+    for ds, net, comp, dacc, before, after, ratio in [("no2", 0, 2.0, -1.0, 100, 50, "2"),
+                                                       ("no2", 1, 4.0, 1.0, 200, 50, "4"),
+                                                       ("pm10", 0, 10.0, -3.0, 100, 10, "10"),
+                                                       ("pm10", 1, 30.0, 0.0, 300, 10, "3")]:
+        rows.append({**base, "cell": f"neon|{ds}", "dataset": ds, "network": net, "method": "neon",
+                     "setting": "pretrained", "tau": 5.0, "passes": 4, "agent": "pretrained", "agent_tau": 50.0,
+                     "widths_before": "8", "widths_after": "4", "params_before": before, "params_after": after,
+                     "compression": comp, "test_acc_before": 0.5, "test_acc_after": 0.5 + dacc / 100,
+                     "acc_change_points": dacc, "layer_width_ratio": ratio})
+    # lap k=3 (no passes, no tau): compressions 7, 7, 7, 7; acc -2, -2, +2, 0
+    for ds, net, dacc in [("no2", 0, -2.0), ("no2", 1, -2.0), ("pm10", 0, 2.0), ("pm10", 1, 0.0)]:
+        rows.append({**base, "cell": f"lap|{ds}", "dataset": ds, "network": net, "method": "lap", "setting": "3",
+                     "tau": "", "passes": "", "widths_before": "8", "widths_after": "8", "params_before": 70,
+                     "params_after": 10, "compression": 7.0, "test_acc_before": 0.5,
+                     "test_acc_after": 0.5 + dacc / 100, "acc_change_points": dacc, "layer_width_ratio": "1",
+                     "counting": "weights_only"})
+    return rows
+
+
+def test_aggregates_match_hand_computed_tables(tmp_path):
+    pd.DataFrame(_hand_rows(), columns=ev.NETWORK_FIELDS).to_csv(tmp_path / "networks.csv", index=False)
+    (tmp_path / "settings.json").write_text(json.dumps({"identity": {"protocol": "heldout", "preset": "cpu"}}))
+    (tmp_path / "cells.jsonl").write_text("\n".join(json.dumps({"key": k, "method": m, "seconds": s}) for k, m, s in
+                                                    [("neon|no2", "neon", 2.0), ("neon|pm10", "neon", 3.0),
+                                                     ("lap|no2", "lap", 1.5), ("lap|pm10", "lap", 0.5)]) + "\n")
+    summary = ev.write_report(tmp_path)
+    neon, lap = summary["groups"]
+    assert neon["label"] == "neon p4 tau5" and lap["label"] == "lap 3"
+    c, a = neon["over_networks"]["compression"], neon["over_networks"]["acc_change"]
+    assert c["mean"] == pytest.approx(11.5) and c["median"] == pytest.approx(7.0)
+    assert c["std"] == pytest.approx(np.std([2, 4, 10, 30], ddof=1)) and (c["max"], c["min"]) == (30, 2)
+    assert a["mean"] == pytest.approx(-0.75) and a["median"] == pytest.approx(-0.5)
+    assert (neon["acc_fell"], neon["acc_held"], neon["acc_rose"]) == (2, 1, 1)
+    d = neon["over_datasets"]["compression"]  # per-dataset means 3 and 20
+    assert d["mean"] == pytest.approx(11.5) and d["std"] == pytest.approx(np.std([3, 20], ddof=1))
+    assert neon["over_datasets"]["acc_change"]["min"] == pytest.approx(-1.5)
+    assert neon["per_dataset"]["pm10"] == {"compression": 20.0, "acc_change_points": -1.5, "networks": 2}
+    assert neon["compression_of_total_params"] == pytest.approx(700 / 120)
+    assert neon["layer_width_reduction"] == {1: [pytest.approx(4.75)]}
+    assert neon["paper_config"] == "N4-5" and lap["paper_config"] == "LAP3"
+    assert neon["flags"] == ["agent trained at tau 50"]
+    assert (lap["acc_fell"], lap["acc_held"], lap["acc_rose"]) == (2, 1, 1) and lap["counting"] == ["weights_only"]
+    assert summary["wall_seconds_per_method"] == {"neon": 5.0, "lap": 2.0}
+
+    report = (tmp_path / "report.md").read_text()
+    assert "| neon p4 tau5 | 4 | 11.50 | 7.00 |" in report
+    assert "15.76 (N4-5)" in report and "-0.87" in report  # the paper's aggregate beside ours
+    assert "*paper N4-5*" in report and "*8.76*" in report and "*-17.33*" in report  # pm10's published N4-5 row
+    assert "*paper LAP3*" in report and "single-dataset agents" in report
+    assert (tmp_path / "compression_vs_accuracy.png").stat().st_size > 1000
+    assert (tmp_path / "pareto_tau.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "summary.json").read_text())["groups"][0]["label"] == "neon p4 tau5"
+
+
+def test_pareto_front_and_paper_table():
+    assert ev.pareto_front([(1, 0), (2, -1), (1.5, -2), (3, -1), (0.5, 1)]) == [(0.5, 1.0), (1.0, 0.0), (3.0, -1.0)]
+    assert len(paper_results.DATASETS) == 28
+    means = np.mean([v["N4-50"] for v in paper_results.PER_DATASET_COMPRESSION.values()])
+    assert means == pytest.approx(paper_results.AGGREGATE["N4-50"]["ratio_mean"], abs=0.01)
+    assert paper_results.paper_config("neon", 1, 50.0) == "N1-50"
+    assert paper_results.paper_config("random", 4, None) == "Rand"
+    assert paper_results.paper_config("random", 1, None) is None
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+@pytest.fixture(scope="module")
+def zoo_root(tmp_path_factory):
+    """Tiny zoos of iris and wine, and two untrained tiny agents (one claims to have trained on wine)."""
+    root = tmp_path_factory.mktemp("eval_zoos")
+    preset = get_preset("tiny")
+    for name in ("iris", "wine"):
+        prepared = zoo_lib.prepare_data(name, preset, seed=0)
+        zoo_lib.save_zoo(zoo_lib.build_zoo(prepared, preset, n=4, n_heldout=2, seed=0, epochs=1), root)
+    config = agent_lib.AgentConfig(batch_size=1)  # the random agent's config: one compile for both methods
+    actor = agent_lib.Agent(config, preset).init(jax.random.PRNGKey(1)).actor
+    common = {"tau": 50.0, "env": {"cut": "reinit", "passes": 1}, "episodes": 0}
+    agent_lib.save_policy(root / "agents" / "blank", actor, config, preset, {**common, "datasets": []})
+    agent_lib.save_policy(root / "agents" / "saw_wine", actor, config, preset, {**common, "datasets": ["wine"]})
+    return root
+
+
+def _cfg(root, **kw):
+    base = dict(datasets=["iris", "wine"], zoo_root=str(root), methods=["neon", "random"], taus=[5.0], passes=[1],
+                seeds=[0], agents={"5": str(root / "agents" / "blank")}, batch_size=2)
+    return ev.EvalConfig(**{**base, **kw})
+
+
+def test_evaluation_resumes_and_skips_finished_cells(zoo_root, tmp_path, monkeypatch):
+    out = tmp_path / "eval"
+    calls = []
+    real = learn.run_agent
+
+    def counting(*args, **kwargs):
+        calls.append(args[2].names[0][0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(learn, "run_agent", counting)
+    summary = ev.run_evaluation(_cfg(zoo_root), out, progress=False, log=None)
+    assert len(calls) == 4  # 2 methods x 2 datasets
+    df = pd.read_csv(out / "networks.csv")
+    assert len(df) == 8 and set(df["split"]) == {"heldout"} and set(df["dataset"]) == {"iris", "wine"}
+    assert np.allclose(df["compression"], df["params_before"] / df["params_after"])
+    assert np.allclose(df["acc_change_points"], 100 * (df["test_acc_after"] - df["test_acc_before"]), atol=1e-4)
+    assert {g["label"] for g in summary["groups"]} == {"neon p1 tau5", "random p1"}
+    assert (out / "report.md").exists() and (out / "summary.json").exists()
+
+    calls.clear()  # same grid: nothing to do
+    ev.run_evaluation(_cfg(zoo_root), out, progress=False, log=None)
+    assert calls == [] and len(pd.read_csv(out / "networks.csv")) == 8
+
+    # an interrupted cell (rows appended, never recorded as done) is dropped and re-run
+    lines = (out / "cells.jsonl").read_text().splitlines()
+    (out / "cells.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    calls.clear()  # a wider grid (a second seed) runs only its new cells
+    ev.run_evaluation(_cfg(zoo_root, seeds=[0, 1]), out, progress=False, log=None)
+    assert len(calls) == 1 + 4
+    df = pd.read_csv(out / "networks.csv")
+    assert len(df) == 16 and df.groupby("cell").size().eq(2).all() and len(ev._load_done(out)) == 8
+
+    with pytest.raises(FileExistsError, match="--overwrite"):  # another protocol in the same folder
+        ev.run_evaluation(_cfg(zoo_root, protocol="unseen", fold_size=1), out, progress=False, log=None)
+
+
+def _cli(*argv):
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = cli.main([str(a) for a in argv])
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_cli_unseen_protocol_smoke_and_errors(zoo_root, tmp_path):
+    out = tmp_path / "unseen"
+    args = ["evaluate", "--datasets", "iris,wine", "--zoo-root", zoo_root, "--protocol", "unseen", "--fold-size", 1,
+            "--tau", 5, "--passes", 1, "--batch", 2, "--out", out, "--quiet"]
+    code, stdout, err = _cli(*args, "--methods", "neon,random", "--agent", f"5={zoo_root / 'agents' / 'blank'}")
+    assert code == 0, err
+    df = pd.read_csv(out / "networks.csv")
+    assert len(df) == 2 * 2 * 4  # 2 methods x 2 datasets x all 4 networks
+    assert set(df["split"]) == {"heldout", "train"} and sorted(df["fold"].unique()) == [0, 1]
+    settings = json.loads((out / "settings.json").read_text())
+    assert sorted(sum(settings["folds"], [])) == ["iris", "wine"]
+    report = (out / "report.md").read_text()
+    assert "unseen protocol" in report and "fold 0:" in report and "![pareto_tau.png]" in report
+    assert "neon p1 tau5" in stdout and "agent trained at tau 50" in stdout
+
+    # an agent that trained on a dataset of an unseen fold is refused, before any work
+    code, _, err = _cli(*args, "--methods", "neon", "--agent", f"5={zoo_root / 'agents' / 'saw_wine'}", "--overwrite")
+    assert code == 2 and "trained on wine" in err and "train-agent --unseen wine" in err
+
+    code, _, err = _cli("evaluate", "--datasets", "iris", "--zoo-root", zoo_root, "--methods", "neon,bogus",
+                        "--out", tmp_path / "x")
+    assert code == 2 and "bogus" in err and "random" in err
+    code, _, err = _cli("evaluate", "--datasets", "iris,nope", "--zoo-root", zoo_root, "--methods", "random",
+                        "--out", tmp_path / "x")
+    assert code == 2 and "no zoo for nope" in err
+    code, _, err = _cli("evaluate", "--zoo-root", zoo_root, "--out", tmp_path / "x")
+    assert code == 2 and "--suite" in err
+    code, _, err = _cli("evaluate", "--datasets", "iris", "--zoo-root", zoo_root, "--tau", "5", "--agent", "x=y",
+                        "--out", tmp_path / "x")
+    assert code == 2 and "TAU=PATH" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_reproduction_notebook_runs(tmp_path, zoo_root):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "reproduce_evaluation.ipynb", as_version=4)
+    [params] = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    params.source = (f'ZOO_ROOT = "{zoo_root}"\nDATASETS = ("iris", "wine")\nDATA_DIR = None\nPRESET = "tiny"\n'
+                     f'METHODS = ("random",)\nTAUS = (5,)\nPASSES = (1,)\nSEEDS = (0,)\nAGENTS = {{}}\n'
+                     f'OUT = "{tmp_path / "nb_eval"}"\nRESULTS = None\nBATCH = 2')
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
+                     for c in nb.cells for o in c.get("outputs", []))
+    assert "random p1" in text and "compression" in text
+    assert sum(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+               for c in nb.cells for o in c.get("outputs", [])) >= 2
+    assert (tmp_path / "nb_eval" / "report.md").exists()

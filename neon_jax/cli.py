@@ -324,6 +324,85 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def _parse_agents(specs) -> dict:
+    """["5=PATH", "5@0=PATH", "PATH"] -> {"5": PATH, "5@0": PATH}; a bare PATH applies to every tau ("*")."""
+    agents = {}
+    for spec in specs or []:
+        key, sep, path = spec.partition("=")
+        if not sep:
+            key, path = "*", spec
+        else:
+            tau, _, fold = key.partition("@")
+            try:
+                key = f"{float(tau):g}" + (f"@{int(fold)}" if fold else "")
+            except ValueError:
+                raise CLIError(f"--agent {spec!r}: expected TAU=PATH or TAU@FOLD=PATH (e.g. 5=runs/agent_tau5)") \
+                    from None
+        agents[key] = path
+    return agents
+
+
+def cmd_evaluate(args) -> int:
+    from neon_jax import evaluate as ev
+
+    if args.report_only:
+        summary = ev.write_report(args.out)
+        print(f"report -> {Path(args.out) / 'report.md'} ({summary['networks']} rows)")
+        return 0
+    if not args.zoo_root:
+        raise CLIError("--zoo-root is required (the folder of zoos built with `neon-jax zoo`)")
+    if bool(args.datasets) == bool(args.suite):
+        raise CLIError("pass exactly one of --datasets a,b,... and --suite neon|all")
+    datasets = _csv_names(args.datasets) if args.datasets else ev.suite_datasets(args.suite, args.zoo_root)
+    methods = _csv_names(args.methods)
+    known = ev.known_methods()
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise CLIError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    try:
+        taus = [float(t) for t in _csv_names(args.tau)]
+        passes = [int(p) for p in _csv_names(args.passes)]
+        seeds = [int(s) for s in _csv_names(args.seeds)]
+        folds = [int(f) for f in _csv_names(args.folds)] if args.folds else None
+    except ValueError as err:
+        raise CLIError(f"--tau / --passes / --seeds / --folds take comma-separated numbers: {err}") from None
+    agents = _parse_agents(args.agent)
+    if "*" in agents:
+        every = agents.pop("*")
+        agents.update({f"{t:g}": every for t in taus if f"{t:g}" not in agents})
+    settings = {}
+    for spec in args.settings or []:
+        method, sep, values = spec.partition("=")
+        if not sep:
+            raise CLIError(f"--settings {spec!r}: expected METHOD=S1,S2 (e.g. lap=1,3,10)")
+        settings[method] = [_number_or_text(v) for v in _csv_names(values)]
+    cfg = ev.EvalConfig(datasets=datasets, zoo_root=args.zoo_root, data_dir=args.data_dir, protocol=args.protocol,
+                        methods=methods, taus=taus, passes=passes, seeds=seeds, greedy=args.greedy, agents=agents,
+                        preset=args.preset, fold_size=args.fold_size, fold_seed=args.fold_seed, folds=folds,
+                        settings=settings, random_cut=args.random_cut, batch_size=args.batch)
+    start = time.perf_counter()
+    summary = ev.run_evaluation(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
+                                log=None if args.quiet else print)
+    table = []
+    for g in summary["groups"]:
+        c, a = g["over_networks"]["compression"], g["over_networks"]["acc_change"]
+        table.append((g["label"], g["networks"], f"{c['mean']:.2f}", f"{c['median']:.2f}", f"{a['mean']:+.2f}",
+                      f"{g['acc_fell']}/{g['acc_held']}/{g['acc_rose']}", "; ".join(g["flags"])))
+    print(format_table(["method", "nets", "compression mean", "median", "acc change (pts)", "fell/held/rose",
+                        "notes"], table))
+    print(f"{time.perf_counter() - start:.1f}s; report -> {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _number_or_text(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _export_formats(text, out, stem, overwrite) -> list[str]:
     """Validates --export before any work is done: known formats, an --out folder, no file overwritten."""
     from neon_jax import interop
@@ -477,6 +556,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="file stem (default: the network file's stem)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("evaluate", help="evaluate NEON, the random agent and baselines on held-out networks or "
+                                        "unseen datasets; resumable grid, report.md with the paper's numbers")
+    p.add_argument("--datasets", default=None, help="comma-separated datasets (each needs a zoo under --zoo-root)")
+    p.add_argument("--suite", default=None, choices=["neon", "all"],
+                   help="neon: the paper's datasets that have a zoo; all: every zoo under --zoo-root")
+    _add_data_args(p)
+    p.add_argument("--zoo-root", default=None, help="folder of zoos (one subfolder per dataset); required")
+    p.add_argument("--methods", default="neon,random", help="comma-separated: neon, random and the baselines "
+                                                            "(magnitude, structured, lap, random_no_ft, ...)")
+    p.add_argument("--protocol", default="heldout", choices=["heldout", "unseen"],
+                   help="heldout: each zoo's held-out networks; unseen: all networks of datasets in seeded folds")
+    p.add_argument("--tau", default="5", help="comma-separated tolerances for neon (paper: 1,5,50)")
+    p.add_argument("--passes", default="4", help="comma-separated passes (paper: 1,4)")
+    p.add_argument("--seeds", default="0", help="comma-separated evaluation seeds (actions are sampled)")
+    p.add_argument("--greedy", action="store_true", help="also evaluate neon with argmax actions")
+    p.add_argument("--agent", action="append", default=None, metavar="TAU[@FOLD]=PATH",
+                   help="agent for a tau (and unseen fold): a train-agent --out folder, checkpoint or policy file; "
+                        "repeat per tau; default: the shipped agent (flagged where its training tau differs)")
+    p.add_argument("--settings", action="append", default=None, metavar="METHOD=S1,S2",
+                   help="baseline settings (default: the baseline's own defaults)")
+    p.add_argument("--folds", default=None, help="unseen protocol: which folds to evaluate (default: all)")
+    p.add_argument("--fold-size", type=int, default=6, help="datasets per unseen fold (paper: 6)")
+    p.add_argument("--fold-seed", type=int, default=0)
+    p.add_argument("--random-cut", default="reinit", choices=["reinit", "keep_best"],
+                   help="cut of the random agent (reinit: the paper's environment)")
+    p.add_argument("--batch", type=int, default=32, help="networks per compiled batch")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="default: the zoos' preset")
+    p.add_argument("--out", required=True, help="results folder (re-running resumes; finished cells are skipped)")
+    p.add_argument("--overwrite", action="store_true", help="replace an evaluation with other settings in --out")
+    p.add_argument("--report-only", action="store_true", help="only rewrite report.md / summary.json / plots")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -36,6 +36,7 @@ from neon_jax.nets import count_params
 from neon_jax.presets import Preset
 
 ARCHITECTURES = ("neon", "compact")
+REWARD_TRANSFORMS = ("none", "symlog")
 CHECKPOINT_FORMAT = 1
 
 
@@ -51,6 +52,13 @@ class AgentConfig:
       actor_lr / critic_lr: Adam learning rates (1e-3 each, separate optimisers).
       legacy_episode_mean_advantage: reproduce §12 A0 (actor loss = -(mean log pi) x (mean advantage)).
       batch_size: episodes rolled out in parallel per update (1 = the original's schedule).
+
+    Beyond the paper (defaults off = faithful; each measured against the faithful agent, see README):
+      reward_transform: "none" (the cubic reward as is) or "symlog" (sign(r) log(1 + |r|) before the
+        returns: the cubic terms span 0..64,000, so one episode that crossed the tolerance outweighs hundreds
+        that did not, and the policy collapses to "keep everything").
+      normalise_advantages: standardise the advantages over the valid steps of each batch (actor loss only).
+      entropy_coef: weight of an entropy bonus on the policy (keeps it from collapsing before it has learnt).
     """
 
     architecture: str = "neon"
@@ -59,12 +67,24 @@ class AgentConfig:
     critic_lr: float = 1e-3
     legacy_episode_mean_advantage: bool = False
     batch_size: int = 8
+    reward_transform: str = "none"
+    normalise_advantages: bool = False
+    entropy_coef: float = 0.0
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown agent architecture {self.architecture!r}; choose one of {ARCHITECTURES}")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if self.reward_transform not in REWARD_TRANSFORMS:
+            raise ValueError(f"unknown reward_transform {self.reward_transform!r}; choose one of {REWARD_TRANSFORMS}")
+        if self.entropy_coef < 0:
+            raise ValueError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
+
+    @property
+    def faithful(self) -> bool:
+        """True when none of the beyond-the-paper learning options is on."""
+        return self.reward_transform == "none" and not self.normalise_advantages and self.entropy_coef == 0.0
 
 
 def warmup_episodes(n_networks: int) -> int:
@@ -247,8 +267,38 @@ def monte_carlo_returns(rewards, valid, gamma):
     return rlax.discounted_returns(rewards, discount, jnp.zeros_like(rewards))
 
 
+def transform_rewards(rewards, transform: str):
+    """The reward the agent learns from: as is ("none") or sign(r) log(1 + |r|) ("symlog")."""
+    if transform == "symlog":
+        return jnp.sign(rewards) * jnp.log1p(jnp.abs(rewards))
+    return rewards
+
+
+def policy_loss(logits, actions, advantages, valid, legacy_episode_mean_advantage):
+    """Actor loss of ONE episode given (stop-gradient) advantages; means over the valid steps.
+
+    Per-step (intended): -mean_t log pi(a_t) A_t. Legacy (§12 A0): -(mean_t log pi(a_t)) * (mean_t A_t).
+    """
+    valid_f = valid.astype(jnp.float32)
+    n = jnp.maximum(valid_f.sum(), 1.0)
+    if legacy_episode_mean_advantage:
+        log_pi = jnp.take_along_axis(jax.nn.log_softmax(logits), actions[:, None], axis=-1)[:, 0]
+        return -((valid_f * log_pi).sum() / n) * ((valid_f * advantages).sum() / n)
+    # rlax's loss is mean_t w_t log pi A_t; weights T / n on valid steps make it a mean over valid steps
+    weights = valid_f * (valid.shape[0] / n)
+    return rlax.policy_gradient_loss(logits, actions, advantages, weights)
+
+
+def policy_entropy(logits, valid):
+    """Mean entropy of pi over the valid steps of ONE episode."""
+    valid_f = valid.astype(jnp.float32)
+    log_p = jax.nn.log_softmax(logits)
+    ent = -(jnp.exp(log_p) * log_p).sum(-1)
+    return (valid_f * ent).sum() / jnp.maximum(valid_f.sum(), 1.0)
+
+
 def actor_critic_losses(logits, values, actions, rewards, valid, gamma, legacy_episode_mean_advantage):
-    """Losses of ONE episode (T steps).
+    """Losses of ONE episode (T steps), the faithful way.
 
     Returns (actor_loss, critic_loss, advantages). Per-step (intended): -mean_t log pi(a_t) A_t.
     Legacy (§12 A0): -(mean_t log pi(a_t)) * (mean_t A_t), the original's broadcast. Critic: mean_t A_t^2.
@@ -256,18 +306,19 @@ def actor_critic_losses(logits, values, actions, rewards, valid, gamma, legacy_e
     """
     valid_f = valid.astype(jnp.float32)
     n = jnp.maximum(valid_f.sum(), 1.0)
-    returns = monte_carlo_returns(rewards, valid, gamma)
-    advantages = returns - values
-    adv_sg = jax.lax.stop_gradient(advantages)
-    if legacy_episode_mean_advantage:
-        log_pi = jnp.take_along_axis(jax.nn.log_softmax(logits), actions[:, None], axis=-1)[:, 0]
-        actor = -((valid_f * log_pi).sum() / n) * ((valid_f * adv_sg).sum() / n)
-    else:
-        # rlax's loss is mean_t w_t log pi A_t; weights T / n on valid steps make it a mean over valid steps
-        weights = valid_f * (valid.shape[0] / n)
-        actor = rlax.policy_gradient_loss(logits, actions, adv_sg, weights)
+    advantages = monte_carlo_returns(rewards, valid, gamma) - values
+    actor = policy_loss(logits, actions, jax.lax.stop_gradient(advantages), valid, legacy_episode_mean_advantage)
     critic = (valid_f * advantages ** 2).sum() / n
     return actor, critic, advantages
+
+
+def normalise_over_valid(x, valid):
+    """(x - mean) / std over the valid entries of a (B, T) array; invalid entries become 0."""
+    valid_f = valid.astype(jnp.float32)
+    n = jnp.maximum(valid_f.sum(), 1.0)
+    mean = (valid_f * x).sum() / n
+    std = jnp.sqrt((valid_f * (x - mean) ** 2).sum() / n)
+    return valid_f * (x - mean) / (std + 1e-8)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -309,21 +360,36 @@ def make_train_iteration(env: NeonEnv, agent: Agent):
     rollout = make_agent_rollout(env, agent)
     cfg = agent.config
 
-    def episode_losses(actor_params, critic_params, traj):
-        logits = jax.vmap(lambda o: agent.actor.apply(actor_params, o))(traj["obs"])
-        values = jax.vmap(lambda o: agent.critic.apply(critic_params, o))(traj["obs"])
-        return actor_critic_losses(logits, values, traj["action"], traj["reward"], traj["valid"], cfg.gamma,
-                                   cfg.legacy_episode_mean_advantage)
-
     def batch_loss(actor_params, critic_params, trajs):
-        actor, critic, adv = jax.vmap(episode_losses, in_axes=(None, None, 0))(actor_params, critic_params, trajs)
-        return actor.mean(), critic.mean()
+        """(actor loss, critic loss) of a batch of episodes: means over episodes of per-episode means."""
+        apply = lambda net, p: jax.vmap(jax.vmap(lambda o: net.apply(p, o)))(trajs["obs"])  # (B, T, ...)
+        logits, values = apply(agent.actor, actor_params), apply(agent.critic, critic_params)
+        valid = trajs["valid"]
+        rewards = transform_rewards(trajs["reward"], cfg.reward_transform)
+        returns = jax.vmap(monte_carlo_returns, in_axes=(0, 0, None))(rewards, valid, cfg.gamma)
+        advantages = returns - values
+        valid_f = valid.astype(jnp.float32)
+        critic = ((valid_f * advantages ** 2).sum(-1) / jnp.maximum(valid_f.sum(-1), 1.0)).mean()
+        adv = jax.lax.stop_gradient(advantages)
+        if cfg.normalise_advantages:
+            adv = normalise_over_valid(adv, valid)
+        actor = jax.vmap(policy_loss, in_axes=(0, 0, 0, 0, None))(
+            logits, trajs["action"], adv, valid, cfg.legacy_episode_mean_advantage).mean()
+        if cfg.entropy_coef:
+            actor = actor - cfg.entropy_coef * jax.vmap(policy_entropy)(logits, valid).mean()
+        return actor, critic
 
     def iteration(state: AgentState, params: EnvParams, key, warmup):
         keys = jax.random.split(key, params.tau.shape[0])
         final, trajs = jax.vmap(rollout, in_axes=(0, 0, None, None, None))(keys, params, state.actor, warmup, False)
-        actor_loss, actor_grad = jax.value_and_grad(lambda a: batch_loss(a, state.critic, trajs)[0])(state.actor)
-        critic_loss, critic_grad = jax.value_and_grad(lambda c: batch_loss(state.actor, c, trajs)[1])(state.critic)
+        # One backward pass for both nets: the actor loss sees the advantages through a stop-gradient and the
+        # critic loss does not touch the actor, so d(actor + critic) splits into the two separate gradients.
+        def total(actor_params, critic_params):
+            actor, critic = batch_loss(actor_params, critic_params, trajs)
+            return actor + critic, (actor, critic)
+
+        (_, (actor_loss, critic_loss)), (actor_grad, critic_grad) = jax.value_and_grad(
+            total, argnums=(0, 1), has_aux=True)(state.actor, state.critic)
         a_upd, a_opt = agent.actor_opt.update(actor_grad, state.actor_opt, state.actor)
         c_upd, c_opt = agent.critic_opt.update(critic_grad, state.critic_opt, state.critic)
         new_state = AgentState(actor=optax.apply_updates(state.actor, a_upd),

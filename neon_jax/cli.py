@@ -253,7 +253,10 @@ def cmd_train_agent(args) -> int:
                            legacy_single_pass=args.legacy, legacy_bn_reset=args.legacy,
                            legacy_wrap_state=args.legacy, legacy_reset_train_mode=args.legacy)
     agent_config = agent_lib.AgentConfig(architecture=args.architecture, batch_size=args.batch,
-                                         legacy_episode_mean_advantage=args.legacy)
+                                         legacy_episode_mean_advantage=args.legacy,
+                                         reward_transform=args.reward_transform,
+                                         normalise_advantages=args.normalise_advantages,
+                                         entropy_coef=args.entropy_coef)
     everything = loaded + unseen
     common = EnvPool.from_zoos(everything, "all", tau, preset).dims  # one padded shape for train and eval
     pool = EnvPool.from_zoos(loaded, "train", tau, preset, dims=common)
@@ -512,6 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cut", default="reinit", choices=["reinit", "keep_best"])
     p.add_argument("--reward", default="neon", choices=["neon", "reward1", "reward2", "original"])
     p.add_argument("--legacy", action="store_true", help="reproduce the original's bugs (spec §12 A0, B1, B2, B6, B9)")
+    p.add_argument("--reward-transform", default="none", choices=["none", "symlog"],
+                   help="beyond the paper: learn from sign(r) log(1+|r|) of the cubic reward")
+    p.add_argument("--normalise-advantages", action="store_true",
+                   help="beyond the paper: standardise advantages over each batch")
+    p.add_argument("--entropy-coef", type=float, default=0.0, help="beyond the paper: entropy bonus weight")
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder: log.csv, checkpoint, evaluation (resumes if present)")

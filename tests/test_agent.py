@@ -62,6 +62,28 @@ def test_losses_ignore_steps_after_the_episode():
     np.testing.assert_allclose(float(full[1]), float(short[1]), rtol=1e-6)
 
 
+def test_beyond_paper_options_by_hand():
+    r = jnp.array([-64000.0, 0.0, 10.0, 1000.0])
+    np.testing.assert_allclose(np.asarray(agent_lib.transform_rewards(r, "symlog")),
+                               [-np.log(64001.0), 0.0, np.log(11.0), np.log(1001.0)], rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(agent_lib.transform_rewards(r, "none")), np.asarray(r))
+    x = jnp.array([[1.0, 3.0, 100.0], [5.0, 7.0, -100.0]])
+    valid = jnp.array([[True, True, False], [True, True, False]])
+    z = np.asarray(agent_lib.normalise_over_valid(x, valid))
+    ref = (np.array([1.0, 3.0, 5.0, 7.0]) - 4.0) / np.sqrt(5.0)  # the invalid entries take no part
+    np.testing.assert_allclose(z[:, :2].reshape(-1), ref, rtol=1e-5)
+    assert (z[:, 2] == 0).all()
+    uniform = jnp.zeros((3, 5))
+    np.testing.assert_allclose(float(agent_lib.policy_entropy(uniform, jnp.array([True, True, False]))),
+                               np.log(5.0), rtol=1e-6)
+    assert float(agent_lib.policy_entropy(jnp.array([[50.0, 0, 0, 0, 0]]), jnp.array([True]))) < 1e-6
+    assert agent_lib.AgentConfig().faithful and not agent_lib.AgentConfig(entropy_coef=0.01).faithful
+    with pytest.raises(ValueError, match="reward_transform"):
+        agent_lib.AgentConfig(reward_transform="log")
+    with pytest.raises(ValueError, match="entropy_coef"):
+        agent_lib.AgentConfig(entropy_coef=-1.0)
+
+
 def test_warmup_is_min_2n_500():
     assert agent_lib.warmup_episodes(24) == 48
     assert agent_lib.warmup_episodes(528) == 500
@@ -122,6 +144,53 @@ def test_training_iteration_compiles_once_and_learns(tiny_setup):
     after = mean_return(state.actor)
     assert np.isfinite(float(metrics["critic_loss"]))
     assert after > before, (before, after)
+
+
+def test_one_backward_pass_equals_the_two_separate_gradients(tiny_setup):
+    """The iteration's joint gradient of actor + critic loss must equal the faithful per-net gradients."""
+    pool, env, agent, iteration, evaluate = tiny_setup
+    params = pool.batch(np.arange(len(pool)))
+    state = agent.init(jax.random.PRNGKey(1))
+    rollout = agent_lib.make_agent_rollout(env, agent)
+    keys = jax.random.split(jax.random.PRNGKey(2), len(pool))
+    _, trajs = jax.vmap(rollout, in_axes=(0, 0, None, None, None))(keys, params, state.actor, True, False)
+
+    def losses(a, c):
+        def one(traj):
+            logits = jax.vmap(lambda o: agent.actor.apply(a, o))(traj["obs"])
+            values = jax.vmap(lambda o: agent.critic.apply(c, o))(traj["obs"])
+            return agent_lib.actor_critic_losses(logits, values, traj["action"], traj["reward"], traj["valid"],
+                                                 0.99, False)[:2]
+        actor, critic = jax.vmap(one)(trajs)
+        return actor.mean(), critic.mean()
+
+    g_actor = jax.grad(lambda a: losses(a, state.critic)[0])(state.actor)
+    g_critic = jax.grad(lambda c: losses(state.actor, c)[1])(state.critic)
+    new_state, _ = iteration(state, params, jax.random.PRNGKey(2), jnp.bool_(True))
+    # One Adam step from zero moments moves every parameter by about -lr * sign(g). Biases in front of a
+    # batch-norm have a gradient that is zero up to float noise, so only clearly non-zero gradients count.
+    for old_p, new_p, grads in ((state.actor, new_state.actor, g_actor), (state.critic, new_state.critic, g_critic)):
+        scale = max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(grads))
+        for p0, p1, g in zip(*(jax.tree_util.tree_leaves(t) for t in (old_p, new_p, grads))):
+            g = np.asarray(g)
+            clear = np.abs(g) > 1e-4 * scale
+            step = (np.asarray(p1) - np.asarray(p0))[clear]
+            np.testing.assert_allclose(step, -1e-3 * np.sign(g[clear]), rtol=1e-3, atol=1e-7)
+
+
+def test_beyond_paper_options_train_in_one_program(tiny_setup):
+    pool, env, _, _, _ = tiny_setup
+    agent = agent_lib.Agent(agent_lib.AgentConfig(batch_size=6, reward_transform="symlog", normalise_advantages=True,
+                                                  entropy_coef=0.01), TINY)
+    iteration = agent_lib.make_train_iteration(env, agent)
+    params = pool.batch(np.arange(len(pool)))
+    state = agent.init(jax.random.PRNGKey(0))
+    for i in range(3):
+        state, metrics = iteration(state, params, jax.random.PRNGKey(i), jnp.bool_(i < 1))
+    assert iteration._cache_size() == 1
+    assert np.isfinite(float(metrics["actor_loss"])) and np.isfinite(float(metrics["critic_loss"]))
+    # the critic learns symlog returns: its loss is on the log scale, far below the cubic reward's squares
+    assert float(metrics["critic_loss"]) < 1e3
 
 
 def test_checkpoint_round_trip_gives_identical_actions(tiny_setup, tmp_path):

@@ -191,17 +191,21 @@ class _Trainer:
         return {"params": params, "batch_stats": stats}, opt_state, epoch_loss
 
     def finetune_one(self, key, variables, arch, dataset_index, data, trainable, max_epochs, batch_size, patience,
-                     active=True):
+                     active=True, weight_mask=None):
         """The original's fine-tuner (neon_spec.md §2.4, §12 B4), for one network (vmap it for many).
 
         Fresh Adam; train mode; every minibatch whose loss (before its update) beats the best so far snapshots
         the weights that produced it (and the batch-norm buffers) and resets patience; an epoch without any
         improvement counts towards `patience`; the best snapshot is returned. `active` (traced bool) = False
         runs no epoch at all: under vmap the loop then stops as soon as every active network has stopped,
-        instead of paying for fine-tunes whose result would be thrown away.
+        instead of paying for fine-tunes whose result would be thrown away. `weight_mask` (optional, a pytree
+        like `variables["params"]` of 0/1 arrays) freezes single entries on top of `trainable`: their gradients
+        and Adam updates are zeroed, so pruned (zero) weights stay exactly zero (unstructured pruning).
         """
         params, stats = variables["params"], variables["batch_stats"]
         param_mask = _param_mask(trainable, params)
+        if weight_mask is not None:
+            param_mask = jax.tree_util.tree_map(lambda m, w: m * w, param_mask, weight_mask)
         n_max = data.x.shape[1]
         n_batches = -(-n_max // batch_size)
 

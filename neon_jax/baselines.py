@@ -1,0 +1,423 @@
+"""Baselines on the same networks, data splits, fine-tuning and parameter counting as NEON (neon_spec.md §9).
+
+Every baseline prunes a batch of environments (`EnvPool.batch`) in one jitted, vmapped program: prune, optionally
+fine-tune, measure test accuracy and count parameters, one compile per (method, shapes) for a whole sweep (the
+setting is a traced argument). `run_baseline` is the shell around it and returns one row per network with the
+same keys as `learn.run_agent`.
+
+Methods (`BASELINES`):
+
+* ``random`` — the paper's random agent: NEON's environment (re-initialising cut, `passes` visits of every hidden
+  layer) with uniform random actions and the environment's fine-tune after every cut (= ``run_agent(...,
+  random_actions=True)``; the observation, unused by a random policy, is dead code and compiled away).
+* ``random_no_ft`` — the b97fb33 random runner: the same episode WITHOUT per-step fine-tuning (the environment
+  runs with ``finetune_epochs = 0``, so the re-initialised layers stay as drawn), then ONE fine-tune of the whole
+  network at the end. The original ran that final fine-tune for up to 100 epochs with patience 10, the same
+  schedule as its per-step fine-tune; here it uses the preset's fine-tune schedule (`finetune_epochs`,
+  `patience`: 100 / 10 in ``paper``, 10 / 3 in ``cpu``), likewise the same as the environment's.
+* ``magnitude`` — unstructured global magnitude pruning: the `setting` fraction of all real Linear weights
+  (hidden and output layers together) with the smallest |w| is masked (``round(fraction * n)`` weights, as
+  ``torch.nn.utils.prune``; ties go to the lower flat index).
+* ``structured`` — neuron pruning: every hidden layer loses ``floor(setting * width)`` neurons (at least one
+  kept), those with the smallest L1 norm of their incoming weights (``ln_structured(n=1, dim=0)``, the
+  environment's ``--prune`` mode, §2.7); their biases, outgoing weights and batch-norm entries go with them.
+* ``lap`` — lookahead pruning (Park et al., ICLR 2020), one-shot and layer-wise: with k = `setting`, every
+  Linear but the last loses the fraction ``1 - 0.5^k`` of its weights and the output Linear ``1 - 0.75^k``
+  (the original's ``1 - (1 - r)^k``, r = 0.5 / 0.25), by the lookahead score (see `lap_scores`); at least
+  one weight per Linear is kept (k = 10 would otherwise empty layers of fewer than ~500 weights).
+
+Fine-tuning (``finetune=True``) is the environment's fine-tuner (`train._Trainer.finetune_one`: fresh Adam,
+train mode, the finetune split, best-minibatch snapshots, the preset's epochs / patience) over every layer
+(`Trainable.everything`), with pruned weights held at exactly zero (a per-weight mask on gradients and Adam
+updates). The original baselines used other schedules (5 epochs for magnitude pruning, 10 000 iterations at lr
+1.2e-3 for LAP, none for the 2020 LAP numbers); one schedule for all makes the comparison about the pruning.
+
+Parameter counting, one rule for every method (fixes neon_spec.md §12 C2–C3):
+
+* structured results (``random``, ``random_no_ft``, ``structured``; ``counting = "structured"``):
+  `nets.count_params` of the remaining architecture — Linear weights and biases plus batch-norm scale and shift
+  of alive neurons (§2.6), exactly as NEON's rows;
+* unstructured results (``magnitude``, ``lap``; ``counting = "unstructured"``): the same count minus the pruned
+  Linear weights, i.e. the unpruned Linear weights + every bias + the batch-norm scale / shift of every neuron
+  of the architecture. Neurons are not removed by unstructured pruning, so their biases count even when all of
+  a neuron's weights were pruned (conservative). An unpruned network counts the same under both rules.
+
+Compression = params_before / params_after; accuracies are on the TEST split (eval mode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from neon_jax import nets, train
+from neon_jax.env import EnvConfig, EnvParams, NeonEnv, random_policy
+from neon_jax.pool import EnvPool
+from neon_jax.presets import PRE_BATCHNORM, Preset
+
+BASELINES: dict[str, str] = {
+    "random": "random agent: NEON's environment, uniform actions, fine-tune after every cut (the paper's)",
+    "random_no_ft": "random agent without per-step fine-tuning, one whole-network fine-tune at the end (b97fb33)",
+    "magnitude": "unstructured global L1-magnitude pruning of all Linear weights; setting = fraction pruned",
+    "structured": "neuron pruning by the L1 norm of incoming weights; setting = fraction of each hidden layer",
+    "lap": "lookahead pruning (Park et al. 2020), layer-wise 1-(1-r)^k, r = 0.5 / 0.25 (last); setting = k",
+}
+UNSTRUCTURED = ("magnitude", "lap")
+MAGNITUDE_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9)  # the 2020 "Pruning" sweep (§9)
+STRUCTURED_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+LAP_STEPS = (1, 3, 10)  # LAP 1 / 3 / 10 of the paper's tables (§10.1)
+LAP_RATIO_HIDDEN, LAP_RATIO_OUTPUT = 0.5, 0.25
+# `setting=None` picks these: the b97fb33 pruning runner's 80 %, half of every layer, LAP 1.
+DEFAULT_SETTING = {"random": None, "random_no_ft": None, "magnitude": 0.8, "structured": 0.5, "lap": 1}
+
+
+def default_settings(method: str) -> list:
+    """The sweep the paper reports for `method` ([None] for the random agents, which have no setting)."""
+    _check_method(method)
+    return {"random": [None], "random_no_ft": [None], "magnitude": list(MAGNITUDE_FRACTIONS),
+            "structured": list(STRUCTURED_RATIOS), "lap": list(LAP_STEPS)}[method]
+
+
+def _check_method(method: str) -> None:
+    if method not in BASELINES:
+        raise ValueError(f"unknown baseline {method!r}; choose one of {', '.join(BASELINES)}")
+
+
+def check_setting(method: str, setting):
+    """Validates `setting` for `method` (None = `DEFAULT_SETTING`); returns it as float / int / None."""
+    _check_method(method)
+    if setting is None:
+        return DEFAULT_SETTING[method]
+    if method in ("random", "random_no_ft"):
+        raise ValueError(f"{method!r} takes no setting (use passes=...), got {setting!r}")
+    if method == "lap":
+        if isinstance(setting, bool) or not isinstance(setting, (int, np.integer, float)) or \
+                float(setting) != int(setting) or not 1 <= int(setting) <= 100:
+            raise ValueError(f"lap's setting is the number of lookahead steps k, an integer in 1..100, got {setting!r}")
+        return int(setting)
+    try:
+        value = float(setting)
+    except (TypeError, ValueError):
+        raise ValueError(f"{method!r} needs a fraction in (0, 1), got {setting!r}") from None
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{method!r} needs a fraction in (0, 1) (the share of weights / neurons removed), got {setting!r}")
+    return value
+
+
+def lap_ratios(k: int) -> tuple[float, float]:
+    """(hidden, output) per-layer prune ratios of LAP with k steps: ``1 - (1 - r)^k``."""
+    return 1.0 - (1.0 - LAP_RATIO_HIDDEN) ** k, 1.0 - (1.0 - LAP_RATIO_OUTPUT) ** k
+
+
+def structured_remove_table(ratio: float, w_max: int) -> np.ndarray:
+    """(w_max + 1,) int32 neurons removed from a layer of each width: ``floor(ratio * width)``, at least one kept.
+
+    Host float64 with a 1e-9 guard, so 0.7 * 10 removes 7 (a float32 product would give 6.9999995 -> 6)."""
+    return np.array([min(math.floor(ratio * w + 1e-9), max(w - 1, 0)) for w in range(w_max + 1)], np.int32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pure pieces, one network (vmap them). Kernels are in the padded layout of nets.MaskedMLP: `layer{j}_kernel`
+# (fan_in_pad, w_max) for hidden Linear j, `output_kernel` (w_max, k_max); real entries per `real_weight_masks`.
+
+
+def kernel_names(max_hidden: int) -> list[str]:
+    """Names of the Linear kernels: hidden Linears 0..max_hidden-1, then the output Linear."""
+    return [f"layer{j}_kernel" for j in range(max_hidden)] + ["output_kernel"]
+
+
+def real_weight_masks(arch: nets.Arch, dims: nets.NetDims) -> list[jax.Array]:
+    """0/1 float masks of the real weights of each Linear (`kernel_names` order): rows of live inputs x columns
+    of live outputs; Linears past the depth are all zero."""
+    in_masks = [arch.feature_mask(dims.d_max)] + [arch.mask[j] for j in range(dims.max_hidden - 1)]
+    masks = [in_masks[j][:, None] * arch.mask[j][None, :] for j in range(dims.max_hidden)]
+    last = arch.mask[arch.depth - 1]
+    masks.append(last[:, None] * arch.class_mask(dims.k_max).astype(jnp.float32)[None, :])
+    return masks
+
+
+def _ranks(scores: jax.Array) -> jax.Array:
+    """Rank of every entry in ascending order (ties: lower index first)."""
+    order = jnp.argsort(scores, stable=True)
+    return jnp.zeros(scores.shape, jnp.int32).at[order].set(jnp.arange(scores.size, dtype=jnp.int32))
+
+
+def smallest_mask(scores: jax.Array, real: jax.Array, n_prune: jax.Array) -> jax.Array:
+    """0/1 keep mask: the `n_prune` real entries with the smallest score get 0; everything else 1."""
+    flat = jnp.where(real.reshape(-1) > 0, scores.reshape(-1), jnp.inf)
+    return (_ranks(flat) >= n_prune).astype(jnp.float32).reshape(scores.shape)
+
+
+def magnitude_masks(params: dict, arch: nets.Arch, dims: nets.NetDims, fraction) -> list[jax.Array]:
+    """Keep masks of global unstructured magnitude pruning: ``round(fraction * n_real)`` of all real Linear
+    weights (every layer together) with the smallest |w| are pruned. Returns one mask per `kernel_names`."""
+    names = kernel_names(dims.max_hidden)
+    real = real_weight_masks(arch, dims)
+    scores = jnp.concatenate([jnp.abs(params[n]).reshape(-1) for n in names])
+    real_flat = jnp.concatenate([r.reshape(-1) for r in real])
+    n_prune = jnp.round(fraction * real_flat.sum()).astype(jnp.int32)
+    keep = smallest_mask(scores, real_flat, n_prune)
+    sizes = np.cumsum([params[n].size for n in names])[:-1]
+    return [k.reshape(params[n].shape) for k, n in zip(jnp.split(keep, sizes), names)]
+
+
+def batchnorm_factors(variables: dict, arch: nets.Arch, dims: nets.NetDims) -> list[jax.Array]:
+    """|gamma| / sqrt(running var + eps) of the batch-norm in front of each hidden Linear (1 where there is none).
+
+    Entry j scales the inputs of hidden Linear j, i.e. the outputs of hidden layer j - 1 (entry 0: the features).
+    """
+    params, stats = variables["params"], variables["batch_stats"]
+    out = []
+    for j in range(dims.max_hidden):
+        a = jnp.abs(params[f"bn{j}"]["scale"]) * jax.lax.rsqrt(stats[f"bn{j}"]["var"] + nets.BN_EPS)
+        out.append(jnp.where((arch.pre_layer[j] == PRE_BATCHNORM) & (j < arch.depth), a, 1.0))
+    return out
+
+
+def lap_scores(variables: dict, arch: nets.Arch, dims: nets.NetDims) -> list[jax.Array]:
+    """Lookahead scores of every Linear weight (Park et al. 2020, their reference code `LAP`, squared form).
+
+    For the weight from neuron k (layer i-1) to neuron j (layer i), with W_i the kernel (in, out):
+
+        L = W_i[k, j]^2 * (sum_m W_{i-1}[m, k]^2) * (sum_n W_{i+1}[j, n]^2) * s_k^2 * s_j^2
+
+    i.e. |w| times the L2 norms of the incoming weights of its input neuron and of the outgoing weights of its
+    output neuron, squared (same ranking). The first Linear has no previous factor and the output Linear no
+    next one (both 1). s is the eval-mode batch-norm scale |gamma| / sqrt(var + eps) applied to that neuron's
+    output (here: the batch-norm in front of the next Linear), 1 without batch-norm — the reference code's
+    `bn_factors` (BN of the previous layer for the previous factor, of the current layer for the next factor);
+    the batch-norm on the raw features is ignored, as there. Biases are neither scored nor pruned. Returns one
+    score array per `kernel_names` (padding and dead entries score whatever; callers mask them).
+    """
+    params = variables["params"]
+    H = dims.max_hidden
+    kernels = [params[n] for n in kernel_names(H)]
+    bn = batchnorm_factors(variables, arch, dims)
+    col_sq = [(k ** 2).sum(0) for k in kernels[:H]]  # (w_max,): incoming weights of each neuron of layer j
+    row_sq = [(k ** 2).sum(1) for k in kernels]  # outgoing weights of each input of Linear j
+    scores = []
+    for i in range(H):
+        prev = jnp.ones(kernels[i].shape[0]) if i == 0 else col_sq[i - 1] * bn[i] ** 2
+        nxt_out = row_sq[H]
+        if i + 1 < H:
+            nxt = jnp.where(i + 1 < arch.depth, row_sq[i + 1] * bn[i + 1] ** 2, nxt_out)
+        else:
+            nxt = nxt_out
+        scores.append(kernels[i] ** 2 * prev[:, None] * nxt[None, :])
+    prev_out = jnp.stack(col_sq)[arch.depth - 1]
+    scores.append(kernels[H] ** 2 * prev_out[:, None])
+    return scores
+
+
+def layerwise_masks(scores: list[jax.Array], real: list[jax.Array], ratio_hidden, ratio_output,
+                    keep_at_least: int = 1) -> list[jax.Array]:
+    """Per-Linear keep masks: in each Linear, ``round(ratio * n_real)`` real weights with the smallest score
+    are pruned (``ratio_hidden`` for all but the output Linear), keeping at least `keep_at_least` of them."""
+    masks = []
+    for i, (s, r) in enumerate(zip(scores, real)):
+        ratio = ratio_output if i == len(scores) - 1 else ratio_hidden
+        n_real = r.sum()
+        n_prune = jnp.minimum(jnp.round(ratio * n_real), jnp.maximum(n_real - keep_at_least, 0)).astype(jnp.int32)
+        masks.append(smallest_mask(s, r, n_prune))
+    return masks
+
+
+def apply_kernel_masks(variables: dict, masks: list[jax.Array], dims: nets.NetDims) -> dict:
+    """Zeroes the pruned weights."""
+    params = dict(variables["params"])
+    for name, m in zip(kernel_names(dims.max_hidden), masks):
+        params[name] = params[name] * m
+    return {"params": params, "batch_stats": variables["batch_stats"]}
+
+
+def weight_mask_tree(params: dict, masks: list[jax.Array], dims: nets.NetDims) -> dict:
+    """A pytree like `params` for `finetune_one(weight_mask=...)`: the kernel masks, ones elsewhere."""
+    tree = jax.tree_util.tree_map(jnp.ones_like, params)
+    for name, m in zip(kernel_names(dims.max_hidden), masks):
+        tree[name] = m
+    return tree
+
+
+def count_unstructured(arch: nets.Arch, masks: list[jax.Array], dims: nets.NetDims) -> jax.Array:
+    """() int32 parameters after unstructured pruning: `nets.count_params(arch)` minus the pruned real weights."""
+    pruned = sum(((1.0 - m) * r).sum() for m, r in zip(masks, real_weight_masks(arch, dims)))
+    return nets.count_params(arch) - pruned.astype(jnp.int32)
+
+
+def structured_arch(params: dict, arch: nets.Arch, dims: nets.NetDims, remove_table: jax.Array) -> nets.Arch:
+    """Removes from every hidden layer `remove_table[width]` alive neurons with the smallest L1 norm of incoming
+    weights (ties: lower index first). Returns the narrowed `Arch` (the caller zeroes the dead weights)."""
+    masks = []
+    for j in range(dims.max_hidden):
+        alive = arch.mask[j]
+        norms = jnp.abs(params[f"layer{j}_kernel"]).sum(0)
+        n_remove = remove_table[alive.sum().astype(jnp.int32)]
+        removed = smallest_mask(norms, alive, n_remove) == 0
+        masks.append(jnp.where(removed, 0.0, alive))
+    return arch.replace(mask=jnp.stack(masks))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The batched program.
+
+
+def _random_episode(env: NeonEnv, key, params: EnvParams):
+    """One episode of uniform random actions: (final EnvState, actions (T,), valid (T,))."""
+    k_reset, k_run = jax.random.split(key)
+    _, state = env.reset(k_reset, params)
+
+    def body(state, key):
+        k_act, k_step = jax.random.split(key)
+        valid = ~state.done
+        action = jnp.where(valid, random_policy(k_act, None), 0)
+        _, state, *_ = env.step(k_step, state, action, params)
+        return state, (action, valid)
+
+    state, (actions, valid) = jax.lax.scan(body, state, jax.random.split(k_run, env.max_steps))
+    return state, actions, valid
+
+
+@functools.lru_cache(maxsize=None)
+def _program(method: str, dims: nets.NetDims, preset: Preset, passes: int, finetune: bool):
+    """The jitted batch program of one method: ``(key, env_params (leading axis B), setting) -> dict of (B, ...)``."""
+    H = dims.max_hidden
+    trainer = train.make_trainer(nets.make_model(dims, preset), preset.learning_rate)
+    # the random agents' environment; without per-step fine-tuning its fine-tune runs zero epochs
+    per_step = method == "random" and finetune
+    env_preset = preset if per_step else dataclasses.replace(preset, finetune_epochs=0)
+    env = NeonEnv(EnvConfig(passes=passes), dims, env_preset)
+    final_finetune = finetune and method != "random"
+
+    def one(key, p: EnvParams, setting):
+        k_prune, k_tune = jax.random.split(key)
+        acc = lambda v, a, split: trainer.accuracy_one(v, a, 0, jax.tree_util.tree_map(lambda x: x[None], split))
+        variables, arch = p.variables, p.arch
+        out = {"test_acc_before": acc(variables, arch, p.test), "val_acc0": acc(variables, arch, p.val),
+               "params_before": nets.count_params(arch)}
+        masks = None
+        if method in ("random", "random_no_ft"):
+            state, out["actions"], out["valid"] = _random_episode(env, k_prune, p)
+            variables, arch = state.variables, state.arch
+        elif method == "structured":
+            arch = structured_arch(variables["params"], arch, dims, setting["remove"])
+            variables = env._zero_dead(variables, arch)
+        else:
+            if method == "magnitude":
+                masks = magnitude_masks(variables["params"], arch, dims, setting["fraction"])
+            else:  # lap
+                masks = layerwise_masks(lap_scores(variables, arch, dims), real_weight_masks(arch, dims),
+                                        setting["ratio_hidden"], setting["ratio_output"])
+            variables = apply_kernel_masks(variables, masks, dims)
+        epochs = jnp.int32(0)
+        if final_finetune:
+            weight_mask = None if masks is None else weight_mask_tree(variables["params"], masks, dims)
+            variables, info = trainer.finetune_one(
+                k_tune, variables, arch, 0, jax.tree_util.tree_map(lambda x: x[None], p.finetune),
+                train.Trainable.everything(H), preset.finetune_epochs, preset.finetune_batch, preset.patience,
+                weight_mask=weight_mask)
+            epochs = info["epochs"]
+        out.update(test_acc_after=acc(variables, arch, p.test), val_acc=acc(variables, arch, p.val),
+                   params_after=nets.count_params(arch) if masks is None else count_unstructured(arch, masks, dims),
+                   widths_before=p.arch.widths, widths_after=arch.widths, depth=arch.depth,
+                   finetune_epochs=epochs)
+        return out
+
+    def program(key, params: EnvParams, setting):
+        keys = jax.random.split(key, params.tau.shape[0])
+        return jax.vmap(one, in_axes=(0, 0, None))(keys, params, setting)
+
+    return jax.jit(program)
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(method, dims, preset, passes, finetune, key, params, setting):
+    """Ahead-of-time compiled program for these shapes (so `seconds` excludes compilation), cached per process."""
+    shapes = tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves((params, setting)))
+    sig = (method, dims, preset, passes, finetune, shapes)
+    if sig not in _COMPILED:
+        _COMPILED[sig] = _program(method, dims, preset, passes, finetune).lower(key, params, setting).compile()
+    return _COMPILED[sig]
+
+
+def _setting_arrays(method: str, setting, dims: nets.NetDims) -> dict:
+    if method == "magnitude":
+        return {"fraction": jnp.float32(setting)}
+    if method == "structured":
+        return {"remove": jnp.asarray(structured_remove_table(setting, dims.w_max))}
+    if method == "lap":
+        hidden, output = lap_ratios(setting)
+        return {"ratio_hidden": jnp.float32(hidden), "ratio_output": jnp.float32(output)}
+    return {}
+
+
+def run_baseline(method: str, pool: EnvPool, preset: Preset, *, setting: float | int | None = None,
+                 passes: int = 4, seed: int = 0, batch_size: int = 32, finetune: bool = True,
+                 progress: bool = False) -> list[dict]:
+    """Runs one baseline over every network of `pool`; one row per network (keys as `learn.run_agent`).
+
+    Args:
+      method: a key of `BASELINES`.
+      pool: the networks and their data splits (`EnvPool.from_zoos`).
+      preset: sizes and the fine-tune schedule (epochs, batch, patience) — the environment's.
+      setting: magnitude: fraction of weights pruned; structured: fraction of each hidden layer's neurons
+        removed; lap: lookahead steps k; random agents: None. None elsewhere = `DEFAULT_SETTING`.
+      passes: visits of every hidden layer per episode (random agents only; paper: 4).
+      seed: PRNG seed (random actions, re-initialisation, fine-tuning shuffles and dropout).
+      batch_size: networks per compiled call (the last batch is padded by repeating a network).
+      finetune: random: fine-tune after every cut (False: neither per step nor at the end); every other
+        method: one whole-network fine-tune after pruning (pruned weights stay zero).
+    Returns:
+      rows with dataset, network, widths_before/after, params_before/after, compression, test_acc_before/after,
+      acc_change_points, val_acc0/val_acc (internal validation split), actions (random agents, else ""),
+      finetune_epochs, seconds (execution per network, compile excluded), method, setting, counting.
+    """
+    setting = check_setting(method, setting)
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(pool)
+    if n == 0:
+        return []
+    batch_size = min(batch_size, n)
+    setting_arrays = _setting_arrays(method, setting, pool.dims)
+    counting = "unstructured" if method in UNSTRUCTURED else "structured"
+    rows = []
+    for start in tqdm(range(0, n, batch_size), desc=method, disable=not progress):
+        idx = np.arange(start, min(start + batch_size, n))
+        padded = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])])
+        params = pool.batch(padded)
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), start)
+        program = _compiled(method, pool.dims, preset, passes, bool(finetune), key, params, setting_arrays)
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(program(key, params, setting_arrays))
+        seconds = time.perf_counter() - t0
+        out = jax.device_get(out)
+        for b, i in enumerate(idx):
+            d = int(out["depth"][b])
+            p0, p1 = int(out["params_before"][b]), int(out["params_after"][b])
+            a0, a1 = float(out["test_acc_before"][b]), float(out["test_acc_after"][b])
+            actions = ""
+            if "actions" in out:
+                actions = "".join(str(int(a)) for a, v in zip(out["actions"][b], out["valid"][b]) if v)
+            rows.append({
+                "dataset": pool.names[i][0], "network": pool.names[i][1],
+                "widths_before": "-".join(map(str, out["widths_before"][b, :d])),
+                "widths_after": "-".join(map(str, out["widths_after"][b, :d])),
+                "params_before": p0, "params_after": p1, "compression": p0 / max(p1, 1),
+                "test_acc_before": a0, "test_acc_after": a1, "acc_change_points": 100.0 * (a1 - a0),
+                "val_acc0": float(out["val_acc0"][b]), "val_acc": float(out["val_acc"][b]),
+                "actions": actions, "finetune_epochs": int(out["finetune_epochs"][b]),
+                "seconds": seconds / len(padded),
+                "method": method, "setting": setting, "counting": counting,
+            })
+    return rows

@@ -325,7 +325,7 @@ def _records(cell: Cell, rows: list[dict], protocol: str, zoos: dict, agent_info
             "params_before": int(r["params_before"]), "params_after": int(r["params_after"]),
             "compression": float(r["compression"]), "test_acc_before": float(r["test_acc_before"]),
             "test_acc_after": float(r["test_acc_after"]), "acc_change_points": float(r["acc_change_points"]),
-            "layer_width_ratio": _layer_ratio(wb, wa), "counting": r.get("counting", "all_params"),
+            "layer_width_ratio": _layer_ratio(wb, wa), "counting": r.get("counting", "structured"),
             "seconds": float(r.get("seconds", float("nan"))),
         }
         if agent_info is not None:
@@ -658,11 +658,39 @@ def summarise_evaluation(df, settings: dict | None = None, cells: dict | None = 
         groups.append({**g, "label": label, "paper_config": paper, "flags": flags, "counting": counting,
                        **aggregate(sub), "per_dataset": per_dataset_means(sub),
                        "layer_width_reduction": layer_width_reduction(sub)})
+    for method in sorted({g["method"] for g in groups}):
+        swept = [g for g in groups if g["method"] == method and g["setting"] not in ("", None)]
+        if method in SWEEP_METHODS and len(swept) > 1:  # the paper's "Pruning" row pools its sweep (§9)
+            sub = df[df["method"] == method]
+            g = {"method": method, "setting": "sweep", "tau": None, "passes": None, "greedy": False}
+            groups.append({**g, "label": f"{method} sweep ({len(swept)} settings)",
+                           "paper_config": paper_results.paper_config(method, 0, None, "sweep"), "flags": [],
+                           "counting": sorted(set(sub["counting"]) - {""}), **aggregate(sub),
+                           "per_dataset": per_dataset_means(sub), "layer_width_reduction": layer_width_reduction(sub)})
+    defaults = _default_settings()
+    by_method = {}
+    for g in groups:
+        by_method.setdefault(g["method"], set()).add(g["setting"])
+    for g in groups:  # the groups of the per-dataset tables and the scatter plot (sweeps stay in the aggregates)
+        g["headline"] = bool(g["method"] in ("neon", "random", "random_no_ft") or g["paper_config"]
+                             or len(by_method[g["method"]]) == 1 or g["setting"] == defaults.get(g["method"]))
     wall = {}
     for c in (cells or {}).values():
         wall[c["method"]] = wall.get(c["method"], 0.0) + float(c["seconds"])
     return {"settings": settings or {}, "networks": int(len(df)), "datasets": sorted(df["dataset"].unique()),
             "groups": groups, "wall_seconds_per_method": wall}
+
+
+SWEEP_METHODS = ("magnitude",)
+
+
+def _default_settings() -> dict:
+    """method -> the baseline's default setting as it appears in networks.csv ({} without baselines)."""
+    try:
+        from neon_jax import baselines
+    except ImportError:
+        return {}
+    return {m: _fmt_setting(v) for m, v in getattr(baselines, "DEFAULT_SETTING", {}).items() if v is not None}
 
 
 def _agent_names(df) -> dict:
@@ -717,8 +745,8 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
     for g in s["groups"]:
         c, a = g["over_networks"]["compression"], g["over_networks"]["acc_change"]
         p = paper_results.AGGREGATE.get(g["paper_config"]) if g["paper_config"] else None
-        notes = "; ".join(g["flags"] + ([f"counts {', '.join(g['counting'])}"] if g["counting"] and
-                                        g["counting"] != ["all_params"] else []))
+        notes = "; ".join(g["flags"] + ([f"{', '.join(g['counting'])} count"] if g["counting"] and
+                                        g["counting"] != ["structured"] else []))
         rows.append([g["label"], g["networks"], _f(c["mean"]), _f(c["median"]), _f(c["std"]), _f(c["max"]),
                      _f(c["min"]), _f(a["mean"], sign=True), _f(a["median"], sign=True), _f(a["std"]),
                      _f(a["max"], sign=True), _f(a["min"], sign=True),
@@ -740,9 +768,10 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
             ("acc_change_points", "Accuracy change per dataset (mean, points)", paper_results.PER_DATASET_ACC_CHANGE,
              True)):
         lines += [f"## {title}", "", "Ours, and in *italics* the paper's column for the same configuration where one "
-                  "exists (2020 single-dataset agents, held-out networks).", ""]
+                  "exists (2020 single-dataset agents, held-out networks). Baselines' other settings are in the "
+                  "aggregate tables and summary.json.", ""]
         header, cols = ["dataset"], []
-        for g in s["groups"]:
+        for g in [g for g in s["groups"] if g.get("headline", True)]:
             header.append(g["label"])
             cols.append((g, None))
             if g["paper_config"]:
@@ -783,18 +812,20 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
 
 
 def write_plots(df, summary: dict, out: Path) -> list[str]:
-    """compression_vs_accuracy.png (every network, per method group) and pareto_tau.png (group means,
-    neon over tau, the Pareto front, the paper's points). Returns the file names written."""
+    """compression_vs_accuracy.png (every network of the headline groups) and pareto_tau.png (group means:
+    neon over tau, baselines over their settings, our Pareto front, the paper's points). Returns the file names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = summary["groups"]
+    groups = [g for g in summary["groups"] if g["setting"] != "sweep"]
+    subs = {(g["method"], g["setting"], g["tau"], g["passes"], g["greedy"]): sub for g, sub in _groups(df)}
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     written = []
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for i, (g, sub) in enumerate(zip(groups, [s for _, s in _groups(df)])):
+    for i, g in enumerate([g for g in groups if g.get("headline", True)]):
+        sub = subs[(g["method"], g["setting"], g["tau"], g["passes"], g["greedy"])]
         ax.scatter(sub["compression"], sub["acc_change_points"], s=10, alpha=0.5, color=colours[i % len(colours)],
                    label=g["label"])
     ax.set_xscale("log")
@@ -809,24 +840,27 @@ def write_plots(df, summary: dict, out: Path) -> list[str]:
     written.append("compression_vs_accuracy.png")
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    points = []
-    series = {}
+    points, series = [], {}
     for g in groups:
         x, y = g["over_networks"]["compression"]["mean"], g["over_networks"]["acc_change"]["mean"]
-        points.append((x, y, g["label"]))
-        if g["method"] == "neon":
-            series.setdefault((g["setting"], g["passes"], g["greedy"]), []).append((g["tau"], x, y))
-        else:
-            ax.scatter([x], [y], marker="s", s=40, label=g["label"])
-    for i, ((setting, passes, greedy), pts) in enumerate(series.items()):
+        points.append((x, y))
+        if g["method"] == "neon":  # a line over tau
+            key = (f"neon p{g['passes']}{' greedy' if g['greedy'] else ''}", g["setting"])
+            series.setdefault(key, []).append((x, y, f"τ={g['tau']:g}"))
+        else:  # a line over the baseline's settings
+            key = (g["method"] + (f" p{g['passes']}" if g["passes"] else ""), "")
+            series.setdefault(key, []).append((x, y, g["setting"] if g["setting"] not in ("", "reinit") else ""))
+    several_agents = len({k[1] for k in series if k[0].startswith("neon")}) > 1
+    for (name, setting), pts in series.items():
         pts.sort()
-        line, = ax.plot([p[1] for p in pts], [p[2] for p in pts], "o-",
-                        label=f"neon p{passes}{' greedy' if greedy else ''}"
-                              f"{'' if len(series) == len({(k[1], k[2]) for k in series}) else ' ' + Path(setting).name}")
-        for tau, x, y in pts:
-            ax.annotate(f"τ={tau:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                        color=line.get_color())
-    front = pareto_front([(p[0], p[1]) for p in points])
+        label = name + (f" [{Path(setting).name}]" if several_agents and setting else "")
+        line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if name.startswith("neon") else "s:",
+                        ms=5, label=label)
+        for x, y, text in pts:
+            if text:
+                ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=6,
+                            color=line.get_color())
+    front = pareto_front(points)
     if len(front) > 1:
         ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="black", lw=0.8, label="Pareto front (ours)")
     for cfg, v in paper_results.AGGREGATE.items():

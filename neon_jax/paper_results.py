@@ -128,7 +128,7 @@ def paper_config(method: str, passes: int, tau, setting=None) -> str | None:
     """The published column that corresponds to one of our method groups, or None.
 
     neon -> N<passes>-<tau> (passes 1 or 4, tau 1/5/50); random at 4 passes -> Rand; lap with k iterations
-    (setting 1, 3 or 10) -> LAP<k>; magnitude -> Prn (the paper's is a sweep of percentages, ours one setting).
+    (setting 1, 3 or 10) -> LAP<k>; magnitude pooled over its sweep of fractions (setting "sweep") -> Prn.
     """
     if method == "neon" and passes in (1, 4) and tau is not None and float(tau) in (1.0, 5.0, 50.0):
         return f"N{passes}-{int(float(tau))}"
@@ -138,7 +138,7 @@ def paper_config(method: str, passes: int, tau, setting=None) -> str | None:
         k = _lap_iterations(setting)
         if k in (1, 3, 10):
             return f"LAP{k}"
-    if method == "magnitude":
+    if method == "magnitude" and setting == "sweep":  # "Prn" pools a sweep of pruned fractions (§9)
         return "Prn"
     return None
 

@@ -71,7 +71,7 @@ def dataclasses_replace(cfg, **kw):
 def _hand_rows():
     """Two datasets, two methods, hand-picked numbers."""
     base = dict(protocol="heldout", fold="", split="heldout", setting="", seed=0, greedy=0, agent="", agent_tau="",
-                agent_trained_on_dataset="", counting="all_params", seconds=1.0, depth=1)
+                agent_trained_on_dataset="", counting="structured", seconds=1.0, depth=1)
     rows = []
     # neon p4 tau5: no2 compressions 2, 4 (acc -1, +1); pm10 compressions 10, 30 (acc -3, 0)
     for ds, net, comp, dacc, before, after, ratio in [("no2", 0, 2.0, -1.0, 100, 50, "2"),
@@ -89,7 +89,15 @@ def _hand_rows():
                      "tau": "", "passes": "", "widths_before": "8", "widths_after": "8", "params_before": 70,
                      "params_after": 10, "compression": 7.0, "test_acc_before": 0.5,
                      "test_acc_after": 0.5 + dacc / 100, "acc_change_points": dacc, "layer_width_ratio": "1",
-                     "counting": "weights_only"})
+                     "counting": "unstructured"})
+    # a magnitude sweep of two fractions: pooled into one "sweep" group beside the paper's "Prn"
+    for setting, comp, dacc in [("0.5", 2.0, 0.0), ("0.8", 5.0, -1.0)]:
+        for ds in ("no2", "pm10"):
+            rows.append({**base, "cell": f"magnitude|{setting}|{ds}", "dataset": ds, "network": 0,
+                         "method": "magnitude", "setting": setting, "tau": "", "passes": "", "widths_before": "8",
+                         "widths_after": "8", "params_before": 10 * comp, "params_after": 10, "compression": comp,
+                         "test_acc_before": 0.5, "test_acc_after": 0.5 + dacc / 100, "acc_change_points": dacc,
+                         "layer_width_ratio": "1", "counting": "unstructured"})
     return rows
 
 
@@ -100,8 +108,9 @@ def test_aggregates_match_hand_computed_tables(tmp_path):
                                                     [("neon|no2", "neon", 2.0), ("neon|pm10", "neon", 3.0),
                                                      ("lap|no2", "lap", 1.5), ("lap|pm10", "lap", 0.5)]) + "\n")
     summary = ev.write_report(tmp_path)
-    neon, lap = summary["groups"]
-    assert neon["label"] == "neon p4 tau5" and lap["label"] == "lap 3"
+    neon, lap, mag5, mag8, sweep = summary["groups"]
+    assert [g["label"] for g in summary["groups"]] == ["neon p4 tau5", "lap 3", "magnitude 0.5", "magnitude 0.8",
+                                                       "magnitude sweep (2 settings)"]
     c, a = neon["over_networks"]["compression"], neon["over_networks"]["acc_change"]
     assert c["mean"] == pytest.approx(11.5) and c["median"] == pytest.approx(7.0)
     assert c["std"] == pytest.approx(np.std([2, 4, 10, 30], ddof=1)) and (c["max"], c["min"]) == (30, 2)
@@ -115,14 +124,19 @@ def test_aggregates_match_hand_computed_tables(tmp_path):
     assert neon["layer_width_reduction"] == {1: [pytest.approx(4.75)]}
     assert neon["paper_config"] == "N4-5" and lap["paper_config"] == "LAP3"
     assert neon["flags"] == ["agent trained at tau 50"]
-    assert (lap["acc_fell"], lap["acc_held"], lap["acc_rose"]) == (2, 1, 1) and lap["counting"] == ["weights_only"]
+    assert (lap["acc_fell"], lap["acc_held"], lap["acc_rose"]) == (2, 1, 1) and lap["counting"] == ["unstructured"]
+    assert sweep["paper_config"] == "Prn" and mag5["paper_config"] is None and sweep["networks"] == 4
+    assert sweep["over_networks"]["compression"]["mean"] == pytest.approx(3.5)
+    assert (sweep["acc_fell"], sweep["acc_held"], sweep["acc_rose"]) == (2, 2, 0)
+    assert not mag5["headline"] and mag8["headline"]  # 0.8 is the baseline's default setting
     assert summary["wall_seconds_per_method"] == {"neon": 5.0, "lap": 2.0}
 
     report = (tmp_path / "report.md").read_text()
     assert "| neon p4 tau5 | 4 | 11.50 | 7.00 |" in report
     assert "15.76 (N4-5)" in report and "-0.87" in report  # the paper's aggregate beside ours
     assert "*paper N4-5*" in report and "*8.76*" in report and "*-17.33*" in report  # pm10's published N4-5 row
-    assert "*paper LAP3*" in report and "single-dataset agents" in report
+    assert "*paper LAP3*" in report and "single-dataset agents" in report and "2.84 (Prn)" in report
+    assert "unstructured count" in report
     assert (tmp_path / "compression_vs_accuracy.png").stat().st_size > 1000
     assert (tmp_path / "pareto_tau.png").stat().st_size > 1000
     assert json.loads((tmp_path / "summary.json").read_text())["groups"][0]["label"] == "neon p4 tau5"
@@ -148,7 +162,7 @@ def zoo_root(tmp_path_factory):
     preset = get_preset("tiny")
     for name in ("iris", "wine"):
         prepared = zoo_lib.prepare_data(name, preset, seed=0)
-        zoo_lib.save_zoo(zoo_lib.build_zoo(prepared, preset, n=4, n_heldout=2, seed=0, epochs=1), root)
+        zoo_lib.save_zoo(zoo_lib.build_zoo(prepared, preset, n=4, n_heldout=2, seed=0, epochs=0), root)
     config = agent_lib.AgentConfig(batch_size=1)  # the random agent's config: one compile for both methods
     actor = agent_lib.Agent(config, preset).init(jax.random.PRNGKey(1)).actor
     common = {"tau": 50.0, "env": {"cut": "reinit", "passes": 1}, "episodes": 0}
@@ -240,7 +254,10 @@ def test_cli_unseen_protocol_smoke_and_errors(zoo_root, tmp_path):
 
 
 def test_reproduction_notebook_runs(tmp_path, zoo_root):
+    """The notebook resumes an evaluation run here first (so its kernel compiles nothing), then renders it."""
     nbformat = pytest.importorskip("nbformat")
+    ev.run_evaluation(_cfg(zoo_root, methods=["random"], agents={}, preset="tiny"), tmp_path / "nb_eval",
+                      progress=False, log=None)
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "reproduce_evaluation.ipynb", as_version=4)
     [params] = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]

@@ -654,8 +654,17 @@ def summarise_evaluation(df, settings: dict | None = None, cells: dict | None = 
             if seen:
                 flags.append(f"agent trained on {len(seen)} of these datasets' training networks")
         counting = sorted(set(sub["counting"]) - {""})
+        trained_on = {}
+        if g["method"] == "neon":  # held-out networks of datasets the agent trained on vs datasets it never saw
+            seen = sub["agent_trained_on_dataset"].astype(str).isin(["1", "1.0"])
+            for name, part in (("trained_on", sub[seen]), ("never_seen", sub[~seen])):
+                if len(part):
+                    trained_on[name] = {"datasets": int(part["dataset"].nunique()), "networks": int(len(part)),
+                                        "compression_mean": float(part["compression"].mean()),
+                                        "acc_change_mean": float(part["acc_change_points"].mean())}
         paper = paper_results.paper_config(g["method"], g["passes"] or 0, g["tau"], g["setting"])
         groups.append({**g, "label": label, "paper_config": paper, "flags": flags, "counting": counting,
+                       "by_agent_datasets": trained_on,
                        **aggregate(sub), "per_dataset": per_dataset_means(sub),
                        "layer_width_reduction": layer_width_reduction(sub)})
     for method in sorted({g["method"] for g in groups}):
@@ -757,6 +766,16 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
                      f"{p['ratio_mean']:.2f} ({g['paper_config']})" if p else "–",
                      f"{p['dacc_mean']:+.2f}" if p else "–", notes])
     lines += [_md(header, rows), ""]
+    split = [g for g in s["groups"] if len(g.get("by_agent_datasets", {})) == 2]
+    if split:
+        lines += ["### NEON on datasets its agent trained on vs datasets it never saw", "",
+                  "Both are networks the agent never saw; the second are also datasets it never saw.", ""]
+        rows = []
+        for g in split:
+            for name, v in g["by_agent_datasets"].items():
+                rows.append([g["label"], name.replace("_", " "), v["datasets"], v["networks"],
+                             _f(v["compression_mean"]), _f(v["acc_change_mean"], sign=True)])
+        lines += [_md(["method", "datasets", "n datasets", "networks", "compr. mean", "dAcc mean"], rows), ""]
     lines += ["## Aggregate over datasets", "", "Statistics of the per-dataset means.", ""]
     rows = []
     for g in s["groups"]:

@@ -70,6 +70,7 @@ BASELINES: dict[str, str] = {
     "lap": "lookahead pruning (Park et al. 2020), layer-wise 1-(1-r)^k, r = 0.5 / 0.25 (last); setting = k",
 }
 UNSTRUCTURED = ("magnitude", "lap")
+USES_PASSES = ("random", "random_no_ft")  # the one-shot pruners ignore `passes`
 MAGNITUDE_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9)  # the 2020 "Pruning" sweep (§9)
 STRUCTURED_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 LAP_STEPS = (1, 3, 10)  # LAP 1 / 3 / 10 of the paper's tables (§10.1)

@@ -1,0 +1,115 @@
+"""Placing the population / environment batch axis on a device mesh (DESIGN.md: one 1-D mesh, no pmap).
+
+Every batched program of neon_jax (population training, fine-tuning, roll-outs, agent iterations) maps over a
+leading batch axis with `jax.vmap`. To spread that axis over devices, put the *inputs* on a 1-D mesh and let
+`jax.jit` propagate the sharding: batched arrays (networks, architectures, environment parameters, optimiser
+states of a population) are split along their leading axis with ``PartitionSpec("batch")``; what every member
+shares (PRNG keys, a stacked dataset, the agent's parameters and optimiser state) is replicated. XLA then runs
+each device's slice of the vmapped work locally and inserts the only collective the maths needs (the batch mean
+of the agent's loss becomes an all-reduce).
+
+    mesh = make_mesh()                                   # all devices (of all hosts) on one axis
+    variables, opt_state, archs, index = shard_batch((variables, opt_state, archs, index), mesh)
+    data = replicate(data, mesh)
+    trainer.train(key, variables, opt_state, archs, index, data, epochs=..., batch_size=...)
+
+    params = shard_batch(pad_batch(pool.batch(idx), mesh.size), mesh)   # roll-outs / agent iterations
+    state = replicate(agent_state, mesh)
+    iteration(state, params, key, warmup)
+
+The batch size must be a multiple of the number of devices (`pad_batch` repeats the last entry; drop the padded
+results). Results come back sharded the same way; `jax.device_get` gathers them.
+
+Multi-host (several machines, e.g. a GPU cluster or a TPU pod): call `jax.distributed.initialize()` in every process
+before anything else touches JAX; `make_mesh()` then spans every process's devices, and `shard_batch` builds each
+global array from the rows each process holds (`jax.make_array_from_process_local_data`): give every process its
+own slice of the batch (``process_slice``), run the same program everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+BATCH_AXIS = "batch"
+
+
+def make_mesh(n_devices: int | None = None, devices=None) -> Mesh:
+    """A 1-D mesh with axis ``"batch"`` over the first `n_devices` devices (default: all, of every host)."""
+    devices = list(jax.devices() if devices is None else devices)
+    if n_devices is not None:
+        if not 1 <= n_devices <= len(devices):
+            raise ValueError(f"n_devices must be in 1..{len(devices)}, got {n_devices}")
+        devices = devices[:n_devices]
+    return Mesh(np.asarray(devices), (BATCH_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis split over the mesh, other axes whole."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def _check_divisible(tree, n: int) -> None:
+    for leaf in jax.tree_util.tree_leaves(tree):
+        if np.ndim(leaf) == 0:
+            raise ValueError("shard_batch needs a leading batch axis on every array (got a scalar); "
+                             "replicate shared values instead")
+        if np.shape(leaf)[0] % n:
+            raise ValueError(f"batch axis of size {np.shape(leaf)[0]} is not a multiple of the {n} devices of "
+                             "the mesh; pad it with pad_batch")
+
+
+def shard_batch(tree, mesh: Mesh):
+    """Places every array of `tree` with its leading (batch) axis split over `mesh`.
+
+    Single process: `tree` holds the whole batch. Several processes (after `jax.distributed.initialize`): each
+    process passes the rows it holds (its `process_slice` of the batch) and gets the global arrays.
+    """
+    sharding = batch_sharding(mesh)
+    if jax.process_count() > 1:
+        local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+        _check_divisible(tree, local)
+        return jax.tree_util.tree_map(
+            lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree)
+    _check_divisible(tree, mesh.size)
+    return jax.device_put(tree, sharding)
+
+
+def replicate(tree, mesh: Mesh):
+    """Places every array of `tree` whole on every device of `mesh` (keys, shared data, agent parameters)."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def pad_batch(tree, multiple: int):
+    """Repeats the last batch entry until the leading axis is a multiple of `multiple`; returns the padded tree.
+
+    The extra entries do real (duplicate) work; drop their results (the first ``n`` rows are the real ones).
+    """
+    leaves = jax.tree_util.tree_leaves(tree)
+    n = int(np.shape(leaves[0])[0])
+    extra = (-n) % multiple
+    if extra == 0:
+        return tree
+    idx = np.concatenate([np.arange(n), np.full(extra, n - 1)])
+    return jax.tree_util.tree_map(lambda a: a[idx], tree)
+
+
+def process_slice(batch_size: int) -> slice:
+    """The rows of a global batch this process holds in a multi-process run (contiguous, equal shares)."""
+    n = jax.process_count()
+    if batch_size % n:
+        raise ValueError(f"batch of {batch_size} does not split over {n} processes")
+    share = batch_size // n
+    return slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+
+
+def describe(tree) -> dict:
+    """{path: sharding spec} of every array of `tree` (for logs and tests)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(p): str(getattr(leaf, "sharding", None)) for p, leaf in flat}

@@ -1,0 +1,123 @@
+"""Sharding the batch axis over a device mesh changes where the work runs, not the numbers.
+
+Runs in a subprocess with 8 simulated CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=8`` must be
+set before JAX starts): population training, a roll-out and an agent iteration, each once unsharded and once with
+the batch on an 8-device mesh (`neon_jax.sharding`), at the tiny preset.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent(r"""
+    import jax, jax.numpy as jnp, numpy as np
+    assert jax.device_count() == 8, jax.devices()
+    from neon_jax import agent as agent_lib, env as env_lib, nets, sharding, train, zoo
+    from neon_jax.presets import get_preset
+
+    preset = get_preset("tiny")
+    B = 8
+    mesh = sharding.make_mesh()
+    assert mesh.size == 8 and mesh.axis_names == ("batch",)
+
+    def close(a, b, what, rtol=1e-5, atol=1e-5):
+        la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+        assert len(la) == len(lb)
+        for x, y in zip(la, lb):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol, err_msg=what)
+
+    def spread(tree):  # every batched output really lives on all 8 devices
+        for leaf in jax.tree_util.tree_leaves(tree):
+            if leaf.ndim and leaf.shape[0] == B:
+                assert len(leaf.sharding.device_set) == 8, leaf.sharding
+
+    prepared = zoo.prepare_data("wine", preset, seed=0)
+    s = prepared.splits
+    dims = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
+    model = nets.make_model(dims, preset)
+    archs = jax.vmap(lambda k: nets.sample_arch(k, preset, dims, prepared.n_features, prepared.n_classes))(
+        jax.random.split(jax.random.PRNGKey(0), B))
+    variables = nets.init_population(jax.random.PRNGKey(1), model, archs)
+
+    # 1. population training
+    trainer = train.make_trainer(model, preset.learning_rate)
+    data = train.stack_data([(s.x_train, s.y_train)], dims.d_max)
+    opt = trainer.init_opt_state(variables)
+    index = jnp.zeros(B, jnp.int32)
+    key = jax.random.PRNGKey(2)
+    ref = trainer.train(key, variables, opt, archs, index, data, epochs=2, batch_size=preset.train_batch)
+    sv, so, sa, si = sharding.shard_batch((variables, opt, archs, index), mesh)
+    got = trainer.train(key, sv, so, sa, si, sharding.replicate(data, mesh), epochs=2,
+                        batch_size=preset.train_batch)
+    spread(got[0])
+    close(ref[2], got[2], "training losses")
+    # Adam divides by sqrt(v): on parameters whose gradients are ~0 (dead neurons) last-bit differences of a
+    # differently partitioned matmul become visible steps of size ~lr, so parameters get a looser tolerance
+    close(ref[:2], got[:2], "population training", rtol=1e-3, atol=3e-3)
+    trained = ref[0]
+
+    # 2. a roll-out of B environments (env.make_rollout, random actions; run_agent's evaluator is the same scan)
+    items = [env_lib.make_env_params(jax.tree_util.tree_map(lambda a: a[i], trained),
+                                     jax.tree_util.tree_map(lambda a: a[i], archs), s, dims, tau=5.0)
+             for i in range(B)]
+    params = env_lib.stack_params(items)
+    env = env_lib.NeonEnv(env_lib.EnvConfig(passes=1), dims, preset)
+    rollout = env_lib.make_rollout(env, env_lib.random_policy)
+    sparams = sharding.shard_batch(params, mesh)
+    ref_final, ref_traj = rollout(jax.random.PRNGKey(4), params)
+    got_final, got_traj = rollout(jax.random.PRNGKey(4), sparams)
+    spread(got_final.arch)
+    close((ref_traj["action"], ref_final.arch, ref_final.step), (got_traj["action"], got_final.arch, got_final.step),
+          "roll-out actions and widths", rtol=0, atol=0)
+    close(ref_traj["reward"], got_traj["reward"], "roll-out rewards", rtol=1e-3, atol=1e-3)
+    close(ref_final.variables, got_final.variables, "roll-out weights", rtol=1e-3, atol=3e-3)
+
+    # 3. one agent iteration (roll-outs + returns + losses + both Adam steps)
+    # the compact agent: the same update code at a fraction of the compile time of the six-branch networks
+    agent = agent_lib.Agent(agent_lib.AgentConfig(architecture="compact", batch_size=B), preset)
+    state = agent.init(jax.random.PRNGKey(3))
+    sstate = sharding.replicate(state, mesh)
+    iteration = agent_lib.make_train_iteration(env, agent)
+    ref_state, ref_metrics = iteration(state, params, jax.random.PRNGKey(5), jnp.bool_(False))
+    got_state, got_metrics = iteration(sstate, sparams, jax.random.PRNGKey(5), jnp.bool_(False))
+    close(ref_metrics, got_metrics, "agent metrics", rtol=1e-4, atol=1e-4)
+    close(ref_state, got_state, "agent update", rtol=1e-3, atol=3e-3)
+    print("SHARDING-OK")
+""")
+
+
+def test_sharded_and_unsharded_runs_agree():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    env.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0 and "SHARDING-OK" in out.stdout, out.stdout[-3000:] + out.stderr[-6000:]
+
+
+def test_helpers_validate_shapes():
+    import jax.numpy as jnp
+    import pytest
+
+    from neon_jax import sharding
+
+    mesh = sharding.make_mesh(1)
+    tree = {"a": jnp.ones((3, 2)), "b": jnp.arange(3)}
+    padded = sharding.pad_batch(tree, 4)
+    assert padded["a"].shape == (4, 2) and list(padded["b"]) == [0, 1, 2, 2]
+    assert sharding.pad_batch(tree, 3) is tree
+    placed = sharding.shard_batch(padded, mesh)
+    assert placed["a"].shape == (4, 2)
+    with pytest.raises(ValueError, match="scalar"):
+        sharding.shard_batch({"x": jnp.float32(1.0)}, mesh)
+    with pytest.raises(ValueError, match="n_devices"):
+        sharding.make_mesh(0)
+    assert sharding.process_slice(4) == slice(0, 4)

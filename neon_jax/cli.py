@@ -413,6 +413,10 @@ def _export_formats(text, out, stem, overwrite) -> list[str]:
     if not out:
         raise CLIError("--export needs --out (the folder the exported files go to)")
     formats = interop.parse_formats(text)
+    try:
+        interop.check_export_dependencies(formats)
+    except ImportError as err:
+        raise CLIError(str(err)) from None
     existing = [str(p) for files in interop.export_paths(out, stem, formats).values() for p in files if p.exists()]
     if existing and not overwrite:
         raise CLIError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
@@ -431,7 +435,7 @@ def _export_and_verify(net, out, formats, stem, overwrite) -> None:
         x = np.random.default_rng(0).random((256, net.n_features), dtype=np.float32)
         checks = interop.verify_exports(net, paths, x)
     except ImportError as err:
-        raise CLIError(f"{err} (the export formats need: pip install 'neon_jax[torch,export]')") from None
+        raise CLIError(str(err)) from None
     for fmt, files in paths.items():
         c = checks[fmt]
         print(f"exported {fmt}: {', '.join(str(p) for p in files)} (read back: max |logit diff| "

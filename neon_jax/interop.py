@@ -564,6 +564,17 @@ def parse_formats(text: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def check_export_dependencies(formats: Iterable[str]) -> None:
+    """Raises ImportError (with the pip command) if a package that one of `formats` needs is missing."""
+    needs = {"torch": ["torch"], "onnx": ["onnx", "onnxruntime"], "safetensors": ["safetensors"], "npz": []}
+    import importlib.util
+
+    missing = sorted({m for f in formats for m in needs[f] if importlib.util.find_spec(m) is None})
+    if missing:
+        raise ImportError(f"exporting {', '.join(formats)} needs {', '.join(missing)}: "
+                          f"pip install 'neon_jax[torch,export]'")
+
+
 def export_network(net: DenseNetwork, out_dir, formats: Iterable[str] = EXPORT_FORMATS, stem: str = "pruned",
                    overwrite: bool = False) -> dict[str, list[Path]]:
     """Writes `net` in each of `formats` into `out_dir`; returns {format: [files]}.
@@ -579,6 +590,7 @@ def export_network(net: DenseNetwork, out_dir, formats: Iterable[str] = EXPORT_F
     Never overwrites an existing file unless `overwrite`.
     """
     formats = parse_formats(list(formats))
+    check_export_dependencies(formats)
     paths = export_paths(out_dir, stem, formats)
     existing = [str(p) for files in paths.values() for p in files if p.exists()]
     if existing and not overwrite:
@@ -702,3 +714,41 @@ def latency_report(original: DenseNetwork, pruned: DenseNetwork, batch: int = 25
     t0, t1 = min(before), min(after)
     return {f"latency_b{batch}_numpy_ms_before": 1e3 * t0, f"latency_b{batch}_numpy_ms_after": 1e3 * t1,
             f"speedup_b{batch}_numpy": t0 / t1}
+
+
+def jax_forward(net: DenseNetwork, probabilities: bool = True):
+    """The compacted network as a jitted JAX function: returns ``(fn, params)`` with ``fn(params, x)`` giving
+    (N, n_classes) softmax probabilities (or logits). Batch-norm is folded into a per-feature affine map, as the
+    masked network computes it; Dropout is the identity (eval mode). One compile per input shape."""
+    import jax
+    import jax.numpy as jnp
+
+    kinds, params = [], []
+    for l in net.layers:
+        kind = l["kind"]
+        if kind == "linear":
+            params.append((jnp.asarray(l["kernel"]), jnp.asarray(l["bias"])))
+        elif kind == "batchnorm":
+            a = np.asarray(l["scale"], np.float32) / np.sqrt(np.asarray(l["var"], np.float32) + np.float32(l["eps"]))
+            params.append((jnp.asarray(a), jnp.asarray(np.asarray(l["bias"], np.float32) - l["mean"] * a)))
+        elif kind in ("dropout", "softmax"):
+            continue
+        else:
+            params.append(())
+        kinds.append(kind)
+    kinds = tuple(kinds)
+    activations = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
+
+    @jax.jit
+    def fn(params, x):
+        h = x
+        for kind, p in zip(kinds, params):
+            if kind == "linear":
+                h = h @ p[0] + p[1]
+            elif kind == "batchnorm":
+                h = h * p[0] + p[1]
+            else:
+                h = activations[kind](h)
+        return jax.nn.softmax(h, axis=-1) if probabilities else h
+
+    return fn, params

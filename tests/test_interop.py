@@ -14,6 +14,15 @@ nn = torch.nn
 
 from neon_jax import cli, interop, nets  # noqa: E402
 
+
+
+@pytest.fixture
+def export_deps():
+    """The `export` extra (onnx, onnxruntime, safetensors); tests that write those formats skip without it."""
+    for module in ("onnx", "onnxruntime", "safetensors"):
+        pytest.importorskip(module)
+
+
 DIMS = nets.NetDims(d_max=16, k_max=4, max_hidden=3, w_max=16)  # wine: 13 features, 3 classes -> padded
 
 
@@ -55,7 +64,7 @@ def _variants():
 
 
 @pytest.mark.parametrize("variant", ["plain", "batchnorm", "dropout"])
-def test_torch_roundtrip_matches_the_source(variant, wine_splits, tmp_path):
+def test_torch_roundtrip_matches_the_source(variant, wine_splits, tmp_path, export_deps):
     x_tr, _, x_te, _ = wine_splits
     source = _with_running_stats(_variants()[variant], x_tr)
     expected = _torch_logits(source, x_te)
@@ -81,7 +90,7 @@ def test_torch_roundtrip_matches_the_source(variant, wine_splits, tmp_path):
         np.testing.assert_allclose(interop.load_network(tmp_path / name).logits(x_te), expected, atol=1e-5)
 
 
-def test_pruned_network_exports_match_the_masked_network(wine_splits, tmp_path):
+def test_pruned_network_exports_match_the_masked_network(wine_splits, tmp_path, export_deps):
     x_tr, _, x_te, _ = wine_splits
     source = _with_running_stats(_variants()["batchnorm"], x_tr)
     variables, arch = nets.expand(interop.from_torch(source), DIMS)
@@ -189,7 +198,7 @@ def test_bad_files_and_state_dicts_are_refused(tmp_path):
         interop.parse_formats("torch,tflite")
 
 
-def test_prune_a_torch_file_and_export_it(tmp_path, capsys):
+def test_prune_a_torch_file_and_export_it(tmp_path, capsys, export_deps):
     """`neon-jax prune --network model.pt` on iris (tiny preset, random agent), then `--export`, then `export`."""
     from sklearn.datasets import load_iris
 
@@ -227,3 +236,12 @@ def test_prune_a_torch_file_and_export_it(tmp_path, capsys):
     np.testing.assert_allclose(onnx_logits, pruned.logits(x), atol=1e-5)
     assert cli.main(["prune", "--dataset", "iris", "--export", "onnx"]) == 2
     assert "--export needs --out" in capsys.readouterr().err
+
+
+def test_jax_forward_of_the_compacted_network(wine_splits):
+    x_tr, _, x_te, _ = wine_splits
+    net = interop.from_torch(_with_running_stats(_variants()["batchnorm"], x_tr))
+    fn, params = interop.jax_forward(net, probabilities=False)
+    np.testing.assert_allclose(np.asarray(fn(params, x_te)), net.logits(x_te), atol=1e-5)
+    fn, params = interop.jax_forward(net)
+    np.testing.assert_allclose(np.asarray(fn(params, x_te)), net.predict_proba(x_te), atol=1e-6)

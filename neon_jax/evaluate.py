@@ -618,9 +618,17 @@ def _groups(df):
         groups.append(({"method": method, "setting": setting, "tau": None if math.isnan(tau) else float(tau),
                         "passes": None if math.isnan(passes) else int(passes), "greedy": bool(int(greedy))}, sub))
     order = {m: i for i, m in enumerate(["neon", "random"])}
-    groups.sort(key=lambda g: (order.get(g[0]["method"], 2), g[0]["method"], g[0]["setting"],
+    groups.sort(key=lambda g: (order.get(g[0]["method"], 2), g[0]["method"], _setting_order(g[0]["setting"]),
                                g[0]["passes"] or 0, g[0]["tau"] or 0, g[0]["greedy"]))
     return groups
+
+
+def _setting_order(setting):
+    """Numeric settings in numeric order (lap 1, 3, 10), others after them by name."""
+    try:
+        return (0, float(setting), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(setting))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -695,7 +695,13 @@ def summarise_evaluation(df, settings: dict | None = None, cells: dict | None = 
     for c in (cells or {}).values():
         wall[c["method"]] = wall.get(c["method"], 0.0) + float(c["seconds"])
         per_cell.setdefault(c["method"], []).append(float(c["seconds"]))
+    agents = {}
+    for spec, sub in df[df["method"] == "neon"].groupby("setting"):
+        seen = sorted(set(sub.loc[sub["agent_trained_on_dataset"].astype(str).isin(["1", "1.0"]), "dataset"]))
+        agents[spec] = {"path": sorted(set(sub["agent"].astype(str))), "trained_at_tau": sorted(
+            {float(t) for t in sub["agent_tau"].dropna() if str(t) != ""}), "trained_on_evaluated_datasets": seen}
     return {"settings": settings or {}, "networks": int(len(df)), "datasets": sorted(df["dataset"].unique()),
+            "agents": agents,
             "groups": groups, "wall_seconds_per_method": wall,
             "cells_per_method": {m: len(v) for m, v in per_cell.items()},
             "median_cell_seconds_per_method": {m: float(np.median(v)) for m, v in per_cell.items()}}
@@ -755,6 +761,14 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
         lines += [f"- fold {i}: {', '.join(f)}" for i, f in enumerate(folds)]
     lines += ["", f"{s['networks']} pruned networks (network x seed x method) over {len(s['datasets'])} datasets; "
               f"preset `{ident.get('preset')}`, zoos `{ident.get('zoo_root')}`.", ""]
+    for spec, a in s.get("agents", {}).items():
+        where = ("the agent shipped in neon_jax/assets/ for the preset" if spec == "pretrained"
+                 else ", ".join(a["path"]))
+        lines.append(f"- neon agent `{spec}` ({where}): trained at tau "
+                     f"{', '.join(f'{t:g}' for t in a['trained_at_tau']) or '?'}; its training networks include "
+                     f"{', '.join(a['trained_on_evaluated_datasets']) or 'none'} of the evaluated datasets.")
+    if s.get("agents"):
+        lines.append("")
     lines += ["## Aggregate over networks", "",
               "Mean / median / std / max / min over every (network, seed); fell / held / rose = networks whose test "
               "accuracy fell / did not change / rose. Paper = the 2020 single-dataset agents' column (neon_spec.md "

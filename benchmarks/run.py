@@ -63,6 +63,20 @@ MODES = {
 }
 
 
+def torch_device() -> str:
+    """The PyTorch side runs where the original did: on the GPU when there is one."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def log(*a):
     print(*a, flush=True)
 
@@ -129,7 +143,7 @@ class Work:
         from benchmarks.torch_reference.env_step import torch_env_from_jax
 
         return torch_env_from_jax(take(self.host_params.variables, i), take(self.host_params.arch, i), self.dims,
-                                  self.preset, self.prepared.splits, self.passes, self.tau, seed)
+                                  self.preset, self.prepared.splits, self.passes, self.tau, seed, torch_device())
 
     def describe(self) -> dict:
         s = self.prepared.splits
@@ -199,11 +213,16 @@ def bench_population(args, mode) -> dict:
             "results": rows}
 
 
+def step_actions(seed: int, b: int) -> np.ndarray:
+    """The first `b` of one fixed random action sequence: every batch size steps a prefix of the same work."""
+    return np.random.default_rng(seed).integers(0, env_lib.NUM_ACTIONS, 4096)[:b].astype(np.int32)
+
+
 def jax_env_steps(work: Work, b: int, repeats: int, seed: int) -> dict:
     """Compile and time one batched step of `b` environments from their reset states."""
     idx, params = work.batch(b)
     _, states = work.reset(jax.random.split(jax.random.PRNGKey(seed), b), params)
-    actions = jnp.asarray(np.random.default_rng(seed + b).integers(0, env_lib.NUM_ACTIONS, b), jnp.int32)
+    actions = jnp.asarray(step_actions(seed, b), jnp.int32)
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), b)
     compiled, compile_s = compile_aot(work.vstep, keys, states, actions, params)
     best, times, out = timeit(lambda: compiled(keys, states, actions, params), repeats)
@@ -226,6 +245,7 @@ def torch_env_steps(work: Work, idx, actions, passes: int, seed: int) -> dict:
             env.reset()
             t0 = time.perf_counter()
             _, _, _, info = env.step(int(a))
+            torch_sync()
             per_env[r, k] = time.perf_counter() - t0
             if r == 0:
                 epochs.append(info["finetune_epochs"])
@@ -233,6 +253,7 @@ def torch_env_steps(work: Work, idx, actions, passes: int, seed: int) -> dict:
                 n_params.append(info["params_after"])
     best = per_env.min(0)
     return {"torch_run_s": float(best.sum()), "torch_run_s_all_passes": per_env.sum(1).tolist(),
+            "torch_s_per_env": best.tolist(),
             "torch_s_per_env_step": float(best.mean()),
             "torch_s_per_cut_step": float(best[np.asarray(actions) != 0].mean()) if np.any(np.asarray(actions)) else None,
             "torch_s_per_keep_step": float(best[np.asarray(actions) == 0].mean()) if np.any(np.asarray(actions) == 0) else None,
@@ -299,6 +320,7 @@ def bench_episode(args, mode, work: Work) -> dict:
         e = work.torch_env(int(i), args.seed + k)
         t1 = time.perf_counter()
         torch_eps.append(run_episode(e, actions[k]))
+        torch_sync()
         torch_times.append(time.perf_counter() - t1)
     torch_s = float(np.sum(torch_times))
     jax_widths = [np.asarray(state.arch.widths[k][: int(state.arch.depth[k])]).tolist() for k in range(b)]
@@ -364,17 +386,20 @@ def bench_agent_update(args, mode, work_preset) -> dict:
     log(f"[agent_update] B={b} episodes x T={t_len}: JAX compile + run")
     compiled, compile_s = compile_aot(jax.jit(update), state, trajs)
     best, times, _ = timeit(lambda: compiled(state, trajs), mode["env_repeats"])
-    a2c = TorchA2C(R, F, seed=args.seed)
-    episodes = [(observations_from_arrays(obs_np, k), actions[k].tolist(), rewards[k]) for k in range(b)]
+    a2c = TorchA2C(R, F, seed=args.seed, device=torch_device())
+    episodes = [(observations_from_arrays(obs_np, k, torch_device()), actions[k].tolist(), rewards[k])
+                for k in range(b)]
     threads, probe_s = choose_torch_threads(args.torch_threads, lambda: a2c.update_episode(*episodes[0]))
     per_episode, batched = [], []
     for _ in range(max(2, mode["torch_passes"])):
         t0 = time.perf_counter()
         for e in episodes:
             a2c.update_episode(*e)
+        torch_sync()
         per_episode.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         a2c.update_batch(episodes)
+        torch_sync()
         batched.append(time.perf_counter() - t0)
     r = {"batch_size": b, "steps_per_episode": t_len, "agent_params": agent.num_params(state),
          "torch_agent_params": list(a2c.num_params()), "jax_compile_s": compile_s, "jax_run_s": best,
@@ -393,12 +418,12 @@ def bench_agent_update(args, mode, work_preset) -> dict:
 
 
 def bench_batch_scaling(args, mode, work: Work, env_result: dict | None) -> dict:
-    """Env steps per second vs B; PyTorch steps one by one, so its time is B x its mean per-env step."""
+    """Env steps per second vs B. PyTorch steps one by one: for B up to the env_steps batch its time is the sum of
+    its measured times of the same first B environments and actions; beyond, that sum scaled linearly."""
     rows = []
-    per_env = per_cut = None
+    per_env = None
     if env_result:
-        er = env_result["results"][0]
-        per_env = er["torch_s_per_env_step"]
+        per_env = np.asarray(env_result["results"][0]["torch_s_per_env"])
     for b in mode["scaling"]:
         if env_result and b == env_result["results"][0]["batch_size"]:
             r = {k: v for k, v in env_result["results"][0].items() if k in (
@@ -410,12 +435,15 @@ def bench_batch_scaling(args, mode, work: Work, env_result: dict | None) -> dict
             for k in ("actions", "idx", "widths_after", "params_after"):
                 r.pop(k)
         if per_env is not None:
-            r["torch_run_s_extrapolated"] = per_env * b
-            r["ratio"] = per_env * b / r["jax_run_s"]
+            torch_s = float(per_env[:b].sum()) if b <= len(per_env) else float(per_env.sum()) * b / len(per_env)
+            r["torch_run_s"] = torch_s
+            r["torch_extrapolated"] = b > len(per_env)
+            r["ratio"] = torch_s / r["jax_run_s"]
         rows.append(r)
         log(f"  B={b}: {r['env_steps_per_s']:.1f} env-steps/s" + (f", ratio {r['ratio']:.2f}" if "ratio" in r else ""))
-    return {"settings": {"torch": "B x the mean PyTorch seconds per env step of the env_steps benchmark",
-                         "torch_s_per_env_step": per_env}, "results": rows}
+    return {"settings": {"torch": ("PyTorch's measured seconds of the same first B environments and actions "
+                                   "(env_steps benchmark); beyond its batch, scaled linearly (torch_extrapolated)"),
+                         "actions": "prefixes of one fixed random action sequence"}, "results": rows}
 
 
 def device_worker(args) -> None:
@@ -453,7 +481,7 @@ def device_worker(args) -> None:
         b = args.worker_env_batch
         idx, params = work.batch(b)
         _, states = work.reset(jax.random.split(jax.random.PRNGKey(args.seed), b), params)
-        actions = jnp.asarray(np.random.default_rng(args.seed + b).integers(0, 5, b), jnp.int32)
+        actions = jnp.asarray(step_actions(args.seed, b), jnp.int32)
         keys = jax.random.split(jax.random.PRNGKey(args.seed + 1), b)
         keys, states, actions, params = sharding.shard_batch((keys, states, actions, params), mesh)
         compiled, compile_s = compile_aot(work.vstep, keys, states, actions, params)
@@ -550,9 +578,8 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {sorted(unknown)}; choose from {BENCHMARKS}")
     out_path = Path(args.out) if args.out else RESULTS_DIR / f"suite_{mode_name}_{bpt.device_slug()}.json"
-    torch_device = "cuda" if torch.cuda.is_available() else "cpu"
     result = {"suite": "neon_jax vs PyTorch reference", "mode": mode_name, "mode_settings": mode,
-              "device": bpt.device_info(torch_device), "versions": bpt.versions(),
+              "device": bpt.device_info(torch_device()), "versions": bpt.versions(),
               "neon_jax": bpt.neon_jax_provenance(), "precision": {"jax": "highest", "torch": "highest",
                                                                     "dtype": "float32"},
               "load_average_start": os.getloadavg(), "notes": list(args.note), "benchmarks": {}}

@@ -46,7 +46,8 @@ def rows_of(doc: dict) -> list[tuple]:
     if "batch_scaling" in b:
         for r in b["batch_scaling"]["results"]:
             out.append(("env steps vs B", f"B={r['batch_size']}: {r['env_steps_per_s']:.0f} env-steps/s",
-                        r["jax_run_s"], r["jax_compile_s"], r.get("torch_run_s_extrapolated"), r.get("ratio")))
+                        r["jax_run_s"], r["jax_compile_s"], r.get("torch_run_s", r.get("torch_run_s_extrapolated")),
+                        r.get("ratio")))
     if "device_scaling" in b:
         for row in b["device_scaling"]["results"]:
             for r in row.get("results", []):

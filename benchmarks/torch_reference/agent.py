@@ -77,9 +77,12 @@ def monte_carlo_returns(rewards: np.ndarray, gamma: float = 0.99) -> np.ndarray:
 class TorchA2C:
     """Actor, critic and their Adam optimisers; `update_episode` is one update of the original's schedule."""
 
-    def __init__(self, rows: int, width: int, lr: float = 1e-3, gamma: float = 0.99, seed: int = 0):
+    def __init__(self, rows: int, width: int, lr: float = 1e-3, gamma: float = 0.99, seed: int = 0,
+                 device: str = "cpu"):
         torch.manual_seed(seed)
-        self.actor, self.critic = AgentNet(rows, width, 5).train(), AgentNet(rows, width, 1).train()
+        self.device = torch.device(device)
+        self.actor = AgentNet(rows, width, 5).to(self.device).train()
+        self.critic = AgentNet(rows, width, 1).to(self.device).train()
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
         self.gamma = gamma
@@ -92,7 +95,7 @@ class TorchA2C:
         """(actor_loss, critic_loss) of one episode; every observation a separate forward (BN2d at batch 1)."""
         log_pi = torch.stack([torch.log_softmax(self.actor(o), -1)[a] for o, a in zip(observations, actions)])
         values = torch.stack([self.critic(o)[0] for o in observations])
-        returns = torch.as_tensor(monte_carlo_returns(np.asarray(rewards, np.float32), self.gamma))
+        returns = torch.as_tensor(monte_carlo_returns(np.asarray(rewards, np.float32), self.gamma), device=self.device)
         advantages = returns - values
         return -(log_pi * advantages.detach()).mean(), (advantages ** 2).mean()
 
@@ -121,8 +124,8 @@ class TorchA2C:
         return float(actor_loss.detach()), float(critic_loss.detach())
 
 
-def observations_from_arrays(obs_arrays: dict, b: int) -> list[dict]:
+def observations_from_arrays(obs_arrays: dict, b: int, device: str = "cpu") -> list[dict]:
     """Episode `b` of batched observation arrays {key: (B, T, ...)} as a list of T torch observation dicts."""
     t_len = next(iter(obs_arrays.values())).shape[1]
-    tensors = {k: torch.as_tensor(np.asarray(v[b], np.float32)) for k, v in obs_arrays.items()}
+    tensors = {k: torch.as_tensor(np.asarray(v[b], np.float32), device=device) for k, v in obs_arrays.items()}
     return [{k: tensors[k][t] for k in OBS_KEYS} for t in range(t_len)]

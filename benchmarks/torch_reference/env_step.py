@@ -42,11 +42,12 @@ def sequential_layers(model: nn.Sequential) -> list[dict]:
     layers = []
     for m in model:
         if isinstance(m, nn.Linear):
-            layers.append({"kind": "linear", "kernel": m.weight.detach().numpy().T,
-                           "bias": m.bias.detach().numpy()})
+            layers.append({"kind": "linear", "kernel": m.weight.detach().cpu().numpy().T,
+                           "bias": m.bias.detach().cpu().numpy()})
         elif isinstance(m, nn.BatchNorm1d):
-            layers.append({"kind": "batchnorm", "scale": m.weight.detach().numpy(), "bias": m.bias.detach().numpy(),
-                           "mean": m.running_mean.numpy(), "var": m.running_var.numpy(), "eps": m.eps})
+            layers.append({"kind": "batchnorm", "scale": m.weight.detach().cpu().numpy(),
+                           "bias": m.bias.detach().cpu().numpy(), "mean": m.running_mean.cpu().numpy(),
+                           "var": m.running_var.cpu().numpy(), "eps": m.eps})
         elif isinstance(m, nn.Dropout):
             layers.append({"kind": "dropout", "rate": m.p})
         elif type(m) in _ACT_KINDS:
@@ -71,7 +72,7 @@ def hooked_outputs(model: nn.Sequential, x: torch.Tensor) -> list[np.ndarray]:
         slot = len(outputs)
         outputs.append(None)
         handles.append(target.register_forward_hook(
-            lambda _m, _inp, out, slot=slot: outputs.__setitem__(slot, out.detach().numpy())))
+            lambda _m, _inp, out, slot=slot: outputs.__setitem__(slot, out.detach().cpu().numpy())))
     try:
         with torch.no_grad():
             model(x)
@@ -113,15 +114,17 @@ class TorchNeonEnv:
         feature_rows, feature_width).
       passes: visits of every hidden layer per episode (paper 1 or 4); tau: tolerance in accuracy points.
       seed: seeds this environment's torch generator (shuffles, inits, dropout) and NumPy generator (samples).
+      device: where the network trains ("cpu", or "cuda" as the original); features are computed on the host.
     """
 
     def __init__(self, model: nn.Sequential, splits: dict, preset, passes: int = 4, tau: float = 5.0,
-                 seed: int = 0):
+                 seed: int = 0, device: str = "cpu"):
+        self.device = torch.device(device)
         self.original = model
         self.preset = preset
         self.passes = passes
         self.tau = float(tau)
-        t = lambda a, dt: torch.as_tensor(np.asarray(a), dtype=dt)
+        t = lambda a, dt: torch.as_tensor(np.asarray(a), dtype=dt, device=self.device)
         self.x_ft, self.y_ft = t(splits["x_finetune"], torch.float32), t(splits["y_finetune"], torch.int64)
         self.x_val, self.y_val = t(splits["x_val"], torch.float32), t(splits["y_val"], torch.int64)
         self.x_train = t(splits["x_train"], torch.float32)
@@ -157,7 +160,7 @@ class TorchNeonEnv:
     def reset(self):
         """Starts an episode on a copy of the original network; returns the first observation (eval mode)."""
         torch.manual_seed(self.seed)
-        self.model = copy.deepcopy(self.original).eval()
+        self.model = copy.deepcopy(self.original).to(self.device).eval()
         self.step_count = 0
         self.acc0 = self.acc = self.accuracy(self.x_val, self.y_val)
         self.params0 = self.num_params()
@@ -208,7 +211,7 @@ class TorchNeonEnv:
                 new.append(nn.BatchNorm1d(new_width))
             else:
                 new.append(copy.deepcopy(m))
-        model = nn.Sequential(*new)
+        model = nn.Sequential(*new).to(self.device)
         row_start = 0 if layer == 0 else a
         row_end = lin[layer + 2] if layer + 2 < len(lin) else len(new)
         trainable = [p for m in new[row_start:row_end] for p in m.parameters()]
@@ -226,7 +229,7 @@ class TorchNeonEnv:
         n, bs = self.x_ft.shape[0], preset.finetune_batch
         best_loss, best_state, bad, epoch = math.inf, None, 0, 0
         while epoch < preset.finetune_epochs and bad < preset.patience:
-            perm = torch.randperm(n, generator=self.gen)
+            perm = torch.randperm(n, generator=self.gen).to(self.device)
             improved = False
             for start in range(0, n, bs):
                 idx = perm[start:start + bs]
@@ -289,11 +292,11 @@ def splits_dict(splits) -> dict:
 
 
 def torch_env_from_jax(variables, arch, dims, preset, splits, passes: int = 4, tau: float = 5.0,
-                       seed: int = 0) -> TorchNeonEnv:
+                       seed: int = 0, device: str = "cpu") -> TorchNeonEnv:
     """A `TorchNeonEnv` on the same network (one masked neon_jax network, no leading axis) and the same splits."""
     from neon_jax import nets
 
     from benchmarks.torch_reference.base_training import to_torch_sequential
 
     dense = nets.compact(variables, arch, dims, preset.dropout_rate)
-    return TorchNeonEnv(to_torch_sequential(dense).eval(), splits_dict(splits), preset, passes, tau, seed)
+    return TorchNeonEnv(to_torch_sequential(dense).eval(), splits_dict(splits), preset, passes, tau, seed, device)

@@ -537,6 +537,27 @@ def bench_device_scaling(args, mode) -> dict:
             "results": rows}
 
 
+def derived_notes(result: dict) -> list[str]:
+    """Plain-language reading of the numbers (machine sharing, the batched fine-tune's slowest member)."""
+    notes = []
+    b = result["benchmarks"]
+    pop = b.get("population", {}).get("results", [])
+    shares = [r["contention"]["jax_best_run_other_share"] for r in pop if r.get("contention")]
+    if shares and max(x or 0 for x in shares) > 0.15:
+        notes.append(f"Shared machine: other processes used {100 * max(shares):.0f}% of all CPU time while population "
+                     "training was timed (load average in every record); JAX's two-thread programs lose more to "
+                     "such sharing than single-thread PyTorch, so the ratios here understate a quiet machine's.")
+    for r in b.get("env_steps", {}).get("results", []):
+        slots = r["batch_size"] * r["jax_loop_epochs"]
+        used = r["batch_size"] * r["jax_finetune_epochs_mean"]
+        notes.append(
+            f"env_steps B={r['batch_size']}: the batched fine-tune loop ran {r['jax_loop_epochs']} epochs (its "
+            f"slowest member) while environments needed {r['jax_finetune_epochs_mean']:.2f} on average (PyTorch "
+            f"{r['torch_finetune_epochs_mean']:.2f}): {slots / max(used, 1e-9):.2f}x the useful epochs are computed; "
+            f"per computed environment-epoch JAX is x{r['ratio'] * slots / max(used, 1e-9):.2f} PyTorch's speed.")
+    return notes
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -588,6 +609,7 @@ def main(argv=None):
     began = time.perf_counter()
 
     def save():
+        result["derived_notes"] = derived_notes(result)
         result["seconds_total"] = time.perf_counter() - began
         result["load_average_end"] = os.getloadavg()
         out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -218,7 +218,7 @@ def step_actions(seed: int, b: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, env_lib.NUM_ACTIONS, 4096)[:b].astype(np.int32)
 
 
-def jax_env_steps(work: Work, b: int, repeats: int, seed: int) -> dict:
+def jax_env_steps(work: Work, b: int, repeats: int, seed: int, chunk: int | None = None) -> dict:
     """Compile and time one batched step of `b` environments from their reset states."""
     idx, params = work.batch(b)
     _, states = work.reset(jax.random.split(jax.random.PRNGKey(seed), b), params)
@@ -227,7 +227,17 @@ def jax_env_steps(work: Work, b: int, repeats: int, seed: int) -> dict:
     compiled, compile_s = compile_aot(work.vstep, keys, states, actions, params)
     best, times, out = timeit(lambda: compiled(keys, states, actions, params), repeats)
     epochs = np.asarray(out[5]["finetune_epochs"])
-    return {"batch_size": b, "jax_compile_s": compile_s, "jax_run_s": best, "jax_run_s_all_repeats": times,
+    chunked = {}
+    if chunk and b > chunk:  # the same step, vmapped over chunks of `chunk` environments one chunk after the other
+        from neon_jax.sharding import vmap_in_chunks
+
+        step_c = jax.jit(vmap_in_chunks(work.env.step, chunk))
+        compiled_c, compile_c = compile_aot(step_c, keys, states, actions, params)
+        best_c, times_c, out_c = timeit(lambda: compiled_c(keys, states, actions, params), repeats)
+        assert np.allclose(np.asarray(out_c[2]), np.asarray(out[2]), rtol=1e-4), "chunked step changed the rewards"
+        chunked = {"chunk": chunk, "jax_chunked_compile_s": compile_c, "jax_chunked_run_s": best_c,
+                   "jax_chunked_run_s_all_repeats": times_c}
+    return chunked | {"batch_size": b, "jax_compile_s": compile_s, "jax_run_s": best, "jax_run_s_all_repeats": times,
             "env_steps_per_s": b / best, "actions": np.asarray(actions).tolist(), "idx": idx.tolist(),
             "jax_finetune_epochs_mean": float(epochs.mean()), "jax_loop_epochs": int(epochs.max()),
             "widths_after": np.asarray(out[5]["width_after"]).tolist(),
@@ -263,7 +273,7 @@ def torch_env_steps(work: Work, idx, actions, passes: int, seed: int) -> dict:
 def bench_env_steps(args, mode, work: Work) -> dict:
     b = mode["env_batch"]
     log(f"[env_steps] B={b}: JAX compile + run")
-    r = jax_env_steps(work, b, mode["env_repeats"], args.seed) | load()
+    r = jax_env_steps(work, b, mode["env_repeats"], args.seed, chunk=args.chunk) | load()
     probe_env = work.torch_env(0, 0)
 
     def probe():
@@ -279,6 +289,9 @@ def bench_env_steps(args, mode, work: Work) -> dict:
     r.pop("widths_after"), r.pop("params_after")
     r["torch_threads"], r["torch_threads_probe_s"] = threads, probe_s
     r["ratio"] = r["torch_run_s"] / r["jax_run_s"]
+    if "jax_chunked_run_s" in r:
+        r["ratio_chunked"] = r["torch_run_s"] / r["jax_chunked_run_s"]
+        log(f"  chunks of {r['chunk']}: jax {r['jax_chunked_run_s']:.3f}s  ratio {r['ratio_chunked']:.2f}")
     r["note"] = ("the batched fine-tune loop runs until every environment has stopped (jax_loop_epochs), "
                  "PyTorch runs each environment's own epochs (torch_finetune_epochs_mean)")
     log(f"  jax {r['jax_run_s']:.3f}s (compile {r['jax_compile_s']:.1f}s, loop epochs {r['jax_loop_epochs']})  "
@@ -577,6 +590,9 @@ def main(argv=None):
     ap.add_argument("--tau", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--torch-threads", default="auto")
+    ap.add_argument("--chunk", type=int, default=8,
+                    help="env_steps also times the step vmapped over chunks of this many environments, one chunk "
+                         "after the other (smaller working set on a CPU; 0 = off)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--device-worker", type=int, default=None, help=argparse.SUPPRESS)
@@ -607,6 +623,13 @@ def main(argv=None):
     if jax.devices()[0].platform == "cpu":
         result["notes"].append("No GPU/TPU was used: JAX on the CPU (XLA), PyTorch on the CPU.")
     began = time.perf_counter()
+    if args.only is not None and out_path.exists():  # a partial run updates the suite file it names
+        old = json.loads(out_path.read_text())
+        if old.get("mode") == mode_name:
+            result["benchmarks"] = old.get("benchmarks", {})
+            result["notes"] = sorted(set(old.get("notes", [])) | set(result["notes"]))
+            result["partial_updates"] = old.get("partial_updates", []) + [
+                {"only": list(only), "load_average_start": result["load_average_start"]}]
 
     def save():
         result["derived_notes"] = derived_notes(result)

@@ -32,6 +32,9 @@ def rows_of(doc: dict) -> list[tuple]:
         for r in b["env_steps"]["results"]:
             out.append(("env steps", f"B={r['batch_size']} envs, 1 step each (torch one by one)", r["jax_run_s"],
                         r["jax_compile_s"], r["torch_run_s"], r["ratio"]))
+            if "jax_chunked_run_s" in r:
+                out.append(("env steps", f"B={r['batch_size']} envs, JAX vmapped in chunks of {r['chunk']}",
+                            r["jax_chunked_run_s"], r["jax_chunked_compile_s"], r["torch_run_s"], r["ratio_chunked"]))
     if "episode" in b:
         for r in b["episode"]["results"]:
             out.append(("4-pass episode", f"B={r['batch_size']} networks", r["jax_run_s"], r["jax_compile_s"],

@@ -109,6 +109,20 @@ def process_slice(batch_size: int) -> slice:
     return slice(jax.process_index() * share, (jax.process_index() + 1) * share)
 
 
+def vmap_in_chunks(fn, chunk_size: int | None):
+    """``vmap(fn)`` over the leading axis of every argument, computed `chunk_size` members at a time
+    (`jax.lax.map` with ``batch_size``): the same numbers, a smaller working set. On a CPU, where a batch of
+    padded networks with their Adam moments and snapshots outgrows the caches, chunks of ~8 environments step
+    faster than one vmap of 32; on an accelerator use the whole batch (``chunk_size=None``)."""
+    if not chunk_size:
+        return jax.vmap(fn)
+
+    def mapped(*args):
+        return jax.lax.map(lambda xs: fn(*xs), args, batch_size=chunk_size)
+
+    return mapped
+
+
 def describe(tree) -> dict:
     """{path: sharding spec} of every array of `tree` (for logs and tests)."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]

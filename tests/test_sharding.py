@@ -104,7 +104,9 @@ def test_sharded_and_unsharded_runs_agree():
 
 
 def test_helpers_validate_shapes():
+    import jax
     import jax.numpy as jnp
+    import numpy as np
     import pytest
 
     from neon_jax import sharding
@@ -121,3 +123,11 @@ def test_helpers_validate_shapes():
     with pytest.raises(ValueError, match="n_devices"):
         sharding.make_mesh(0)
     assert sharding.process_slice(4) == slice(0, 4)
+
+    f = lambda x, y: {"sum": (x * y).sum(), "row": x + y[0]}
+    xs, ys = jnp.arange(12.0).reshape(6, 2), jnp.arange(6.0)[:, None] * jnp.ones((6, 3))
+    want = jax.vmap(f)(xs, ys)
+    for chunk in (None, 2, 4):  # 4 does not divide 6: lax.map handles the remainder
+        got = sharding.vmap_in_chunks(f, chunk)(xs, ys)
+        np.testing.assert_allclose(got["sum"], want["sum"])
+        np.testing.assert_allclose(got["row"], want["row"])

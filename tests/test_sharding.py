@@ -125,7 +125,7 @@ def test_helpers_validate_shapes():
     assert sharding.process_slice(4) == slice(0, 4)
 
     f = lambda x, y: {"sum": (x * y).sum(), "row": x + y[0]}
-    xs, ys = jnp.arange(12.0).reshape(6, 2), jnp.arange(6.0)[:, None] * jnp.ones((6, 3))
+    xs, ys = jnp.arange(12.0).reshape(6, 2), jnp.arange(6.0)[:, None] * jnp.ones((6, 2))
     want = jax.vmap(f)(xs, ys)
     for chunk in (None, 2, 4):  # 4 does not divide 6: lax.map handles the remainder
         got = sharding.vmap_in_chunks(f, chunk)(xs, ys)

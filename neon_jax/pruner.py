@@ -23,7 +23,8 @@ from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset, get_preset
 from neon_jax.zoo import Zoo, build_zoo, prepare_data
 
-PRETRAINED = {"cpu": "agent_cpu"}  # preset -> checkpoint stem in neon_jax/assets/
+# preset -> {training tau: policy stem in neon_jax/assets/}; `prune` takes the agent trained nearest the user's tau
+PRETRAINED = {"cpu": {5.0: "agent_cpu_tau5", 50.0: "agent_cpu_tau50"}}
 
 
 @dataclasses.dataclass
@@ -34,30 +35,37 @@ class PruneResult:
     report: dict
 
 
-def pretrained_checkpoint(preset_name: str) -> Path:
-    """Path (stem) of the shipped agent for a preset; a clear error if none ships."""
+def pretrained_checkpoint(preset_name: str, tau: float | None = None) -> Path:
+    """Path (stem) of the shipped agent for a preset, the one trained nearest `tau` (on a log scale; None means
+    the default tau of 5); a clear error if none ships."""
     if preset_name not in PRETRAINED:
         raise ValueError(f"no pretrained agent ships for preset {preset_name!r} (available: "
                          f"{', '.join(PRETRAINED)}); train one with `neon-jax train-agent` and pass --agent PATH")
-    stem = resources.files("neon_jax") / "assets" / PRETRAINED[preset_name]
-    path = Path(str(stem))
+    by_tau = PRETRAINED[preset_name]
+    target = np.log1p(5.0 if tau is None else float(tau))
+    nearest = min(by_tau, key=lambda t: (abs(np.log1p(t) - target), t))
+    path = Path(str(resources.files("neon_jax") / "assets" / by_tau[nearest]))
     if not path.with_suffix(".npz").exists():
         raise FileNotFoundError(f"the pretrained agent file {path.with_suffix('.npz')} is missing from the install")
     return path
 
 
-def load_agent(spec: str, preset: Preset):
-    """'pretrained', 'random' or a checkpoint path -> (agent, actor_params, random_actions, description, meta)."""
+def load_agent(spec: str, preset: Preset, tau: float | None = None):
+    """'pretrained' (the shipped agent trained nearest `tau`), 'random' or a checkpoint path ->
+    (agent, actor_params, random_actions, description, meta)."""
     if spec == "random":
         agent = agent_lib.Agent(agent_lib.AgentConfig(batch_size=1), preset)
         return agent, agent.init(jax.random.PRNGKey(0)).actor, True, "random policy", {}
-    path = pretrained_checkpoint(preset.name) if spec == "pretrained" else Path(spec)
+    path = pretrained_checkpoint(preset.name, tau) if spec == "pretrained" else Path(spec)
     agent, actor, meta = agent_lib.load_policy(path)
     if agent.preset.feature_width != preset.feature_width or agent.preset.feature_rows != preset.feature_rows:
         raise ValueError(f"the agent at {path} observes feature width {agent.preset.feature_width}, but preset "
                          f"{preset.name!r} has {preset.feature_width}; use the agent's preset "
                          f"({agent.preset.name!r})")
-    return agent, actor, False, f"{spec} ({meta.get('episodes', '?')} training episodes)", meta
+    trained_tau = meta.get("tau", meta.get("settings", {}).get("tau"))
+    what = f"{spec} {path.name}" if spec == "pretrained" else spec
+    tau_note = f", trained at tau {float(trained_tau):g}" if trained_tau is not None else ""
+    return agent, actor, False, f"{what} ({meta.get('episodes', '?')} training episodes{tau_note})", meta
 
 
 def _single_network_zoo(network: nets.DenseNetwork, prepared, preset: Preset) -> Zoo:
@@ -106,7 +114,7 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
     say = progress or (lambda *_: None)
     start = time.perf_counter()
     prepared = prepare_data(dataset, preset, seed=seed, data_dir=data_dir)
-    agent_obj, actor_params, random_actions, agent_desc, agent_meta = load_agent(agent, preset)
+    agent_obj, actor_params, random_actions, agent_desc, agent_meta = load_agent(agent, preset, tau)
     if cut is None:
         cut = agent_meta.get("env", agent_meta.get("settings", {}).get("env", {})).get("cut", "reinit")
     if network is None:

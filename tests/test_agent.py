@@ -254,3 +254,17 @@ def test_shipped_agent_loads_and_fits_the_cpu_preset():
     assert logits.shape == (5,) and np.isfinite(np.asarray(logits)).all()
     with pytest.raises(ValueError, match="no pretrained agent ships for preset 'paper'"):
         pruner.load_agent("pretrained", PRESETS["paper"])
+
+
+def test_pretrained_agent_is_the_one_trained_nearest_tau():
+    from neon_jax import pruner
+
+    shipped = pruner.PRETRAINED["cpu"]
+    assert len(shipped) >= 2
+    for tau in shipped:  # each shipped agent is chosen at its own tau and records that tau
+        *_, meta = pruner.load_agent("pretrained", PRESETS["cpu"], tau=tau)
+        assert float(meta["tau"]) == tau
+    low, high = min(shipped), max(shipped)
+    assert pruner.pretrained_checkpoint("cpu", 0.5).name == shipped[low]
+    assert pruner.pretrained_checkpoint("cpu", 1000).name == shipped[high]
+    assert pruner.pretrained_checkpoint("cpu", None) == pruner.pretrained_checkpoint("cpu", 5.0)

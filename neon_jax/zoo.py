@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import time
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -133,7 +134,8 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
       prepared: the dataset from `prepare_data`.
       preset: sizes and schedule (paper: 100 epochs, batch 64).
       n, n_heldout: networks in the zoo and how many are held out from agent training (paper: 30, 6).
-      seed: seeds the architectures, initialisations, shuffles and the held-out choice.
+      seed: seeds the architectures, initialisations, shuffles and the held-out choice (together with the
+        dataset's name, so that zoos of different datasets draw different architectures).
       epochs: overrides `preset.train_epochs`.
       progress: called as progress(epochs_done, epochs_total) between chunks of `chunk_epochs` epochs.
     """
@@ -143,7 +145,10 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
     s = prepared.splits
     dims = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
     model = nets.make_model(dims, preset)
-    k_arch, k_init, k_train = jax.random.split(jax.random.PRNGKey(seed), 3)
+    # The dataset's name is folded into the key: the paper draws each dataset's architectures afresh, and one key
+    # for all would give every zoo the same 30 architectures and the same held-out indices.
+    dataset_key = zlib.crc32(prepared.dataset.name.encode()) & 0x7FFFFFFF
+    k_arch, k_init, k_train = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), dataset_key), 3)
     archs, variables = _sample_population(k_arch, k_init, model, preset, n, prepared.n_features, prepared.n_classes)
     train_data = train.stack_data([(s.x_train, s.y_train)], dims.d_max)
     test_data = train.stack_data([(s.x_test, s.y_test)], dims.d_max)
@@ -164,12 +169,13 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
             progress(done, epochs)
     train_acc = np.asarray(trainer.evaluate(variables, archs, index, train_data))
     test_acc = np.asarray(trainer.evaluate(variables, archs, index, test_data))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, dataset_key])
     heldout = np.zeros(n, bool)
     heldout[rng.choice(n, n_heldout, replace=False)] = True
     meta = {
         "format": ZOO_FORMAT,
         "seed": seed,
+        "seed_rule": "per-dataset (crc32 of the name folded into the seed)",
         "epochs": epochs,
         "train_seconds": time.perf_counter() - start,
         "dataset_source": prepared.dataset.source,

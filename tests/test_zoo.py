@@ -103,6 +103,15 @@ def test_build_zoo_is_seeded(built, prepared):
     np.testing.assert_array_equal(zoo.test_accuracy, again.test_accuracy)
 
 
+def test_zoos_of_different_datasets_draw_different_architectures(built, prepared):
+    """The paper samples each dataset's architectures afresh; one seed must not give every zoo the same ones."""
+    zoo, _ = built
+    renamed = dataclasses.replace(prepared, dataset=dataclasses.replace(prepared.dataset, name="diabetes_copy"))
+    other = zoo_lib.build_zoo(renamed, TINY, n=N, n_heldout=N_HELDOUT, seed=0, epochs=1)
+    assert not np.array_equal(np.asarray(zoo.archs.widths), np.asarray(other.archs.widths))
+    assert other.meta["seed_rule"].startswith("per-dataset")
+
+
 def test_build_zoo_rejects_bad_heldout_counts(prepared):
     for bad in (-1, N):
         with pytest.raises(ValueError, match="n_heldout"):

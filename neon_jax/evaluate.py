@@ -103,7 +103,8 @@ class EvalConfig:
       seeds: evaluation seeds (sampled actions, fine-tuning order, baseline randomness).
       greedy: also evaluate neon with argmax actions (the original samples, §1.4).
       agents: "<tau>" or "<tau>@<fold>" -> agent path ("pretrained" = the shipped agent); missing taus use
-        the shipped agent, and the report flags a training tau that differs from the evaluated tau.
+        the shipped agent trained nearest that tau ("pretrained:<tau>"), and the report flags a training tau
+        that differs from the evaluated tau.
       preset: preset name (default: the zoos').
       fold_size / fold_seed: unseen folds; folds: which folds to evaluate (default all).
       settings: method -> list of settings (default: `baselines.default_settings(method)`).
@@ -208,7 +209,7 @@ def resolve_agent_spec(agents: dict, tau: float, fold: int | None) -> str:
     for key in ([agent_key(tau, fold)] if fold is not None else []) + [agent_key(tau, None)]:
         if key in agents:
             return str(agents[key])
-    return "pretrained"
+    return f"pretrained:{tau:g}"  # the shipped agent trained nearest this tau
 
 
 def plan_cells(cfg: EvalConfig, folds: list[list[str]] | None) -> list[Cell]:
@@ -270,15 +271,18 @@ class _Agents:
         if spec not in self._cache:
             from neon_jax import pruner
 
-            path = spec
-            if spec != "pretrained":
+            path, tau_wanted = spec, None
+            if spec.startswith("pretrained"):
+                path, _, wanted = spec.partition(":")
+                tau_wanted = float(wanted) if wanted else None
+            else:
                 p = Path(spec)
                 if p.is_dir():
                     p = p / "checkpoint"
                 if p.suffix in (".npz", ".json"):
                     p = p.with_suffix("")
                 path = str(p)
-            agent, actor, _, _, meta = pruner.load_agent(path, self.preset)
+            agent, actor, _, _, meta = pruner.load_agent(path, self.preset, tau_wanted)
             settings = meta.get("settings", {})
             env = meta.get("env", settings.get("env", {}))
             tau = meta.get("tau", settings.get("tau"))
@@ -762,7 +766,8 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
     lines += ["", f"{s['networks']} pruned networks (network x seed x method) over {len(s['datasets'])} datasets; "
               f"preset `{ident.get('preset')}`, zoos `{ident.get('zoo_root')}`.", ""]
     for spec, a in s.get("agents", {}).items():
-        where = ("the agent shipped in neon_jax/assets/ for the preset" if spec == "pretrained"
+        where = ("the agent shipped in neon_jax/assets/ for the preset, trained nearest this tau"
+                 if spec.startswith("pretrained")
                  else ", ".join(a["path"]))
         lines.append(f"- neon agent `{spec}` ({where}): trained at tau "
                      f"{', '.join(f'{t:g}' for t in a['trained_at_tau']) or '?'}; its training networks include "

@@ -47,7 +47,7 @@ def test_agent_resolution_and_cells():
     assert ev.resolve_agent_spec(agents, 5.0, None) == "a5"
     assert ev.resolve_agent_spec(agents, 5.0, 1) == "a5f1"
     assert ev.resolve_agent_spec(agents, 5.0, 0) == "a5"
-    assert ev.resolve_agent_spec(agents, 50.0, 0) == "pretrained"
+    assert ev.resolve_agent_spec(agents, 50.0, 0) == "pretrained:50"  # the shipped agent nearest tau 50
     cfg = ev.EvalConfig(datasets=["x", "y"], zoo_root=".", methods=["neon", "random"], taus=[1, 5], passes=[1, 4],
                         seeds=[0, 1], greedy=True)
     cells = ev.plan_cells(cfg, None)

@@ -24,7 +24,7 @@ from neon_jax.presets import Preset, get_preset
 from neon_jax.zoo import Zoo, build_zoo, prepare_data
 
 # preset -> {training tau: policy stem in neon_jax/assets/}; `prune` takes the agent trained nearest the user's tau
-PRETRAINED = {"cpu": {5.0: "agent_cpu_tau5", 50.0: "agent_cpu_tau50"}}
+PRETRAINED = {"cpu": {1.0: "agent_cpu_tau1", 5.0: "agent_cpu_tau5", 50.0: "agent_cpu_tau50"}}
 
 
 @dataclasses.dataclass

@@ -31,7 +31,7 @@ import rlax
 from flax import struct
 
 from neon_jax.env import NUM_ACTIONS, EnvParams, NeonEnv
-from neon_jax.features import Observation
+from neon_jax.features import PROGRESS_FEATURES, Observation
 from neon_jax.nets import count_params
 from neon_jax.presets import Preset
 
@@ -59,6 +59,9 @@ class AgentConfig:
         that did not, and the policy collapses to "keep everything").
       normalise_advantages: standardise the advantages over the valid steps of each batch (actor loss only).
       entropy_coef: weight of an entropy bonus on the policy (keeps it from collapsing before it has learnt).
+      observe_progress: also feed the episode's progress (`features.progress_features`: accuracy change so
+        far against tau, tau, steps taken, parameters left) through a small branch beside the six. The
+        original state never says whether the tolerance is used up, which the cubic reward turns on.
     """
 
     architecture: str = "neon"
@@ -70,6 +73,7 @@ class AgentConfig:
     reward_transform: str = "none"
     normalise_advantages: bool = False
     entropy_coef: float = 0.0
+    observe_progress: bool = False
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -83,8 +87,9 @@ class AgentConfig:
 
     @property
     def faithful(self) -> bool:
-        """True when none of the beyond-the-paper learning options is on."""
-        return self.reward_transform == "none" and not self.normalise_advantages and self.entropy_coef == 0.0
+        """True when none of the beyond-the-paper options is on."""
+        return (self.reward_transform == "none" and not self.normalise_advantages and self.entropy_coef == 0.0
+                and not self.observe_progress)
 
 
 def warmup_episodes(n_networks: int) -> int:
@@ -199,11 +204,18 @@ class AgentNet(nn.Module):
 
     outputs: int
     architecture: str = "neon"
+    observe_progress: bool = False
 
     @nn.compact
     def __call__(self, obs: Observation):
         trunk = NeonTrunk() if self.architecture == "neon" else CompactTrunk()
-        x = MLPBranch((300, 300), name="head")(trunk(obs))
+        x = trunk(obs)
+        if self.observe_progress:
+            if obs.progress is None:
+                raise ValueError("this agent observes the episode's progress, but the observation has none "
+                                 "(observations from a NeonEnv carry it)")
+            x = jnp.concatenate([x, MLPBranch((32, 32), name="progress")(obs.progress)])
+        x = MLPBranch((300, 300), name="head")(x)
         out = TorchDense(self.outputs, name="out")(x)
         return out if self.outputs > 1 else out[0]
 
@@ -223,8 +235,8 @@ class Agent:
     def __init__(self, config: AgentConfig, preset: Preset):
         self.config = config
         self.preset = preset
-        self.actor = AgentNet(NUM_ACTIONS, config.architecture)
-        self.critic = AgentNet(1, config.architecture)
+        self.actor = AgentNet(NUM_ACTIONS, config.architecture, config.observe_progress)
+        self.critic = AgentNet(1, config.architecture, config.observe_progress)
         self.actor_opt = optax.adam(config.actor_lr)  # PyTorch Adam defaults, no clipping, no weight decay
         self.critic_opt = optax.adam(config.critic_lr)
 
@@ -232,7 +244,8 @@ class Agent:
         R, F = self.preset.feature_rows, self.preset.feature_width
         z = jnp.zeros
         return Observation(net_topology=z((R, 8)), net_activations=z((8, R, F)), net_weights=z((8, R, F)),
-                           layer_topology=z((8,)), layer_activations=z((8, F)), layer_weights=z((8, F)))
+                           layer_topology=z((8,)), layer_activations=z((8, F)), layer_weights=z((8, F)),
+                           progress=z((PROGRESS_FEATURES,)))
 
     def init(self, key) -> AgentState:
         k_a, k_c = jax.random.split(key)

@@ -256,7 +256,8 @@ def cmd_train_agent(args) -> int:
                                          legacy_episode_mean_advantage=args.legacy,
                                          reward_transform=args.reward_transform,
                                          normalise_advantages=args.normalise_advantages,
-                                         entropy_coef=args.entropy_coef)
+                                         entropy_coef=args.entropy_coef,
+                                         observe_progress=args.observe_progress)
     everything = loaded + unseen
     common = EnvPool.from_zoos(everything, "all", tau, preset).dims  # one padded shape for train and eval
     pool = EnvPool.from_zoos(loaded, "train", tau, preset, dims=common)
@@ -524,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalise-advantages", action="store_true",
                    help="beyond the paper: standardise advantages over each batch")
     p.add_argument("--entropy-coef", type=float, default=0.0, help="beyond the paper: entropy bonus weight")
+    p.add_argument("--observe-progress", action="store_true",
+                   help="beyond the paper: show the agent the accuracy change so far against tau, tau, steps "
+                        "taken and parameters left")
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder: log.csv, checkpoint, evaluation (resumes if present)")

@@ -194,7 +194,7 @@ class NeonEnv:
         acc0 = self._accuracy(variables, arch, params.val)
         state = EnvState(variables=variables, arch=arch, step=jnp.int32(0), acc0=acc0, acc=acc0,
                          params0=nets.count_params(arch), done=jnp.bool_(False))
-        return obs, state
+        return self._with_progress(obs, state, params), state
 
     def step(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
         """One decision for the current hidden layer: (obs, state, reward, terminated, truncated, info)."""
@@ -239,6 +239,7 @@ class NeonEnv:
         obs, _ = self._observe(k_obs, variables, new_arch, params, row, train_mode=False)
         new_state = EnvState(variables=variables, arch=new_arch, step=step, acc0=state.acc0, acc=acc,
                              params0=state.params0, done=done)
+        obs = self._with_progress(obs, new_state, params)
         info = {
             "layer": layer,
             "keep": keep,
@@ -273,6 +274,13 @@ class NeonEnv:
                                                  n_classes=self.dims.k_max)
         return features.observe(variables, arch, self.dims, self.preset, split.x[idx], weight, row,
                                 train=train_mode, key=k_drop, return_variables=True)
+
+    def _with_progress(self, obs: features.Observation, state: EnvState, params: EnvParams):
+        """Attaches the episode's progress (beyond the paper; only agents with `observe_progress` read it)."""
+        progress = features.progress_features(state.acc, state.acc0, params.tau, state.step,
+                                              self.episode_length(state.arch), nets.count_params(state.arch),
+                                              state.params0)
+        return obs.replace(progress=progress)
 
     def _trainable(self, layer, arch) -> train.Trainable:
         """Rows p-1 and p of the original (§2.4): the narrowed Linear, the next Linear (the output Linear after

@@ -57,6 +57,9 @@ class Observation:
       layer_activations: (8, F) raw activation statistics of row `layer_row`, standardised per column across the
         8 statistics (unusual, but what the original does, §12 A6).
       layer_weights: (8, F) raw weight statistics of row `layer_row`, normalised like `layer_activations`.
+      progress: (PROGRESS_FEATURES,) beyond the paper: where the episode stands (accuracy change so far against
+        tau, tau, steps taken, parameters left; see `progress_features`). The environment fills it; the
+        original's agent never reads it (`AgentConfig.observe_progress` off). None outside an environment.
     """
 
     net_topology: jax.Array
@@ -65,6 +68,32 @@ class Observation:
     layer_topology: jax.Array
     layer_activations: jax.Array
     layer_weights: jax.Array
+    progress: jax.Array | None = None
+
+
+PROGRESS_FEATURES = 6
+
+
+def progress_features(acc, acc0, tau, step, episode_length, n_params, n_params0) -> jax.Array:
+    """What the original state cannot show (beyond the paper): how far the episode has come.
+
+    The cubic reward turns on the cumulative accuracy change against tau (§5.1), which no NEON feature
+    carries, so the original agent cannot tell when it has used up its tolerance. Features, all O(1):
+    accuracy change in tens of points; tolerance left as a fraction of tau, (delta + tau) / max(tau, 1),
+    clipped to [-5, 5] (1 = untouched, 0 = at the limit, < 0 beyond); beyond-tolerance flag; log1p(tau) /
+    log1p(100); share of the episode's steps taken; parameters left / original parameters.
+    """
+    f32 = lambda v: jnp.asarray(v, jnp.float32)
+    tau = f32(tau)
+    delta = 100.0 * (f32(acc) - f32(acc0))
+    return jnp.stack([
+        delta / 10.0,
+        jnp.clip((delta + tau) / jnp.maximum(tau, 1.0), -5.0, 5.0),
+        (delta < -tau).astype(jnp.float32),
+        jnp.log1p(tau) / jnp.log1p(100.0),
+        f32(step) / jnp.maximum(f32(episode_length), 1.0),
+        f32(n_params) / jnp.maximum(f32(n_params0), 1.0),
+    ])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -393,7 +422,7 @@ def observe(variables: dict, arch: Arch, dims: NetDims, preset: Preset, x_sample
 
 
 __all__ = [
-    "STATISTICS", "TOPOLOGY_COLUMNS", "Observation", "activation_sample", "activation_statistics",
-    "compact_neurons", "hidden_activations", "normalise_state", "observe", "raw_state", "standardise",
+    "PROGRESS_FEATURES", "STATISTICS", "TOPOLOGY_COLUMNS", "Observation", "activation_sample", "activation_statistics",
+    "compact_neurons", "hidden_activations", "normalise_state", "observe", "progress_features", "raw_state", "standardise",
     "topology_map", "weight_statistics", "weighted_statistics",
 ]

@@ -57,7 +57,8 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
                 "warmup_episodes": warmup, "seed": seed, "dims": dataclasses.asdict(pool.dims)}
     if ckpt.with_suffix(".json").exists():
         loaded_agent, state, meta = agent_lib.load_checkpoint(ckpt)
-        if meta.get("settings", {}).get("env") != settings["env"] or meta["agent"] != settings["agent"]:
+        if (meta.get("settings", {}).get("env") != settings["env"]
+                or dataclasses.asdict(loaded_agent.config) != settings["agent"]):
             raise ValueError(f"{ckpt}: the checkpoint was trained with other settings; use another --out")
         agent = loaded_agent
     else:

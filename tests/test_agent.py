@@ -268,3 +268,45 @@ def test_pretrained_agent_is_the_one_trained_nearest_tau():
     assert pruner.pretrained_checkpoint("cpu", 0.5).name == shipped[low]
     assert pruner.pretrained_checkpoint("cpu", 1000).name == shipped[high]
     assert pruner.pretrained_checkpoint("cpu", None) == pruner.pretrained_checkpoint("cpu", 5.0)
+
+
+def test_progress_features_by_hand():
+    from neon_jax.features import progress_features
+
+    # accuracy 0.80 -> 0.77 is -3 points; tau 5 leaves 2/5 of the tolerance; step 3 of 12; 250 of 1000 params
+    f = np.asarray(progress_features(0.77, 0.80, 5.0, 3, 12, 250, 1000))
+    np.testing.assert_allclose(f, [-0.3, 0.4, 0.0, np.log1p(5) / np.log1p(100), 0.25, 0.25], rtol=1e-5, atol=1e-6)
+    # beyond the tolerance: flagged, tolerance left negative and clipped at -5; tau 0 divides by 1
+    f = np.asarray(progress_features(0.50, 0.80, 0.0, 12, 12, 1000, 1000))
+    np.testing.assert_allclose(f[:3], [-3.0, -5.0, 1.0], rtol=1e-6)
+
+
+def test_environment_attaches_progress_and_only_progress_agents_read_it(tiny_setup):
+    pool, env, agent, iteration, evaluate = tiny_setup
+    params = pool.batch(np.arange(2))
+    obs, state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 2), params)
+    # at reset: no accuracy change, the whole tolerance left, no step taken, every parameter left
+    np.testing.assert_allclose(np.asarray(obs.progress)[:, [0, 1, 2, 4, 5]], [[0, 1, 0, 0, 1]] * 2, atol=1e-6)
+    obs2, state2, *_ = jax.vmap(env.step)(jax.random.split(jax.random.PRNGKey(1), 2), state, jnp.array([4, 4]), params)
+    p = np.asarray(obs2.progress)
+    np.testing.assert_allclose(p[:, 0], 10.0 * np.asarray(state2.acc - state2.acc0), rtol=1e-5, atol=1e-6)
+    assert np.all(p[:, 4] > 0) and np.all(p[:, 5] < 1)  # a step taken, parameters removed
+
+    one = jax.tree_util.tree_map(lambda a: a[0], obs2)
+    other = one.replace(progress=one.progress + 1.0)
+    faithful = agent.init(jax.random.PRNGKey(0)).actor
+    np.testing.assert_array_equal(np.asarray(agent.actor.apply(faithful, one)),
+                                  np.asarray(agent.actor.apply(faithful, other)))
+    seeing = agent_lib.Agent(agent_lib.AgentConfig(batch_size=6, observe_progress=True), TINY)
+    assert not seeing.config.faithful
+    actor = seeing.init(jax.random.PRNGKey(0)).actor
+    assert "progress" in actor["params"]
+    assert np.abs(np.asarray(seeing.actor.apply(actor, one)) - np.asarray(seeing.actor.apply(actor, other))).max() > 1e-4
+    with pytest.raises(ValueError, match="observes the episode's progress"):
+        seeing.actor.apply(actor, one.replace(progress=None))
+    # trains in one program
+    it = agent_lib.make_train_iteration(env, seeing)
+    s = seeing.init(jax.random.PRNGKey(0))
+    for i in range(2):
+        s, m = it(s, pool.batch(np.arange(len(pool))), jax.random.PRNGKey(i), jnp.bool_(i < 1))
+    assert it._cache_size() == 1 and np.isfinite(float(m["actor_loss"]))

@@ -64,6 +64,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.bench_population_training import cpu_model  # noqa: E402
 from neon_jax import interop, nets  # noqa: E402
 from neon_jax.env import EnvConfig  # noqa: E402
 from neon_jax.learn import run_agent  # noqa: E402
@@ -77,16 +78,6 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATASETS = ("2dplanes,ailerons,bank-marketing,diabetes,electricity-normalized,fried,house_8L,ionosphere,"
                     "jungle_chess_2pcs_raw_endgame_complete,nursery,phoneme,satimage")
 FRAMEWORKS = ("jax", "jax_masked", "onnxruntime", "torch", "numpy")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def versions() -> dict:

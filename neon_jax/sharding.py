@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 BATCH_AXIS = "batch"
@@ -119,6 +120,32 @@ def vmap_in_chunks(fn, chunk_size: int | None):
 
     def mapped(*args):
         return jax.lax.map(lambda xs: fn(*xs), args, batch_size=chunk_size)
+
+    return mapped
+
+
+def vmap_sorted_chunks(fn, chunk_size: int):
+    """Like `vmap_in_chunks`, with the members sorted by a key and each chunk told its largest key.
+
+    ``mapped(sort_key, *args)`` sorts the members by `sort_key` ((B,) int, e.g. network depths), cuts them into
+    chunks of `chunk_size` (the last chunk padded with copies of the last member), computes
+    ``vmap(lambda *a: fn(bound, *a))`` on each chunk one after the other with ``bound`` = the chunk's largest
+    key (unbatched, so `fn` can skip work no member of the chunk needs, see `nets.MaskedMLP`'s `depth_bound`)
+    and returns the results in the members' original order. Same numbers as ``vmap(lambda *a: fn(None, *a))``
+    when `fn` only uses the bound to skip work.
+    """
+
+    def mapped(sort_key, *args):
+        n = sort_key.shape[0]
+        size = max(1, min(int(chunk_size), n))
+        order = jnp.argsort(sort_key, stable=True)
+        pad = (-n) % size
+        idx = jnp.concatenate([order, jnp.full((pad,), order[-1], order.dtype)]) if pad else order
+        chunk = lambda a: a[idx].reshape((-1, size) + a.shape[1:])
+        keys, xs = chunk(sort_key), jax.tree_util.tree_map(chunk, args)
+        out = jax.lax.map(lambda kx: jax.vmap(lambda *a: fn(kx[0].max(), *a))(*kx[1]), (keys, xs))
+        inverse = jnp.argsort(order)
+        return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[inverse], out)
 
     return mapped
 

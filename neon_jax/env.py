@@ -28,7 +28,7 @@ import numpy as np
 from flax import struct
 
 from neon_jax import features, nets, train
-from neon_jax.sharding import vmap_sorted_chunks
+from neon_jax.sharding import resolve_chunk_size, vmap_sorted_chunks
 from neon_jax.presets import PRE_BATCHNORM, Preset
 
 KEEP_FRACTIONS = (1.0, 0.9, 0.8, 0.7, 0.6)  # action index -> fraction of the layer kept (neon_spec.md §4)
@@ -207,16 +207,21 @@ class NeonEnv:
         return self._step_finish(cut, tuned, tune_info["epochs"], state, params)
 
     def step_batch(self, keys: jax.Array, states: EnvState, actions: jax.Array, params: EnvParams,
-                   slots: int | None = 8):
+                   slots: int | str | None = "auto"):
         """``jax.vmap(step)`` over a batch of environments (leading axis B), with the same results, faster.
 
         The cuts are vmapped; the fine-tunes go through `train._Trainer.finetune_packed`: `slots` fine-tunes in
         flight, deepest networks first, a finished one handing its slot to the next, hidden layers no network
         in flight has skipped; accuracies and observations are vmapped over chunks of `slots` networks of
         similar depth (`sharding.vmap_sorted_chunks`). So the batch pays about its mean fine-tune epochs at its
-        networks' own depths, not its slowest network's epochs at `max_hidden` layers. `slots=None` is the plain ``vmap(step)`` (one fine-tune loop for the whole batch; what a
-        sharded batch on several devices wants). Measured on 2 CPU cores, see benchmarks/run.py ``env_steps``.
+        networks' own depths, not its slowest network's epochs at `max_hidden` layers. Results equal
+        ``vmap(step)``'s up to float rounding (matmuls batched differently reduce in another order).
+
+        `slots`: None is the plain ``vmap(step)`` (one fine-tune loop for the whole batch; what a batch sharded
+        over several devices wants); "auto" (default) is `sharding.default_chunk_size` (4 on one CPU device,
+        None on accelerators and meshes). Measured on 2 CPU cores: benchmarks/run.py ``env_steps``.
         """
+        slots = resolve_chunk_size(slots)
         if slots is None:
             return jax.vmap(self.step)(keys, states, actions, params)
         cut = jax.vmap(self._step_cut)(keys, states, actions)
@@ -408,34 +413,32 @@ def stack_params(items: list[EnvParams]) -> EnvParams:
     return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *items)
 
 
-def make_rollout(env: NeonEnv, policy):
+def make_rollout(env: NeonEnv, policy, slots="auto"):
     """A jitted whole-episode roll-out of a batch of environments: one `lax.scan` over `env.max_steps`.
 
     `policy(key, obs) -> action` acts on ONE environment's observation (it is vmapped). Returns
     ``rollout(key, params) -> (final_state, trajectory)`` where the trajectory holds per step (T, B)
-    actions, rewards, dones and the info dict; finished environments stay finished.
+    actions, rewards, dones and the info dict; finished environments stay finished. The batch steps together
+    through `NeonEnv.step_batch` (`slots`: see there); every environment keeps its own keys, so the numbers are
+    those of one roll-out per environment.
     """
-
-    def one_env(key, params):
-        k_reset, k_run = jax.random.split(key)
-        obs, state = env.reset(k_reset, params)
-
-        def body(carry, key):
-            obs, state = carry
-            k_act, k_step = jax.random.split(key)
-            action = policy(k_act, obs)
-            action = jnp.where(state.done, 0, action)
-            obs, state, reward, terminated, truncated, info = env.step(k_step, state, action, params)
-            return (obs, state), {"action": action, "reward": reward, "terminated": terminated, "info": info}
-
-        (_, state), traj = jax.lax.scan(body, (obs, state), jax.random.split(k_run, env.max_steps))
-        return state, traj
+    num_steps = env.max_steps
 
     @jax.jit
     def rollout(key, params: EnvParams):
         keys = jax.random.split(key, params.tau.shape[0])
-        state, traj = jax.vmap(one_env)(keys, params)
-        traj = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), traj)  # (T, B, ...)
+        k_reset, k_run = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+        obs, state = jax.vmap(env.reset)(k_reset, params)
+        step_keys = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, num_steps))(k_run), 1, 0)  # (T, B, 2)
+
+        def body(carry, keys_t):
+            obs, state = carry
+            k_act, k_step = jnp.moveaxis(jax.vmap(jax.random.split)(keys_t), 1, 0)
+            action = jnp.where(state.done, 0, jax.vmap(policy)(k_act, obs))
+            obs, state, reward, terminated, truncated, info = env.step_batch(k_step, state, action, params, slots)
+            return (obs, state), {"action": action, "reward": reward, "terminated": terminated, "info": info}
+
+        (_, state), traj = jax.lax.scan(body, (obs, state), step_keys)  # trajectory (T, B, ...)
         return state, traj
 
     return rollout

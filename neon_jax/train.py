@@ -22,6 +22,7 @@ import optax
 from flax import struct
 
 from neon_jax.nets import Arch, MaskedMLP, NetDims, NEG_LOGIT
+from neon_jax.sharding import resolve_chunk_size, vmap_sorted_chunks
 
 
 @struct.dataclass
@@ -182,7 +183,7 @@ class _Trainer:
         self.model = model
         self.optimizer = optax.adam(learning_rate)  # PyTorch Adam defaults: betas (0.9, 0.999), eps 1e-8
         self.double_softmax = double_softmax
-        self.train = jax.jit(self._train_population, static_argnames=("epochs", "batch_size"))
+        self.train = jax.jit(self._train_population, static_argnames=("epochs", "batch_size", "chunk_size"))
         self.finetune = jax.jit(self._finetune_population, static_argnames=("max_epochs", "batch_size", "patience"))
         self.evaluate = jax.jit(self._evaluate_population)
         self.predict = jax.jit(jax.vmap(self._logits, in_axes=(0, 0, None)))
@@ -245,7 +246,7 @@ class _Trainer:
         return new_params, (adam._replace(count=count, mu=mu, nu=nu), rest)
 
     def _train_one(self, key, variables, opt_state, arch, dataset_index, data: PaddedData, epochs, batch_size,
-                   trainable, depth_bound=None):
+                   trainable, depth_bound=None, groups=None):
         params, stats = variables["params"], variables["batch_stats"]
         param_mask = _param_mask(trainable, params)
         n_max = data.x.shape[1]
@@ -261,7 +262,7 @@ class _Trainer:
                 b, k = inputs
                 x, y, w = _gather_batch(data, dataset_index, perm, b * batch_size, batch_size)
                 params, stats, opt_state, loss, valid = self._sgd_step(
-                    params, stats, opt_state, arch, x, y, w, k, param_mask, depth_bound)
+                    params, stats, opt_state, arch, x, y, w, k, param_mask, depth_bound, groups)
                 return (params, stats, opt_state), (loss * valid, valid)
 
             carry, (losses, valid) = jax.lax.scan(
@@ -432,7 +433,7 @@ class _Trainer:
         return jax.vmap(self.optimizer.init)(variables["params"])
 
     def _train_population(self, key, variables, opt_state, archs: Arch, dataset_index, data: PaddedData, *,
-                          epochs, batch_size):
+                          epochs, batch_size, chunk_size="auto"):
         """Trains every network of the population on its dataset (base-network training, neon_spec.md §7).
 
         Args:
@@ -444,15 +445,30 @@ class _Trainer:
           dataset_index: (P,) int32, which dataset of `data` each network trains on.
           data: `PaddedData` stack (leading axis D).
           epochs, batch_size: static schedule (paper: 100, 64; no early stopping).
+          chunk_size: static. None: one vmap over the population (every network computes max_hidden layers).
+            An int: the networks sorted by depth and trained `chunk_size` at a time (`vmap_sorted_chunks`),
+            each chunk skipping the hidden layers (and their Adam steps) none of its networks has. Same numbers
+            up to float rounding (each network keeps its key). "auto" (default): `sharding.default_chunk_size`
+            (4 on one CPU device, None on accelerators and meshes).
         Returns:
           (variables, opt_state, epoch_losses (P, epochs)).
         """
         max_hidden = archs.mask.shape[-2]
         everything = Trainable.everything(max_hidden)
         keys = jax.random.split(key, archs.depth.shape[0])
-        return jax.vmap(
-            lambda k, v, o, a, i: self._train_one(k, v, o, a, i, data, epochs, batch_size, everything)
-        )(keys, variables, opt_state, archs, dataset_index)
+        chunk_size = resolve_chunk_size(chunk_size)
+        if chunk_size is None:
+            return jax.vmap(
+                lambda k, v, o, a, i: self._train_one(k, v, o, a, i, data, epochs, batch_size, everything)
+            )(keys, variables, opt_state, archs, dataset_index)
+        names = list(variables["params"])
+
+        def chunk(bound, k, v, o, a, i):
+            groups = {n: (_param_layer(n, max_hidden) < bound) | (_param_layer(n, max_hidden) == max_hidden)
+                      for n in names}
+            return self._train_one(k, v, o, a, i, data, epochs, batch_size, everything, bound, groups)
+
+        return vmap_sorted_chunks(chunk, chunk_size)(archs.depth, keys, variables, opt_state, archs, dataset_index)
 
     def _finetune_population(self, key, variables, archs, dataset_index, data, trainable: Trainable, *,
                              max_epochs, batch_size, patience):

@@ -259,7 +259,7 @@ class MaskedBatchNorm(nn.Module):
 class MaskedMLP(nn.Module):
     """The NEON base network at padded shapes; one instance serves every architecture of a run.
 
-    ``__call__(x, arch, train, row_weight=None, return_hidden=False, depth_bound=None)``:
+    ``__call__(x, arch, train, row_weight=None, return_hidden=False, depth_bound=None, frozen_layers=None)``:
       x: (B, d_max) inputs (padded feature columns are ignored through `arch.n_features`).
       arch: `Arch` of this network.
       train: dropout on and batch-norm on batch statistics (statistics over rows with `row_weight` > 0).
@@ -270,6 +270,11 @@ class MaskedMLP(nn.Module):
         dropout draw, Linear, activation) by a `lax.cond` instead of computed and discarded, so under vmap a
         padded network costs its batch's deepest depth instead of `max_hidden` layers. The numbers are the same
         as without a bound. A batched (per-network) bound still works, as a select (no saving).
+      frozen_layers: optional (max_hidden,) int, unbatched like `depth_bound`, for gradients (train mode):
+        0 = some network of the batch trains a parameter of hidden layer j (its Linear or the batch-norm in front
+        of it); 1 = no network does, but one trains a layer below (the gradient flows through j's input only:
+        no kernel-gradient matmul); 2 = no network trains j or anything below it (no backward pass through j at
+        all). The values and the gradients of trained parameters are the same; frozen ones get zero gradients.
 
     Layers past the network's depth pass their input through, and their batch-norm running statistics do not
     move in train mode (there is no such batch-norm in the real network; before the bound existed they drifted
@@ -284,7 +289,7 @@ class MaskedMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x, arch: Arch, train: bool = False, row_weight=None, return_hidden: bool = False,
-                 depth_bound=None):
+                 depth_bound=None, frozen_layers=None):
         dims = self.dims
         if row_weight is None:
             row_weight = jnp.ones(x.shape[0], jnp.float32)
@@ -325,6 +330,13 @@ class MaskedMLP(nn.Module):
         def skipped(j, h, bn_vars, kernel, bias, drop_key):
             return h, jnp.zeros(h.shape[:-1] + (dims.w_max,), h.dtype), bn_vars[2], bn_vars[3]
 
+        def frozen(j, h, bn_vars, kernel, bias, drop_key):  # no gradient for this layer's parameters
+            sg = jax.lax.stop_gradient
+            return layer(j, h, (sg(bn_vars[0]), sg(bn_vars[1])) + tuple(bn_vars[2:]), sg(kernel), sg(bias), drop_key)
+
+        def inert(j, h, bn_vars, kernel, bias, drop_key):  # ... nor for its input
+            return frozen(j, jax.lax.stop_gradient(h), bn_vars, kernel, bias, drop_key)
+
         class_mask = arch.class_mask(dims.k_max).astype(jnp.float32)
         h = x
         hidden_outputs = []
@@ -336,7 +348,14 @@ class MaskedMLP(nn.Module):
             inp_mask = in_mask if j == 0 else hidden_in_masks[j - 1]
             kernel, bias = linear(f"layer{j}", (width_in, dims.w_max), fans[j], inp_mask, arch.mask[j])
             operands = (h, bn_vars, kernel, bias, drop_key)
-            if depth_bound is None or j == 0:
+            branches = [functools.partial(f, j) for f in (layer, frozen, inert)]
+            if frozen_layers is not None:  # index 0 / 1 / 2 as documented; with a bound, 3 = skipped
+                mode = jnp.asarray(frozen_layers)[j]
+                if depth_bound is not None and j > 0:
+                    mode = jnp.where(j < depth_bound, mode, 3)
+                    branches.append(functools.partial(skipped, j))
+                h, out, new_mean, new_var = jax.lax.switch(mode, branches, *operands)
+            elif depth_bound is None or j == 0:
                 h, out, new_mean, new_var = layer(j, *operands)
             else:  # no network of the batch reaches layer j: skip it (its output would be discarded)
                 h, out, new_mean, new_var = jax.lax.cond(

@@ -124,6 +124,21 @@ def active_groups(param_mask: dict, busy, depth_bound, max_hidden: int) -> dict:
     return groups
 
 
+def _frozen_layers(groups: dict, max_hidden: int) -> jax.Array:
+    """`MaskedMLP`'s `frozen_layers` from `active_groups`: per hidden layer 0 (a parameter of it is trained),
+    1 (frozen, a layer below is trained) or 2 (frozen, nothing below trained)."""
+    trained = [jnp.zeros((), bool) for _ in range(max_hidden)]
+    for name, on in groups.items():
+        j = _param_layer(name, max_hidden)
+        if j < max_hidden:
+            trained[j] = trained[j] | on
+    modes, below = [], jnp.zeros((), bool)
+    for j in range(max_hidden):
+        modes.append(jnp.where(trained[j], 0, jnp.where(below, 1, 2)))
+        below = below | trained[j]
+    return jnp.stack(modes).astype(jnp.int32)
+
+
 def _param_mask(trainable: Trainable, params: dict) -> dict:
     """A pytree of 0/1 scalars matching `params` from a `Trainable`."""
     max_hidden = trainable.batchnorm.shape[-1]
@@ -190,11 +205,11 @@ class _Trainer:
 
     # -- one network -------------------------------------------------------------------------------------------
 
-    def _loss(self, params, stats, arch, x, y, weight, key, depth_bound=None):
+    def _loss(self, params, stats, arch, x, y, weight, key, depth_bound=None, frozen_layers=None):
         variables = {"params": params, "batch_stats": stats}
         logits, new_vars = self.model.apply(
             variables, x, arch, train=True, row_weight=weight, rngs={"dropout": key}, mutable=["batch_stats"],
-            depth_bound=depth_bound)
+            depth_bound=depth_bound, frozen_layers=frozen_layers)
         logp = log_probs(logits, arch.n_classes, self.double_softmax)
         nll = -jnp.take_along_axis(logp, y[:, None], axis=1)[:, 0]
         loss = (weight * nll).sum() / jnp.maximum(weight.sum(), 1.0)
@@ -204,9 +219,11 @@ class _Trainer:
                   groups=None):
         """One Adam step on a minibatch; batches of fewer than 2 real rows are skipped (as the original).
 
-        `depth_bound`: see `MaskedMLP`; `groups`: see `_masked_adam`."""
+        `depth_bound`: see `MaskedMLP`; `groups`: see `_masked_adam` (they also spare the backward pass the
+        kernel gradients of layers no network trains, `MaskedMLP`'s `frozen_layers`)."""
+        frozen_layers = None if groups is None else _frozen_layers(groups, self.model.dims.max_hidden)
         (loss, new_stats), grads = jax.value_and_grad(self._loss, has_aux=True)(
-            params, stats, arch, x, y, weight, key, depth_bound)
+            params, stats, arch, x, y, weight, key, depth_bound, frozen_layers)
         valid = weight.sum() > 1.5
         new_params, new_opt_state = self._masked_adam(grads, opt_state, params, param_mask, valid, groups)
         new_stats = jax.tree_util.tree_map(lambda a, b: jnp.where(valid, a, b), new_stats, stats)

@@ -7,10 +7,12 @@
 Benchmarks (each: JAX compile seconds apart from run seconds, PyTorch seconds, ratio = torch / jax):
 
 * ``population``: base-network training of P random networks (bench_population_training: same architectures,
-  initial weights, data, epochs, batch; parity asserted before timing);
+  initial weights, data, epochs, batch; parity asserted before timing): one vmap over the population, and
+  (``--slots``) the depth-sorted chunks that ``trainer.train`` uses by default on one CPU device;
 * ``env_steps``: one environment step of B environments (zoo networks of a real dataset, cpu preset, reset
-  states, random actions): ``jit(vmap(NeonEnv.step))`` vs the PyTorch reference environment stepping the same
-  networks with the same actions one by one (rebuild, fine-tune, evaluate, NumPy/SciPy state);
+  states, random actions): ``jit(vmap(NeonEnv.step))``, ``vmap_in_chunks`` of it and ``NeonEnv.step_batch``
+  (``--slots``: packed fine-tunes, the library's batched step) vs the PyTorch reference environment stepping the
+  same networks with the same actions one by one (rebuild, fine-tune, evaluate, NumPy/SciPy state);
 * ``episode``: a whole four-pass episode of B networks with the same pre-drawn actions (one jitted
   reset + scan over steps, vmapped) vs `torch_reference.env_step.run_episode` one network after the other;
 * ``agent_update``: the A2C update on B episodes of T observations (neon_jax's batched update, as inside
@@ -201,13 +203,18 @@ def bench_population(args, mode) -> dict:
             epochs=mode["pop_epochs"], batch_size=preset.train_batch, repeats=mode["pop_repeats"],
             torch_repeats=mode["pop_repeats"], seed=args.seed, torch_max_nets=64 if p > 128 else None,
             torch_device="cpu" if not torch.cuda.is_available() else "cuda", parity_nets=2,
-            torch_threads=args.torch_threads)
+            torch_threads=args.torch_threads, chunk_size=args.slots or None)
         keep = ("population", "jax_compile_s", "jax_run_s", "jax_run_s_all_repeats", "torch_run_s",
                 "torch_run_s_all_repeats", "speedup", "torch_threads_used", "torch_extrapolated", "parity",
-                "final_epoch_loss_mean", "load_average_1min", "contention", "flops")
+                "final_epoch_loss_mean", "load_average_1min", "contention", "flops", "jax_sorted_chunks")
         rows.append({k: r[k] for k in keep if k in r} | {"ratio": r["speedup"]})
         log(f"  jax {r['jax_run_s']:.3f}s (compile {r['jax_compile_s']:.1f}s)  torch {r['torch_run_s']:.3f}s  "
             f"ratio {r['speedup']:.2f}")
+        if "jax_sorted_chunks" in r:
+            c = r["jax_sorted_chunks"]
+            rows[-1]["ratio_sorted_chunks"] = c["speedup"]
+            log(f"  sorted chunks of {c['chunk_size']}: jax {c['run_s']:.3f}s (compile {c['compile_s']:.1f}s)  "
+                f"ratio {c['speedup']:.2f}")
     return {"settings": {"dataset": dataset, "preset": preset.name, "epochs": mode["pop_epochs"],
                          "batch_size": preset.train_batch, "rows_train": int(len(y_train))},
             "results": rows}
@@ -218,8 +225,11 @@ def step_actions(seed: int, b: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, env_lib.NUM_ACTIONS, 4096)[:b].astype(np.int32)
 
 
-def jax_env_steps(work: Work, b: int, repeats: int, seed: int, chunk: int | None = None) -> dict:
-    """Compile and time one batched step of `b` environments from their reset states."""
+def jax_env_steps(work: Work, b: int, repeats: int, seed: int, chunk: int | None = None,
+                  slots: int | None = None) -> dict:
+    """Compile and time one batched step of `b` environments from their reset states: ``jit(vmap(step))``;
+    with `chunk`, also ``vmap_in_chunks(step, chunk)``; with `slots`, also ``NeonEnv.step_batch(slots=...)``
+    (packed fine-tunes, depth-sorted finishes: the library's batched step)."""
     idx, params = work.batch(b)
     _, states = work.reset(jax.random.split(jax.random.PRNGKey(seed), b), params)
     actions = jnp.asarray(step_actions(seed, b), jnp.int32)
@@ -237,7 +247,25 @@ def jax_env_steps(work: Work, b: int, repeats: int, seed: int, chunk: int | None
         assert np.allclose(np.asarray(out_c[2]), np.asarray(out[2]), rtol=1e-4), "chunked step changed the rewards"
         chunked = {"chunk": chunk, "jax_chunked_compile_s": compile_c, "jax_chunked_run_s": best_c,
                    "jax_chunked_run_s_all_repeats": times_c}
-    return chunked | {"batch_size": b, "jax_compile_s": compile_s, "jax_run_s": best, "jax_run_s_all_repeats": times,
+    packed = {}
+    if slots:
+        step_b = jax.jit(lambda k, s, a, p: work.env.step_batch(k, s, a, p, slots=slots))
+        compiled_b, compile_b = compile_aot(step_b, keys, states, actions, params)
+        best_b, times_b, out_b = timeit(lambda: compiled_b(keys, states, actions, params), repeats)
+        info_b = out_b[5]
+        packed = {
+            "slots": slots, "jax_step_batch_compile_s": compile_b, "jax_step_batch_run_s": best_b,
+            "jax_step_batch_run_s_all_repeats": times_b,
+            "jax_step_batch_finetune_epochs_sum": int(np.asarray(info_b["finetune_epochs"]).sum()),
+            "step_batch_vs_vmap": {
+                "same_widths": bool(np.array_equal(np.asarray(info_b["width_after"]), np.asarray(out[5]["width_after"]))),
+                "same_epochs": bool(np.array_equal(np.asarray(info_b["finetune_epochs"]), epochs)),
+                "reward_max_abs_diff": float(np.abs(np.asarray(out_b[2]) - np.asarray(out[2])).max()),
+                "val_acc_max_abs_diff": float(np.abs(np.asarray(info_b["acc"]) - np.asarray(out[5]["acc"])).max()),
+                "note": "float rounding of differently batched matmuls, amplified by Adam, can move an accuracy "
+                        "by a validation row; vmap(step) vs one environment at a time differs the same way"},
+        }
+    return chunked | packed | {"batch_size": b, "jax_compile_s": compile_s, "jax_run_s": best, "jax_run_s_all_repeats": times,
             "env_steps_per_s": b / best, "actions": np.asarray(actions).tolist(), "idx": idx.tolist(),
             "jax_finetune_epochs_mean": float(epochs.mean()), "jax_loop_epochs": int(epochs.max()),
             "widths_after": np.asarray(out[5]["width_after"]).tolist(),
@@ -273,7 +301,7 @@ def torch_env_steps(work: Work, idx, actions, passes: int, seed: int) -> dict:
 def bench_env_steps(args, mode, work: Work) -> dict:
     b = mode["env_batch"]
     log(f"[env_steps] B={b}: JAX compile + run")
-    r = jax_env_steps(work, b, mode["env_repeats"], args.seed, chunk=args.chunk) | load()
+    r = jax_env_steps(work, b, mode["env_repeats"], args.seed, chunk=args.chunk, slots=args.slots) | load()
     probe_env = work.torch_env(0, 0)
 
     def probe():
@@ -292,8 +320,14 @@ def bench_env_steps(args, mode, work: Work) -> dict:
     if "jax_chunked_run_s" in r:
         r["ratio_chunked"] = r["torch_run_s"] / r["jax_chunked_run_s"]
         log(f"  chunks of {r['chunk']}: jax {r['jax_chunked_run_s']:.3f}s  ratio {r['ratio_chunked']:.2f}")
-    r["note"] = ("the batched fine-tune loop runs until every environment has stopped (jax_loop_epochs), "
-                 "PyTorch runs each environment's own epochs (torch_finetune_epochs_mean)")
+    if "jax_step_batch_run_s" in r:
+        r["ratio_step_batch"] = r["torch_run_s"] / r["jax_step_batch_run_s"]
+        log(f"  step_batch (slots {r['slots']}): jax {r['jax_step_batch_run_s']:.3f}s (compile "
+            f"{r['jax_step_batch_compile_s']:.1f}s)  ratio {r['ratio_step_batch']:.2f}")
+    r["note"] = ("jit(vmap(step)): the batched fine-tune loop runs until every environment has stopped "
+                 "(jax_loop_epochs), PyTorch runs each environment's own epochs (torch_finetune_epochs_mean); "
+                 "step_batch runs each environment's own epochs too (jax_step_batch_finetune_epochs_sum), "
+                 "in `slots` fine-tunes at a time")
     log(f"  jax {r['jax_run_s']:.3f}s (compile {r['jax_compile_s']:.1f}s, loop epochs {r['jax_loop_epochs']})  "
         f"torch {r['torch_run_s']:.3f}s (mean epochs {r['torch_finetune_epochs_mean']:.1f})  ratio {r['ratio']:.2f}")
     return {"settings": work.describe(), "results": [r]}
@@ -326,7 +360,32 @@ def bench_episode(args, mode, work: Work) -> dict:
     compiled, compile_s = compile_aot(episode, keys, params, jnp.asarray(actions))
     best, times, out = timeit(lambda: compiled(keys, params, jnp.asarray(actions)), max(1, mode["env_repeats"] - 1))
     state, rewards, epochs, active = jax.device_get(out)
-    log(f"  jax {best:.2f}s; torch: {b} episodes one by one")
+    log(f"  jax {best:.2f}s")
+    packed = {}
+    if args.slots:  # the same episodes stepped together with NeonEnv.step_batch (same keys and actions)
+        def batched(keys, p, acts):
+            k_reset, k_run = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+            _, st = jax.vmap(env.reset)(k_reset, p)
+            step_keys = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, t_max))(k_run), 1, 0)
+
+            def body(st, inputs):
+                k, a = inputs
+                _, st, reward, _, _, info = env.step_batch(k, st, a, p, slots=args.slots)
+                return st, (reward, info["finetune_epochs"], info["active"])
+
+            st, (rw, ep, act) = jax.lax.scan(body, st, (step_keys, jnp.swapaxes(acts, 0, 1)))
+            return st, rw.T, ep.T, act.T
+
+        compiled_b, compile_b = compile_aot(jax.jit(batched), keys, params, jnp.asarray(actions))
+        best_b, times_b, out_b = timeit(lambda: compiled_b(keys, params, jnp.asarray(actions)),
+                                        max(1, mode["env_repeats"] - 1))
+        state_b, rewards_b = jax.device_get(out_b[:2])
+        packed = {"slots": args.slots, "jax_step_batch_compile_s": compile_b, "jax_step_batch_run_s": best_b,
+                  "jax_step_batch_run_s_all_repeats": times_b,
+                  "step_batch_same_final_widths_as_vmap": bool(np.array_equal(state_b.arch.widths, state.arch.widths)),
+                  "step_batch_return_max_abs_diff": float(np.abs(rewards_b.sum(1) - rewards.sum(1)).max())}
+        log(f"  step_batch (slots {args.slots}): jax {best_b:.2f}s (compile {compile_b:.1f}s)")
+    log(f"  torch: {b} episodes one by one")
     t0 = time.perf_counter()
     torch_eps, torch_times = [], []
     for k, i in enumerate(idx):
@@ -345,8 +404,11 @@ def bench_episode(args, mode, work: Work) -> dict:
          "same_final_widths": jax_widths == [e["widths"] for e in torch_eps],
          "jax_val_acc_change_mean": float(np.mean(state.acc - state.acc0)),
          "torch_val_acc_change_mean": float(np.mean([e["acc"] - e["acc0"] for e in torch_eps])),
-         "torch_wall_s_incl_setup": time.perf_counter() - t0} | load()
-    log(f"  torch {torch_s:.2f}s  ratio {r['ratio']:.2f}  same widths {r['same_final_widths']}")
+         "torch_wall_s_incl_setup": time.perf_counter() - t0} | packed | load()
+    if packed:
+        r["ratio_step_batch"] = torch_s / packed["jax_step_batch_run_s"]
+    log(f"  torch {torch_s:.2f}s  ratio {r['ratio']:.2f}" +
+        (f" (step_batch {r['ratio_step_batch']:.2f})" if packed else "") + f"  same widths {r['same_final_widths']}")
     return {"settings": work.describe() | {"actions": "uniform random, pre-drawn, identical on both sides"},
             "results": [r]}
 
@@ -484,7 +546,7 @@ def device_worker(args) -> None:
         key = sharding.replicate(jax.random.PRNGKey(2), mesh)
         t0 = time.perf_counter()
         compiled = trainer.train.lower(key, sv, so, sa, si, sd, epochs=args.worker_epochs,
-                                       batch_size=preset.train_batch).compile()
+                                       batch_size=preset.train_batch, chunk_size=None).compile()
         compile_s = time.perf_counter() - t0
         best, times, _ = timeit(lambda: compiled(key, sv, so, sa, si, sd), 3)
         out["results"].append({"benchmark": "population", "population": p, "jax_compile_s": compile_s,
@@ -568,6 +630,12 @@ def derived_notes(result: dict) -> list[str]:
             f"slowest member) while environments needed {r['jax_finetune_epochs_mean']:.2f} on average (PyTorch "
             f"{r['torch_finetune_epochs_mean']:.2f}): {slots / max(used, 1e-9):.2f}x the useful epochs are computed; "
             f"per computed environment-epoch JAX is x{r['ratio'] * slots / max(used, 1e-9):.2f} PyTorch's speed.")
+        if "jax_step_batch_run_s" in r:
+            notes.append(
+                f"env_steps B={r['batch_size']}: NeonEnv.step_batch with {r['slots']} fine-tunes in flight computes "
+                f"each environment's own epochs ({r['jax_step_batch_finetune_epochs_sum']} in all) at the depth of "
+                f"the networks in flight: x{r['ratio_step_batch']:.2f} PyTorch "
+                f"(x{r['jax_run_s'] / r['jax_step_batch_run_s']:.2f} over jit(vmap(step)) in the same run).")
     return notes
 
 
@@ -593,6 +661,10 @@ def main(argv=None):
     ap.add_argument("--chunk", type=int, default=8,
                     help="env_steps also times the step vmapped over chunks of this many environments, one chunk "
                          "after the other (smaller working set on a CPU; 0 = off)")
+    ap.add_argument("--slots", type=int, default=4,
+                    help="also time the library's batched paths with this many networks in flight: "
+                         "NeonEnv.step_batch(slots=...) for env_steps and episode, trainer.train(chunk_size=...) "
+                         "for population (0 = off; 4 is the default on one CPU device)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--device-worker", type=int, default=None, help=argparse.SUPPRESS)

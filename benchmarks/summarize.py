@@ -28,6 +28,11 @@ def rows_of(doc: dict) -> list[tuple]:
         for r in b["population"]["results"]:
             out.append(("population training", f"P={r['population']} nets, {s['epochs']} epochs ({s['preset']})",
                         r["jax_run_s"], r["jax_compile_s"], r["torch_run_s"], r["ratio"]))
+            if "jax_sorted_chunks" in r:
+                c = r["jax_sorted_chunks"]
+                out.append(("population training", f"P={r['population']}, JAX in depth-sorted chunks of "
+                            f"{c['chunk_size']} (library default on CPU)", c["run_s"], c["compile_s"],
+                            r["torch_run_s"], c["speedup"]))
     if "env_steps" in b:
         for r in b["env_steps"]["results"]:
             out.append(("env steps", f"B={r['batch_size']} envs, 1 step each (torch one by one)", r["jax_run_s"],
@@ -35,10 +40,18 @@ def rows_of(doc: dict) -> list[tuple]:
             if "jax_chunked_run_s" in r:
                 out.append(("env steps", f"B={r['batch_size']} envs, JAX vmapped in chunks of {r['chunk']}",
                             r["jax_chunked_run_s"], r["jax_chunked_compile_s"], r["torch_run_s"], r["ratio_chunked"]))
+            if "jax_step_batch_run_s" in r:
+                out.append(("env steps", f"B={r['batch_size']} envs, NeonEnv.step_batch (slots {r['slots']})",
+                            r["jax_step_batch_run_s"], r["jax_step_batch_compile_s"], r["torch_run_s"],
+                            r["ratio_step_batch"]))
     if "episode" in b:
         for r in b["episode"]["results"]:
             out.append(("4-pass episode", f"B={r['batch_size']} networks", r["jax_run_s"], r["jax_compile_s"],
                         r["torch_run_s"], r["ratio"]))
+            if "jax_step_batch_run_s" in r:
+                out.append(("4-pass episode", f"B={r['batch_size']} networks, step_batch (slots {r['slots']})",
+                            r["jax_step_batch_run_s"], r["jax_step_batch_compile_s"], r["torch_run_s"],
+                            r["ratio_step_batch"]))
     if "agent_update" in b:
         for r in b["agent_update"]["results"]:
             out.append(("agent update", f"B={r['batch_size']} episodes x {r['steps_per_episode']} steps "

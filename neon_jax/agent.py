@@ -363,14 +363,48 @@ def make_agent_rollout(env: NeonEnv, agent: Agent):
     return rollout
 
 
-def make_train_iteration(env: NeonEnv, agent: Agent):
+def make_agent_rollout_batch(env: NeonEnv, agent: Agent, slots="auto"):
+    """Roll-outs of a batch of environments with the actor, stepped together with `NeonEnv.step_batch`:
+    ``(keys (B, 2), env_params (B, ...), actor_params, random_actions, greedy) -> (final_state, trajectory)``,
+    the same as ``vmap(make_agent_rollout(env, agent), in_axes=(0, 0, None, None, None))`` (same keys, so the
+    same actions and numbers up to float rounding), with the trajectory's leading axes (B, T). One `lax.scan`
+    over the steps of the whole batch: each step's fine-tunes are packed into `slots` (see `step_batch`), and
+    environments that have finished take no fine-tuning slot."""
+    num_steps = env.max_steps
+
+    def rollout(keys, params: EnvParams, actor_params, random_actions, greedy):
+        k_reset, k_run = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+        obs, state = jax.vmap(env.reset)(k_reset, params)
+        step_keys = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, num_steps))(k_run), 1, 0)  # (T, B, 2)
+
+        def act(key, obs, done):
+            k_act, k_rand, k_step = jax.random.split(key, 3)
+            logits = agent.actor.apply(actor_params, obs)
+            policy_action = jnp.where(greedy, jnp.argmax(logits), jax.random.categorical(k_act, logits))
+            action = jnp.where(random_actions, jax.random.randint(k_rand, (), 0, NUM_ACTIONS), policy_action)
+            return jnp.where(done, 0, action), k_step
+
+        def body(carry, keys_t):
+            obs, state = carry
+            action, k_step = jax.vmap(act)(keys_t, obs, state.done)
+            valid = ~state.done
+            next_obs, state, reward, _, _, info = env.step_batch(k_step, state, action, params, slots)
+            return (next_obs, state), {"obs": obs, "action": action, "reward": reward, "valid": valid, "info": info}
+
+        (_, state), traj = jax.lax.scan(body, (obs, state), step_keys)
+        return state, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), traj)
+
+    return rollout
+
+
+def make_train_iteration(env: NeonEnv, agent: Agent, slots="auto"):
     """The whole training iteration as one jitted function.
 
     ``iteration(agent_state, env_params (leading axis B), key, warmup) -> (agent_state, metrics)``: rolls
     out B episodes in parallel (uniform random actions when `warmup`), computes returns and losses, and takes
-    one Adam step for the actor and one for the critic on the batch mean.
+    one Adam step for the actor and one for the critic on the batch mean. `slots`: see `NeonEnv.step_batch`.
     """
-    rollout = make_agent_rollout(env, agent)
+    rollout = make_agent_rollout_batch(env, agent, slots)
     cfg = agent.config
 
     def batch_loss(actor_params, critic_params, trajs):
@@ -394,7 +428,7 @@ def make_train_iteration(env: NeonEnv, agent: Agent):
 
     def iteration(state: AgentState, params: EnvParams, key, warmup):
         keys = jax.random.split(key, params.tau.shape[0])
-        final, trajs = jax.vmap(rollout, in_axes=(0, 0, None, None, None))(keys, params, state.actor, warmup, False)
+        final, trajs = rollout(keys, params, state.actor, warmup, False)
         # One backward pass for both nets: the actor loss sees the advantages through a stop-gradient and the
         # critic loss does not touch the actor, so d(actor + critic) splits into the two separate gradients.
         def total(actor_params, critic_params):
@@ -425,17 +459,16 @@ def make_train_iteration(env: NeonEnv, agent: Agent):
     return jax.jit(iteration)
 
 
-def make_evaluate(env: NeonEnv, agent: Agent):
+def make_evaluate(env: NeonEnv, agent: Agent, slots="auto"):
     """Jitted evaluation of the actor on a batch of environments (no learning):
     ``evaluate(actor_params, env_params, key, greedy, random_actions) -> (final_state, trajectory)`` with
     trajectory (B, T, ...) minus the observations. `random_actions` gives the random agent of the same
-    environment (the actor is then ignored)."""
-    rollout = make_agent_rollout(env, agent)
+    environment (the actor is then ignored). `slots`: see `NeonEnv.step_batch`."""
+    rollout = make_agent_rollout_batch(env, agent, slots)
 
     def evaluate(actor_params, params: EnvParams, key, greedy, random_actions):
         keys = jax.random.split(key, params.tau.shape[0])
-        final, traj = jax.vmap(rollout, in_axes=(0, 0, None, None, None))(
-            keys, params, actor_params, random_actions, greedy)
+        final, traj = rollout(keys, params, actor_params, random_actions, greedy)
         traj = {k: v for k, v in traj.items() if k != "obs"}
         return final, traj
 

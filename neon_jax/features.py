@@ -253,38 +253,53 @@ def weight_statistics(variables: dict, arch: Arch, dims: NetDims, F: int, R: int
 
 
 def hidden_activations(variables: dict, arch: Arch, dims: NetDims, x: jax.Array, row_weight: jax.Array,
-                       train: bool = False, key: jax.Array | None = None, dropout_rate: float = 0.5):
+                       train: bool = False, key: jax.Array | None = None, dropout_rate: float = 0.5,
+                       depth_bound=None):
     """One forward pass of the masked network; returns (hidden (max_hidden, S, w_max), variables after).
 
     Eval mode uses BN running statistics and no dropout. `train=True` is the original's reset quirk (§12 B6):
     dropout on (needs `key`) and BN on the batch statistics of the rows with `row_weight` > 0, which also moves
     the BN running statistics by momentum 0.1; the returned variables carry that update (unchanged in eval mode).
+    `depth_bound` (optional, unbatched): skip hidden layers no network of a vmapped batch has (see `MaskedMLP`).
     """
     _check_key(train, key)
     model = MaskedMLP(dims=dims, dropout_rate=dropout_rate)
     if train:
         (_, hidden), updates = model.apply(variables, x, arch, train=True, row_weight=row_weight,
-                                           return_hidden=True, rngs={"dropout": key}, mutable=["batch_stats"])
+                                           return_hidden=True, rngs={"dropout": key}, mutable=["batch_stats"],
+                                           depth_bound=depth_bound)
         return hidden, {**variables, **updates}
-    _, hidden = model.apply(variables, x, arch, train=False, row_weight=row_weight, return_hidden=True)
+    _, hidden = model.apply(variables, x, arch, train=False, row_weight=row_weight, return_hidden=True,
+                            depth_bound=depth_bound)
     return hidden, variables
 
 
 def activation_statistics(variables: dict, arch: Arch, dims: NetDims, x: jax.Array, row_weight: jax.Array,
                           F: int, R: int, train: bool = False, key: jax.Array | None = None, *,
-                          dropout_rate: float = 0.5, return_variables: bool = False):
+                          dropout_rate: float = 0.5, return_variables: bool = False, depth_bound=None):
     """Raw activation-statistics map (neon_spec.md §3.3): (8, R, F) float32.
 
     Args:
       x: (S, d_max) the feature-extraction sample; row_weight: (S,) 1 for real rows, 0 for padding rows.
       train / key / dropout_rate: see `hidden_activations` (default eval mode).
       return_variables: also return the variables after the pass (BN running statistics moved in train mode).
+      depth_bound: optional, unbatched: layers no network of a vmapped batch has are skipped (forward pass and
+        statistics; their rows are zeros either way).
     Row j < depth: post-activation outputs of hidden layer j, statistics per alive neuron (compacted) over the
     weighted rows. The output row and rows past it are zeros (the original hooks every row but the last).
     """
     _check_width(dims, F)
-    hidden, new_variables = hidden_activations(variables, arch, dims, x, row_weight, train, key, dropout_rate)
-    stats = weighted_statistics(hidden, row_weight[None, :])  # (max_hidden, 8, w_max)
+    hidden, new_variables = hidden_activations(variables, arch, dims, x, row_weight, train, key, dropout_rate,
+                                               depth_bound)
+    if depth_bound is None:
+        stats = weighted_statistics(hidden, row_weight[None, :])  # (max_hidden, 8, w_max)
+    else:
+        per_layer = [weighted_statistics(hidden[0], row_weight)]
+        for j in range(1, dims.max_hidden):
+            per_layer.append(jax.lax.cond(j < depth_bound, weighted_statistics,
+                                          lambda h, _: jnp.zeros((8, h.shape[-1]), jnp.float32),
+                                          hidden[j], row_weight))
+        stats = jnp.stack(per_layer)
     stats = compact_neurons(stats, arch.mask[:, None, :], F)
     maps = jnp.moveaxis(_place_rows(stats, jnp.zeros_like(stats[0]), arch.depth, R), 0, 1)
     return (maps, new_variables) if return_variables else maps
@@ -360,7 +375,7 @@ def activation_sample(key: jax.Array, x: jax.Array, y: jax.Array, n_rows, size: 
 
 def raw_state(variables: dict, arch: Arch, dims: NetDims, preset: Preset, x_sample: jax.Array,
               row_weight: jax.Array, train: bool = False, key: jax.Array | None = None, *,
-              return_variables: bool = False):
+              return_variables: bool = False, depth_bound=None):
     """Unnormalised maps: (topology (R, 8), activations (8, R, F), weights (8, R, F)) with R, F from `preset`.
 
     With `return_variables`, returns ``((topology, activations, weights), variables_after)`` (see
@@ -373,7 +388,7 @@ def raw_state(variables: dict, arch: Arch, dims: NetDims, preset: Preset, x_samp
     weights = weight_statistics(variables, arch, dims, F, R)
     activations, new_variables = activation_statistics(
         variables, arch, dims, x_sample, row_weight, F, R, train, key,
-        dropout_rate=preset.dropout_rate, return_variables=True)
+        dropout_rate=preset.dropout_rate, return_variables=True, depth_bound=depth_bound)
     maps = (topology, activations, weights)
     return (maps, new_variables) if return_variables else maps
 
@@ -403,7 +418,7 @@ def normalise_state(topology: jax.Array, act_map: jax.Array, weight_map: jax.Arr
 
 def observe(variables: dict, arch: Arch, dims: NetDims, preset: Preset, x_sample: jax.Array,
             row_weight: jax.Array, layer_row, train: bool = False, key: jax.Array | None = None, *,
-            return_variables: bool = False):
+            return_variables: bool = False, depth_bound=None):
     """The full NEON observation of one network for the current row: `raw_state` then `normalise_state`.
 
     Args:
@@ -412,11 +427,12 @@ def observe(variables: dict, arch: Arch, dims: NetDims, preset: Preset, x_sample
       layer_row: () int, the 0-based row of the current layer (the environment's pointer minus one).
       train / key: the reset quirk (§12 B6), see `hidden_activations`.
       return_variables: also return the variables after the forward pass (BN running stats nudged in train mode).
+      depth_bound: optional, unbatched bound on the depth of every network of a vmapped batch (see `MaskedMLP`).
     Returns:
       `Observation` (or ``(Observation, variables_after)``).
     """
     maps, new_variables = raw_state(variables, arch, dims, preset, x_sample, row_weight, train, key,
-                                    return_variables=True)
+                                    return_variables=True, depth_bound=depth_bound)
     obs = normalise_state(*maps, layer_row)
     return (obs, new_variables) if return_variables else obs
 

@@ -20,6 +20,7 @@ otherwise leak), every activation by its own mask, and padded logits are pushed 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -200,46 +201,84 @@ def dropout_keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> ja
     return (fields >= threshold).astype(jnp.float32)
 
 
+def batchnorm_affine(x, row_weight, train: bool, scale, bias, ra_mean, ra_var):
+    """BatchNorm1d over the feature axis with per-row weights, as a per-feature affine map.
+
+    Returns ``(a, b, new_mean, new_var)`` with ``normalised = x * a + b`` and the running statistics after the
+    pass. PyTorch semantics: train mode normalises with the biased batch variance over the rows with weight > 0
+    and moves the running statistics by momentum 0.1 towards the batch mean and unbiased variance; eval mode
+    uses (and keeps) the running statistics.
+    """
+    if train:
+        n = jnp.maximum(row_weight.sum(), 1.0)
+        mean = row_weight @ x / n
+        var = row_weight @ (x - mean) ** 2 / n
+        unbiased = var * n / jnp.maximum(n - 1.0, 1.0)
+        new_mean = (1 - BN_MOMENTUM) * ra_mean + BN_MOMENTUM * mean
+        new_var = (1 - BN_MOMENTUM) * ra_var + BN_MOMENTUM * unbiased
+    else:
+        mean, var, new_mean, new_var = ra_mean, ra_var, ra_mean, ra_var
+    a = scale * jax.lax.rsqrt(var + BN_EPS)
+    return a, bias - mean * a, new_mean, new_var
+
+
 class MaskedBatchNorm(nn.Module):
     """BatchNorm1d over the feature axis with per-row weights, so padded rows never enter the statistics.
 
-    PyTorch semantics: normalise with the biased batch variance, update running statistics with momentum 0.1
-    and the unbiased variance; eval mode uses the running statistics. Returns the normalisation as a per-feature
-    affine map ``(a, b)`` with ``normalised = x * a + b``: the caller selects it per layer on (features,) vectors
+    Holds the variables (params scale / bias, batch_stats mean / var); the maths is `batchnorm_affine`.
+    Calling it returns the normalisation as a per-feature affine map ``(a, b)`` with ``normalised = x * a + b``
+    (and in train mode moves the running statistics): the caller selects it per layer on (features,) vectors
     instead of selecting between two (B, features) tensors, which keeps the backward pass small under vmap.
+    `get` / `set_running` give `MaskedMLP` the raw variables so a whole layer can run inside a `lax.cond`.
     """
 
     features: int
 
-    @nn.compact
+    def setup(self):
+        self.scale = self.param("scale", nn.initializers.ones, (self.features,))
+        self.bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        self.ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (self.features,))
+        self.ra_var = self.variable("batch_stats", "var", jnp.ones, (self.features,))
+
     def __call__(self, x, row_weight, train: bool):
-        scale = self.param("scale", nn.initializers.ones, (self.features,))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (self.features,))
-        ra_var = self.variable("batch_stats", "var", jnp.ones, (self.features,))
+        a, b, new_mean, new_var = batchnorm_affine(x, row_weight, train, *self.get())
         if train:
-            n = jnp.maximum(row_weight.sum(), 1.0)
-            mean = row_weight @ x / n
-            var = row_weight @ (x - mean) ** 2 / n
-            if not self.is_initializing():
-                unbiased = var * n / jnp.maximum(n - 1.0, 1.0)
-                ra_mean.value = (1 - BN_MOMENTUM) * ra_mean.value + BN_MOMENTUM * mean
-                ra_var.value = (1 - BN_MOMENTUM) * ra_var.value + BN_MOMENTUM * unbiased
-        else:
-            mean, var = ra_mean.value, ra_var.value
-        a = scale * jax.lax.rsqrt(var + BN_EPS)
-        return a, bias - mean * a
+            self.set_running(new_mean, new_var)
+        return a, b
+
+    def get(self):
+        """(scale, bias, running mean, running var)."""
+        return self.scale, self.bias, self.ra_mean.value, self.ra_var.value
+
+    def set_running(self, mean, var):
+        if not self.is_initializing():
+            self.ra_mean.value = mean
+            self.ra_var.value = var
 
 
 class MaskedMLP(nn.Module):
     """The NEON base network at padded shapes; one instance serves every architecture of a run.
 
-    ``__call__(x, arch, train, row_weight=None, return_hidden=False)``:
+    ``__call__(x, arch, train, row_weight=None, return_hidden=False, depth_bound=None, frozen_layers=None)``:
       x: (B, d_max) inputs (padded feature columns are ignored through `arch.n_features`).
       arch: `Arch` of this network.
       train: dropout on and batch-norm on batch statistics (statistics over rows with `row_weight` > 0).
       returns logits (B, k_max) with padded classes at -1e9, and with `return_hidden` also the
       post-activation outputs of every hidden layer (max_hidden, B, w_max) (zeros past the depth).
+      depth_bound: optional () int >= this network's depth, the same for every network of a vmapped batch
+        (unbatched, e.g. the batch's deepest network): hidden layers at or past it are skipped whole (batch-norm,
+        dropout draw, Linear, activation) by a `lax.cond` instead of computed and discarded, so under vmap a
+        padded network costs its batch's deepest depth instead of `max_hidden` layers. The numbers are the same
+        as without a bound. A batched (per-network) bound still works, as a select (no saving).
+      frozen_layers: optional (max_hidden,) int, unbatched like `depth_bound`, for gradients (train mode):
+        0 = some network of the batch trains a parameter of hidden layer j (its Linear or the batch-norm in front
+        of it); 1 = no network does, but one trains a layer below (the gradient flows through j's input only:
+        no kernel-gradient matmul); 2 = no network trains j or anything below it (no backward pass through j at
+        all). The values and the gradients of trained parameters are the same; frozen ones get zero gradients.
+
+    Layers past the network's depth pass their input through, and their batch-norm running statistics do not
+    move in train mode (there is no such batch-norm in the real network; before the bound existed they drifted
+    on the passed-through activations, which nothing reads).
 
     Parameters are initialised as PyTorch does (`torch_linear_init`, fan-in = real width) and zero on dead
     neurons, so counting, compaction and statistics see exactly the real network.
@@ -249,7 +288,8 @@ class MaskedMLP(nn.Module):
     dropout_rate: float = 0.5
 
     @nn.compact
-    def __call__(self, x, arch: Arch, train: bool = False, row_weight=None, return_hidden: bool = False):
+    def __call__(self, x, arch: Arch, train: bool = False, row_weight=None, return_hidden: bool = False,
+                 depth_bound=None, frozen_layers=None):
         dims = self.dims
         if row_weight is None:
             row_weight = jnp.ones(x.shape[0], jnp.float32)
@@ -267,28 +307,62 @@ class MaskedMLP(nn.Module):
             bias = self.param(f"{name}_bias", bias_init, shape[1:])
             return kernel, bias
 
-        class_mask = arch.class_mask(dims.k_max).astype(jnp.float32)
-        h = x
-        hidden_outputs = []
-        for j in range(dims.max_hidden):
-            width_in = dims.d_max if j == 0 else dims.w_max
+        def layer(j, h, bn_vars, kernel, bias, drop_key):
+            """Hidden layer j: (h passed on, hidden output, running mean, running var)."""
             inp_mask = in_mask if j == 0 else hidden_in_masks[j - 1]
             pre = arch.pre_layer[j]
-            bn_a, bn_b = MaskedBatchNorm(width_in, name=f"bn{j}")(h, row_weight, train)
+            bn_a, bn_b, new_mean, new_var = batchnorm_affine(h, row_weight, train, *bn_vars)
             is_bn = pre == PRE_BATCHNORM
             # dead inputs (and the batch-norm shift on them) contribute nothing: fold the mask into the affine map
             a = jnp.where(is_bn, bn_a, 1.0) * inp_mask
             b = jnp.where(is_bn, bn_b, 0.0) * inp_mask
             h_in = h * a + b
-            if train and self.dropout_rate > 0:
-                keep = dropout_keep_mask(self.make_rng("dropout"), h.shape, self.dropout_rate)
+            if drop_key is not None:
+                keep = dropout_keep_mask(drop_key, h.shape, self.dropout_rate)
                 factor = jnp.where(pre == PRE_DROPOUT, keep * (1.0 / (1 - self.dropout_rate)), 1.0)
                 h_in = h_in * jax.lax.optimization_barrier(factor)
-            kernel, bias = linear(f"layer{j}", (width_in, dims.w_max), fans[j], inp_mask, arch.mask[j])
             out = _activate(h_in @ kernel + bias, arch.activation[j]) * arch.mask[j]
             live = j < arch.depth
-            hidden_outputs.append(jnp.where(live, out, 0.0))
-            h = out if j == 0 else jnp.where(live, out, h)
+            new_mean = jnp.where(live, new_mean, bn_vars[2])
+            new_var = jnp.where(live, new_var, bn_vars[3])
+            return (out if j == 0 else jnp.where(live, out, h)), jnp.where(live, out, 0.0), new_mean, new_var
+
+        def skipped(j, h, bn_vars, kernel, bias, drop_key):
+            return h, jnp.zeros(h.shape[:-1] + (dims.w_max,), h.dtype), bn_vars[2], bn_vars[3]
+
+        def frozen(j, h, bn_vars, kernel, bias, drop_key):  # no gradient for this layer's parameters
+            sg = jax.lax.stop_gradient
+            return layer(j, h, (sg(bn_vars[0]), sg(bn_vars[1])) + tuple(bn_vars[2:]), sg(kernel), sg(bias), drop_key)
+
+        def inert(j, h, bn_vars, kernel, bias, drop_key):  # ... nor for its input
+            return frozen(j, jax.lax.stop_gradient(h), bn_vars, kernel, bias, drop_key)
+
+        class_mask = arch.class_mask(dims.k_max).astype(jnp.float32)
+        h = x
+        hidden_outputs = []
+        for j in range(dims.max_hidden):
+            width_in = dims.d_max if j == 0 else dims.w_max
+            bn = MaskedBatchNorm(width_in, name=f"bn{j}")
+            bn_vars = bn.get()
+            drop_key = self.make_rng("dropout") if train and self.dropout_rate > 0 else None
+            inp_mask = in_mask if j == 0 else hidden_in_masks[j - 1]
+            kernel, bias = linear(f"layer{j}", (width_in, dims.w_max), fans[j], inp_mask, arch.mask[j])
+            operands = (h, bn_vars, kernel, bias, drop_key)
+            branches = [functools.partial(f, j) for f in (layer, frozen, inert)]
+            if frozen_layers is not None:  # index 0 / 1 / 2 as documented; with a bound, 3 = skipped
+                mode = jnp.asarray(frozen_layers)[j]
+                if depth_bound is not None and j > 0:
+                    mode = jnp.where(j < depth_bound, mode, 3)
+                    branches.append(functools.partial(skipped, j))
+                h, out, new_mean, new_var = jax.lax.switch(mode, branches, *operands)
+            elif depth_bound is None or j == 0:
+                h, out, new_mean, new_var = layer(j, *operands)
+            else:  # no network of the batch reaches layer j: skip it (its output would be discarded)
+                h, out, new_mean, new_var = jax.lax.cond(
+                    j < depth_bound, functools.partial(layer, j), functools.partial(skipped, j), *operands)
+            if train:
+                bn.set_running(new_mean, new_var)
+            hidden_outputs.append(out)
         last_mask = arch.mask[arch.depth - 1]
         kernel, bias = linear("output", (dims.w_max, dims.k_max), fans[-1], last_mask, class_mask)
         logits = jnp.where(class_mask > 0, h @ kernel + bias, NEG_LOGIT)

@@ -22,6 +22,7 @@ import optax
 from flax import struct
 
 from neon_jax.nets import Arch, MaskedMLP, NetDims, NEG_LOGIT
+from neon_jax.sharding import resolve_chunk_size, vmap_sorted_chunks
 
 
 @struct.dataclass
@@ -74,6 +75,68 @@ class Trainable:
     @classmethod
     def everything(cls, max_hidden: int) -> "Trainable":
         return cls(linear=jnp.ones(max_hidden + 1, bool), batchnorm=jnp.ones(max_hidden, bool))
+
+
+@struct.dataclass
+class _TuneState:
+    """One fine-tune in flight: weights, Adam state, best snapshot and early-stopping counters."""
+
+    params: Any
+    stats: Any
+    opt_state: Any
+    best: Any
+    best_loss: jax.Array
+    bad: jax.Array  # epochs in a row without improvement
+    epoch: jax.Array  # epochs run
+    key: jax.Array
+
+
+def _tune_continues(state: _TuneState, max_epochs: int, patience: int) -> jax.Array:
+    return (state.epoch < max_epochs) & (state.bad < patience)
+
+
+def _param_layer(name: str, max_hidden: int) -> int:
+    """Hidden layer a top-level parameter belongs to: layer{j}_* and bn{j} -> j; output_* -> max_hidden."""
+    if name.startswith("bn"):
+        return int(name[2:])
+    if name.startswith("layer"):
+        return int(name[len("layer"):].split("_")[0])
+    if name.startswith("output"):
+        return max_hidden
+    raise KeyError(f"unexpected parameter {name!r}")
+
+
+def active_groups(param_mask: dict, busy, depth_bound, max_hidden: int) -> dict:
+    """{top-level parameter name: unbatched bool}, False where the parameter is provably frozen in every network
+    of a batch: masked out of every busy network's fine-tune (`param_mask`, leading axis B; `busy` (B,) bool),
+    or in a hidden layer at or past `depth_bound` (no network has it, its gradient is exactly zero). Such a
+    group's Adam step is the identity (zero masked gradient, zero moments since a fresh or layer-wise zero
+    start), so `_masked_adam` skips it (see there)."""
+    groups = {}
+    for name, leaf in param_mask.items():
+        used = jax.tree_util.tree_leaves(leaf)
+        anywhere = jnp.zeros((), bool)
+        for m in used:
+            per_net = (m != 0).reshape(m.shape[0], -1).any(-1)
+            anywhere = anywhere | (per_net & busy).any()
+        j = _param_layer(name, max_hidden)
+        groups[name] = anywhere if j == max_hidden or depth_bound is None else anywhere & (j < depth_bound)
+    return groups
+
+
+def _frozen_layers(groups: dict, max_hidden: int) -> jax.Array:
+    """`MaskedMLP`'s `frozen_layers` from `active_groups`: per hidden layer 0 (a parameter of it is trained),
+    1 (frozen, a layer below is trained) or 2 (frozen, nothing below trained)."""
+    trained = [jnp.zeros((), bool) for _ in range(max_hidden)]
+    for name, on in groups.items():
+        j = _param_layer(name, max_hidden)
+        if j < max_hidden:
+            trained[j] = trained[j] | on
+    modes, below = [], jnp.zeros((), bool)
+    for j in range(max_hidden):
+        modes.append(jnp.where(trained[j], 0, jnp.where(below, 1, 2)))
+        below = below | trained[j]
+    return jnp.stack(modes).astype(jnp.int32)
 
 
 def _param_mask(trainable: Trainable, params: dict) -> dict:
@@ -135,35 +198,72 @@ class _Trainer:
         self.model = model
         self.optimizer = optax.adam(learning_rate)  # PyTorch Adam defaults: betas (0.9, 0.999), eps 1e-8
         self.double_softmax = double_softmax
-        self.train = jax.jit(self._train_population, static_argnames=("epochs", "batch_size"))
+        self.train = jax.jit(self._train_population, static_argnames=("epochs", "batch_size", "chunk_size"))
         self.finetune = jax.jit(self._finetune_population, static_argnames=("max_epochs", "batch_size", "patience"))
         self.evaluate = jax.jit(self._evaluate_population)
         self.predict = jax.jit(jax.vmap(self._logits, in_axes=(0, 0, None)))
 
     # -- one network -------------------------------------------------------------------------------------------
 
-    def _loss(self, params, stats, arch, x, y, weight, key):
+    def _loss(self, params, stats, arch, x, y, weight, key, depth_bound=None, frozen_layers=None):
         variables = {"params": params, "batch_stats": stats}
         logits, new_vars = self.model.apply(
-            variables, x, arch, train=True, row_weight=weight, rngs={"dropout": key}, mutable=["batch_stats"])
+            variables, x, arch, train=True, row_weight=weight, rngs={"dropout": key}, mutable=["batch_stats"],
+            depth_bound=depth_bound, frozen_layers=frozen_layers)
         logp = log_probs(logits, arch.n_classes, self.double_softmax)
         nll = -jnp.take_along_axis(logp, y[:, None], axis=1)[:, 0]
         loss = (weight * nll).sum() / jnp.maximum(weight.sum(), 1.0)
         return loss, new_vars["batch_stats"]
 
-    def _sgd_step(self, params, stats, opt_state, arch, x, y, weight, key, param_mask):
-        """One Adam step on a minibatch; batches of fewer than 2 real rows are skipped (as the original)."""
-        (loss, new_stats), grads = jax.value_and_grad(self._loss, has_aux=True)(params, stats, arch, x, y, weight, key)
-        grads = jax.tree_util.tree_map(lambda g, m: g * m, grads, param_mask)
-        updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
-        updates = jax.tree_util.tree_map(lambda u, m: u * m, updates, param_mask)
-        new_params = optax.apply_updates(params, updates)
+    def _sgd_step(self, params, stats, opt_state, arch, x, y, weight, key, param_mask, depth_bound=None,
+                  groups=None):
+        """One Adam step on a minibatch; batches of fewer than 2 real rows are skipped (as the original).
+
+        `depth_bound`: see `MaskedMLP`; `groups`: see `_masked_adam` (they also spare the backward pass the
+        kernel gradients of layers no network trains, `MaskedMLP`'s `frozen_layers`)."""
+        frozen_layers = None if groups is None else _frozen_layers(groups, self.model.dims.max_hidden)
+        (loss, new_stats), grads = jax.value_and_grad(self._loss, has_aux=True)(
+            params, stats, arch, x, y, weight, key, depth_bound, frozen_layers)
         valid = weight.sum() > 1.5
+        new_params, new_opt_state = self._masked_adam(grads, opt_state, params, param_mask, valid, groups)
+        new_stats = jax.tree_util.tree_map(lambda a, b: jnp.where(valid, a, b), new_stats, stats)
+        return new_params, new_stats, new_opt_state, loss, valid
+
+    def _masked_adam(self, grads, opt_state, params, param_mask, valid, groups=None):
+        """(params, opt_state) after one Adam step on the masked gradients, or unchanged if not `valid`.
+
+        `groups` (optional): {top-level parameter name: unbatched bool} from `active_groups`. A group marked
+        False is frozen in every network of the (vmapped) batch: its masked gradient is zero and so are its
+        moments, so its step is exactly the identity, and a `lax.cond` skips it instead of rewriting its
+        parameters and moments at every minibatch (the environment's fine-tune trains 2 of up to 7 Linears; a
+        batch of shallow networks has no use for the deep layers' Adam). Same numbers either way.
+        """
         pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(valid, a, b), new, old)
-        return pick(new_params, params), pick(new_stats, stats), pick(new_opt_state, opt_state), loss, valid
+
+        def step(grads, opt_state, params, param_mask):
+            grads = jax.tree_util.tree_map(lambda g, m: g * m, grads, param_mask)
+            updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
+            updates = jax.tree_util.tree_map(lambda u, m: u * m, updates, param_mask)
+            return pick(optax.apply_updates(params, updates), params), pick(new_opt_state, opt_state)
+
+        if groups is None:
+            return step(grads, opt_state, params, param_mask)
+        adam, rest = opt_state  # optax.adam: (ScaleByAdamState(count, mu, nu), EmptyState()); moments per leaf
+        new_params, mu, nu = {}, {}, {}
+        for name in params:
+            def group_step(g, m1, m2, p, m, name=name):
+                p, (state, _) = step({name: g}, (adam._replace(mu={name: m1}, nu={name: m2}), rest), {name: p},
+                                     {name: m})
+                return p[name], state.mu[name], state.nu[name]
+
+            new_params[name], mu[name], nu[name] = jax.lax.cond(
+                groups[name], group_step, lambda g, m1, m2, p, m: (p, m1, m2),
+                grads[name], adam.mu[name], adam.nu[name], params[name], param_mask[name])
+        count = jnp.where(valid, optax.safe_increment(adam.count), adam.count)
+        return new_params, (adam._replace(count=count, mu=mu, nu=nu), rest)
 
     def _train_one(self, key, variables, opt_state, arch, dataset_index, data: PaddedData, epochs, batch_size,
-                   trainable):
+                   trainable, depth_bound=None, groups=None):
         params, stats = variables["params"], variables["batch_stats"]
         param_mask = _param_mask(trainable, params)
         n_max = data.x.shape[1]
@@ -179,7 +279,7 @@ class _Trainer:
                 b, k = inputs
                 x, y, w = _gather_batch(data, dataset_index, perm, b * batch_size, batch_size)
                 params, stats, opt_state, loss, valid = self._sgd_step(
-                    params, stats, opt_state, arch, x, y, w, k, param_mask)
+                    params, stats, opt_state, arch, x, y, w, k, param_mask, depth_bound, groups)
                 return (params, stats, opt_state), (loss * valid, valid)
 
             carry, (losses, valid) = jax.lax.scan(
@@ -191,7 +291,7 @@ class _Trainer:
         return {"params": params, "batch_stats": stats}, opt_state, epoch_loss
 
     def finetune_one(self, key, variables, arch, dataset_index, data, trainable, max_epochs, batch_size, patience,
-                     active=True, weight_mask=None):
+                     active=True, weight_mask=None, depth_bound=None):
         """The original's fine-tuner (neon_spec.md §2.4, §12 B4), for one network (vmap it for many).
 
         Fresh Adam; train mode; every minibatch whose loss (before its update) beats the best so far snapshots
@@ -201,52 +301,144 @@ class _Trainer:
         instead of paying for fine-tunes whose result would be thrown away. `weight_mask` (optional, a pytree
         like `variables["params"]` of 0/1 arrays) freezes single entries on top of `trainable`: their gradients
         and Adam updates are zeroed, so pruned (zero) weights stay exactly zero (unstructured pruning).
+        `depth_bound` (optional, unbatched): see `MaskedMLP` (skips hidden layers no network of the batch has).
+        For many networks, `finetune_packed` gives the same results faster.
         """
+        state, param_mask = self._tune_setup(key, variables, trainable, weight_mask)
+
+        def keep_going(state):
+            return _tune_continues(state, max_epochs, patience) & active
+
+        state = jax.lax.while_loop(
+            keep_going,
+            lambda st: self._tune_epoch(st, arch, dataset_index, data, param_mask, batch_size, depth_bound),
+            state)
+        return state.best, {"epochs": state.epoch, "best_loss": state.best_loss}
+
+    def _tune_setup(self, key, variables, trainable, weight_mask):
+        """(the fine-tune's initial `_TuneState`, the 0/1 mask of what it may change) for one network."""
         params, stats = variables["params"], variables["batch_stats"]
         param_mask = _param_mask(trainable, params)
         if weight_mask is not None:
             param_mask = jax.tree_util.tree_map(lambda m, w: m * w, param_mask, weight_mask)
+        state = _TuneState(params=params, stats=stats, opt_state=self.optimizer.init(params),
+                           best={"params": params, "batch_stats": stats}, best_loss=jnp.float32(jnp.inf),
+                           bad=jnp.int32(0), epoch=jnp.int32(0), key=key)
+        return state, param_mask
+
+    def _tune_epoch(self, state: _TuneState, arch, dataset_index, data, param_mask, batch_size, depth_bound,
+                    groups=None):
+        """One fine-tune epoch of one network: a fresh shuffle, a scan over its minibatches. `groups`: see
+        `_masked_adam` (a frozen group's best snapshot is its unchanged value too, so its copy is skipped)."""
         n_max = data.x.shape[1]
         n_batches = -(-n_max // batch_size)
+        key, k_perm, k_drop = jax.random.split(state.key, 3)
+        perm = _shuffle_real_rows(k_perm, data.n[dataset_index], n_max, n_batches * batch_size)
 
-        def epoch(state):
-            params, stats, opt_state, best, best_loss, bad, ep, key = state
-            key, k_perm, k_drop = jax.random.split(key, 3)
-            perm = _shuffle_real_rows(k_perm, data.n[dataset_index], n_max, n_batches * batch_size)
+        def snapshot(better, params, best_params):
+            keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), new, old)
+            if groups is None:
+                return keep(params, best_params)
+            return {name: jax.lax.cond(groups[name], keep, lambda new, old: old, params[name], best_params[name])
+                    for name in params}
 
-            def step(carry, inputs):
-                params, stats, opt_state, best, best_loss, improved = carry
-                b, k = inputs
-                x, y, w = _gather_batch(data, dataset_index, perm, b * batch_size, batch_size)
-                new_params, new_stats, new_opt, loss, valid = self._sgd_step(
-                    params, stats, opt_state, arch, x, y, w, k, param_mask)
-                better = valid & (loss < best_loss)
-                best = jax.tree_util.tree_map(
-                    lambda s, b_: jnp.where(better, s, b_), {"params": params, "batch_stats": new_stats}, best)
-                best_loss = jnp.where(better, loss, best_loss)
-                return (new_params, new_stats, new_opt, best, best_loss, improved | better), None
+        def step(carry, inputs):
+            params, stats, opt_state, best, best_loss, improved = carry
+            b, k = inputs
+            x, y, w = _gather_batch(data, dataset_index, perm, b * batch_size, batch_size)
+            new_params, new_stats, new_opt, loss, valid = self._sgd_step(
+                params, stats, opt_state, arch, x, y, w, k, param_mask, depth_bound, groups)
+            better = valid & (loss < best_loss)
+            best = {"params": snapshot(better, params, best["params"]),
+                    "batch_stats": jax.tree_util.tree_map(lambda a, b_: jnp.where(better, a, b_), new_stats,
+                                                          best["batch_stats"])}
+            best_loss = jnp.where(better, loss, best_loss)
+            return (new_params, new_stats, new_opt, best, best_loss, improved | better), None
 
-            (params, stats, opt_state, best, best_loss, improved), _ = jax.lax.scan(
-                step, (params, stats, opt_state, best, best_loss, False),
-                (jnp.arange(n_batches), jax.random.split(k_drop, n_batches)))
-            bad = jnp.where(improved, 0, bad + 1)
-            return params, stats, opt_state, best, best_loss, bad, ep + 1, key
+        (params, stats, opt_state, best, best_loss, improved), _ = jax.lax.scan(
+            step, (state.params, state.stats, state.opt_state, state.best, state.best_loss, False),
+            (jnp.arange(n_batches), jax.random.split(k_drop, n_batches)))
+        return state.replace(params=params, stats=stats, opt_state=opt_state, best=best, best_loss=best_loss,
+                             bad=jnp.where(improved, 0, state.bad + 1), epoch=state.epoch + 1, key=key)
 
-        def keep_going(state):
-            *_, bad, ep, _ = state
-            return (ep < max_epochs) & (bad < patience) & active
+    def finetune_packed(self, keys, variables, archs, dataset_index, data, trainable, max_epochs, batch_size,
+                        patience, active=None, weight_mask=None, slots: int = 8):
+        """`finetune_one` for a batch of networks (leading axis B on every argument but `data`), with the same
+        results as ``vmap(finetune_one)``, computed `slots` networks at a time with no waiting for the slowest.
 
-        init = (params, stats, self.optimizer.init(params), {"params": params, "batch_stats": stats},
-                jnp.float32(jnp.inf), jnp.int32(0), jnp.int32(0), key)
-        *_, best, best_loss, _, epochs_run, _ = jax.lax.while_loop(keep_going, epoch, init)
-        return best, {"epochs": epochs_run, "best_loss": best_loss}
+        Under one vmap the early-stopping loop runs until the batch's slowest network stops, and every network
+        computes the batch's deepest depth. Here a `lax.while_loop` keeps `slots` fine-tunes in flight (vmapped
+        over the slot axis, one epoch per iteration, hidden layers past the deepest network in flight skipped,
+        see `MaskedMLP`); a network that stops leaves its slot and the next one of the queue takes it. The queue
+        is the active networks, deepest first, so networks in flight have similar depths; inactive ones
+        (`active` False) never run and return their variables unchanged with 0 epochs, as in `finetune_one`.
+        The loop runs about (sum of epochs) / slots epochs instead of (slowest epochs) x B / slots. Each network
+        keeps its own key, shuffles, dropout draws and Adam state, so the numbers are `finetune_one`'s (up to
+        float rounding: matmuls of another batch size may reduce in another order).
 
-    def _logits(self, variables, arch, x):
-        return self.model.apply(variables, x, arch, train=False)
+        Args: as `finetune_one` with a leading axis B (`keys` (B, 2), `active` (B,) bool, default all);
+          `data` is the stacked `PaddedData` (leading axis D) and `dataset_index` (B,) picks each network's.
+          `slots` (static): fine-tunes in flight (a CPU prefers ~4..8; the whole batch on an accelerator).
+        Returns: (best variables (B, ...), {"epochs": (B,), "best_loss": (B,)}).
+        """
+        n = keys.shape[0]
+        slots = max(1, min(int(slots), n))
+        active = jnp.ones(n, bool) if active is None else jnp.asarray(active, bool)
+        out = (variables, jnp.full(n, jnp.inf, jnp.float32), jnp.zeros(n, jnp.int32))
+        if max_epochs < 1 or patience < 1:
+            return out[0], {"epochs": out[2], "best_loss": out[1]}
+        queue = jnp.argsort(jnp.where(active, -archs.depth, 1), stable=True).astype(jnp.int32)
+        n_todo = active.sum().astype(jnp.int32)
+        take = lambda tree, i: jax.tree_util.tree_map(lambda a: a[i], tree)
+        setup = jax.vmap(self._tune_setup)
+        max_hidden = archs.mask.shape[-2]
 
-    def accuracy_one(self, variables, arch, dataset_index, data):
+        def load(i):
+            state, mask = setup(keys[i], take(variables, i), take(trainable, i), take(weight_mask, i))
+            return state, take(archs, i), dataset_index[i], mask
+
+        def fill(slot_env, slot, next_pos):
+            free = slot_env < 0
+            pos = next_pos + jnp.cumsum(free) - 1
+            new = free & (pos < n_todo)
+            env = queue[jnp.clip(pos, 0, n - 1)]
+            slot = jax.lax.cond(new.any(), lambda: jax.tree_util.tree_map(
+                lambda a, b: jnp.where(new.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), load(env), slot),
+                lambda: slot)
+            return jnp.where(new, env, slot_env), slot, next_pos + new.sum()
+
+        def write(out, state, done, slot_env):
+            at = jnp.where(done, slot_env, n)  # out of range: dropped
+            best, best_loss, epochs = out
+            best = jax.tree_util.tree_map(lambda o, v: o.at[at].set(v, mode="drop"), best, state.best)
+            return best, best_loss.at[at].set(state.best_loss, mode="drop"), epochs.at[at].set(state.epoch,
+                                                                                                mode="drop")
+
+        def body(carry):
+            slot_env, slot, next_pos, out = carry
+            state, arch, index, mask = slot
+            busy = slot_env >= 0
+            bound = jnp.where(busy, arch.depth, 0).max()
+            groups = active_groups(mask, busy, bound, max_hidden)
+            state = jax.vmap(lambda st, a, i, m: self._tune_epoch(st, a, i, data, m, batch_size, bound, groups))(
+                state, arch, index, mask)
+            done = busy & ~_tune_continues(state, max_epochs, patience)
+            out = jax.lax.cond(done.any(), write, lambda out, *_: out, out, state, done, slot_env)
+            slot_env, slot, next_pos = fill(jnp.where(done, -1, slot_env), (state, arch, index, mask), next_pos)
+            return slot_env, slot, next_pos, out
+
+        first = jnp.minimum(jnp.arange(slots), n - 1)
+        slot_env, slot, next_pos = fill(jnp.full(slots, -1, jnp.int32), load(queue[first]), jnp.int32(0))
+        _, _, _, (best, best_loss, epochs) = jax.lax.while_loop(
+            lambda c: (c[0] >= 0).any(), body, (slot_env, slot, next_pos, out))
+        return best, {"epochs": epochs, "best_loss": best_loss}
+
+    def _logits(self, variables, arch, x, depth_bound=None):
+        return self.model.apply(variables, x, arch, train=False, depth_bound=depth_bound)
+
+    def accuracy_one(self, variables, arch, dataset_index, data, depth_bound=None):
         """Eval-mode accuracy of one network on the real rows of dataset `dataset_index` of `data`."""
-        logits = self._logits(variables, arch, data.x[dataset_index])
+        logits = self._logits(variables, arch, data.x[dataset_index], depth_bound)
         correct = (jnp.argmax(logits, -1) == data.y[dataset_index]).astype(jnp.float32)
         real = jnp.arange(data.x.shape[1]) < data.n[dataset_index]
         return jnp.where(real, correct, 0.0).sum() / jnp.maximum(data.n[dataset_index], 1)
@@ -258,7 +450,7 @@ class _Trainer:
         return jax.vmap(self.optimizer.init)(variables["params"])
 
     def _train_population(self, key, variables, opt_state, archs: Arch, dataset_index, data: PaddedData, *,
-                          epochs, batch_size):
+                          epochs, batch_size, chunk_size="auto"):
         """Trains every network of the population on its dataset (base-network training, neon_spec.md §7).
 
         Args:
@@ -270,15 +462,30 @@ class _Trainer:
           dataset_index: (P,) int32, which dataset of `data` each network trains on.
           data: `PaddedData` stack (leading axis D).
           epochs, batch_size: static schedule (paper: 100, 64; no early stopping).
+          chunk_size: static. None: one vmap over the population (every network computes max_hidden layers).
+            An int: the networks sorted by depth and trained `chunk_size` at a time (`vmap_sorted_chunks`),
+            each chunk skipping the hidden layers (and their Adam steps) none of its networks has. Same numbers
+            up to float rounding (each network keeps its key). "auto" (default): `sharding.default_chunk_size`
+            (4 on one CPU device, None on accelerators and meshes).
         Returns:
           (variables, opt_state, epoch_losses (P, epochs)).
         """
         max_hidden = archs.mask.shape[-2]
         everything = Trainable.everything(max_hidden)
         keys = jax.random.split(key, archs.depth.shape[0])
-        return jax.vmap(
-            lambda k, v, o, a, i: self._train_one(k, v, o, a, i, data, epochs, batch_size, everything)
-        )(keys, variables, opt_state, archs, dataset_index)
+        chunk_size = resolve_chunk_size(chunk_size)
+        if chunk_size is None:
+            return jax.vmap(
+                lambda k, v, o, a, i: self._train_one(k, v, o, a, i, data, epochs, batch_size, everything)
+            )(keys, variables, opt_state, archs, dataset_index)
+        names = list(variables["params"])
+
+        def chunk(bound, k, v, o, a, i):
+            groups = {n: (_param_layer(n, max_hidden) < bound) | (_param_layer(n, max_hidden) == max_hidden)
+                      for n in names}
+            return self._train_one(k, v, o, a, i, data, epochs, batch_size, everything, bound, groups)
+
+        return vmap_sorted_chunks(chunk, chunk_size)(archs.depth, keys, variables, opt_state, archs, dataset_index)
 
     def _finetune_population(self, key, variables, archs, dataset_index, data, trainable: Trainable, *,
                              max_epochs, batch_size, patience):

@@ -487,6 +487,34 @@ def test_vmapped_batch_equals_each_env_alone(world):
                            bstate.variables, final.variables)
 
 
+@pytest.mark.parametrize("slots", [3, None])
+def test_step_batch_equals_the_vmapped_step(world, slots):
+    """`step_batch` (fine-tunes packed into 3 slots, finishes in depth-sorted chunks) steps a whole episode of a
+    mixed batch exactly as ``vmap(step)``: widths, dones, epochs, accuracies, rewards and observations at every
+    step, weights at the tolerance of the batched-vs-single test above. slots=None is the plain vmap."""
+    bparams = _take(world.batch, np.array(BATCH8))
+    keys0 = jax.random.split(jax.random.PRNGKey(3), 8)
+    bstate = _stack([world.reset(keys0[b], _take(bparams, b))[1] for b in range(8)])
+    ref_state = bstate
+    batch_step = jax.jit(lambda k, s, a, p: world.env.step_batch(k, s, a, p, slots=slots))
+    rng = np.random.default_rng(1)
+    for t in range(world.env.max_steps):
+        actions = jnp.asarray(rng.integers(0, E.NUM_ACTIONS, 8).astype(np.int32))
+        keys = jax.random.split(jax.random.PRNGKey(200 + t), 8)
+        ref_obs, ref_state, ref_rew, ref_term, _, ref_info = world.vstep(keys, ref_state, actions, bparams)
+        obs, bstate, rew, term, _, info = batch_step(keys, bstate, actions, bparams)
+        np.testing.assert_array_equal(np.asarray(bstate.arch.widths), np.asarray(ref_state.arch.widths))
+        np.testing.assert_array_equal(np.asarray(term), np.asarray(ref_term))
+        np.testing.assert_array_equal(np.asarray(info["finetune_epochs"]), np.asarray(ref_info["finetune_epochs"]))
+        np.testing.assert_allclose(np.asarray(bstate.acc), np.asarray(ref_state.acc), atol=1e-6)
+        np.testing.assert_allclose(np.asarray(rew), np.asarray(ref_rew), rtol=1e-5, atol=1e-5)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), obs, ref_obs)
+    assert bool(bstate.done.all())
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3),
+                           bstate.variables, ref_state.variables)
+    assert batch_step._cache_size() == 1
+
+
 def test_step_compiles_once_for_different_batches(world):
     keys = jax.random.split(jax.random.PRNGKey(0), 8)
     actions = jnp.full((8,), 4, jnp.int32)

@@ -131,3 +131,30 @@ def test_helpers_validate_shapes():
         got = sharding.vmap_in_chunks(f, chunk)(xs, ys)
         np.testing.assert_allclose(got["sum"], want["sum"])
         np.testing.assert_allclose(got["row"], want["row"])
+
+
+def test_vmap_sorted_chunks_keeps_the_order_and_tells_each_chunk_its_bound():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from neon_jax import sharding
+
+    depth = jnp.asarray([3, 1, 6, 2, 2, 5, 1], jnp.int32)
+    xs = jnp.arange(14.0).reshape(7, 2)
+
+    def f(bound, d, x):
+        return {"x": x * 2 + d, "bound": jnp.broadcast_to(bound, ()), "ok": d <= bound}
+
+    want = jax.vmap(lambda d, x: x * 2 + d)(depth, xs)
+    for chunk in (1, 3, 7, 16):  # 3 does not divide 7: the last chunk is padded
+        got = jax.jit(sharding.vmap_sorted_chunks(f, chunk))(depth, depth, xs)
+        np.testing.assert_array_equal(np.asarray(got["x"]), np.asarray(want))
+        assert np.asarray(got["ok"]).all()
+        bounds = np.asarray(got["bound"])
+        if chunk == 3:  # sorted depths 1 1 2 | 2 3 5 | 6: each member sees its own chunk's deepest
+            np.testing.assert_array_equal(bounds, [5, 2, 6, 2, 5, 5, 2])
+        if chunk == 1:
+            np.testing.assert_array_equal(bounds, np.asarray(depth))
+        if chunk >= 7:
+            assert (bounds == 6).all()

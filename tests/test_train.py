@@ -366,6 +366,73 @@ def test_finetune_returns_the_best_snapshot_not_the_last_weights(setup):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("slots", [3, 8])
+def test_finetune_packed_equals_vmapped_finetune_one(setup, slots):
+    """The slot-scheduled fine-tune gives vmap(finetune_one)'s results: networks of mixed depths and trainable
+    sets (one with nothing trainable), two inactive, 3 slots (8 networks do not divide into 3) and one slot per
+    network. Epochs and losses exactly; weights up to the summation order of a differently batched matmul."""
+    s = setup
+    trainer = s["trainer"]
+    archs = s["layered"]
+    linear = [[0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0],
+              [1, 1, 0, 0], [0, 1, 0, 1], [0, 0, 1, 1], [1, 1, 1, 1]]
+    batchnorm = [[0, 1, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0],
+                 [1, 0, 0], [0, 1, 0], [0, 1, 1], [0, 0, 0]]
+    trainable = _trainable(linear, batchnorm)
+    variables = _init_population(jax.random.PRNGKey(30), s["model"], archs)
+    index = jnp.asarray([0, 1] * 4, jnp.int32)
+    keys = jax.random.split(jax.random.PRNGKey(31), P)
+    active = jnp.asarray([1, 1, 0, 1, 1, 1, 0, 1], bool)
+
+    @jax.jit
+    def reference(keys, variables):
+        return jax.vmap(lambda k, v, a, i, t, on: trainer.finetune_one(
+            k, v, a, i, s["train_data"], t, FT["max_epochs"], FT["batch_size"], FT["patience"], active=on))(
+            keys, variables, archs, index, trainable, active)
+
+    packed = jax.jit(lambda keys, variables: trainer.finetune_packed(
+        keys, variables, archs, index, s["train_data"], trainable, FT["max_epochs"], FT["batch_size"],
+        FT["patience"], active=active, slots=slots))
+    want, want_info = reference(keys, variables)
+    got, got_info = packed(keys, variables)
+    np.testing.assert_array_equal(np.asarray(got_info["epochs"]), np.asarray(want_info["epochs"]))
+    assert (np.asarray(got_info["epochs"])[~np.asarray(active)] == 0).all()
+    np.testing.assert_allclose(np.asarray(got_info["best_loss"]), np.asarray(want_info["best_loss"]), rtol=1e-5)
+    # weights at test_env's tolerance: batched matmuls of another size reduce in another order, and Adam's
+    # g / sqrt(v) magnifies last-bit differences on near-zero gradients over a few dozen steps
+    for (name, a), b in zip(_leaves(want).items(), _leaves(got).values()):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-3, err_msg=name)
+    # inactive networks come back untouched
+    for (name, a), b in zip(_leaves(variables).items(), _leaves(got).values()):
+        for i in np.flatnonzero(~np.asarray(active)):
+            np.testing.assert_array_equal(b[i], a[i], err_msg=name)
+
+
+def test_depth_bound_skips_layers_with_the_same_numbers(setup):
+    """`depth_bound` (the batch's deepest network) changes no number: training losses, weights and batch-norm
+    statistics match the unbounded run, and a bound below a network's depth is not what it is for, so only
+    bounds >= every depth are used."""
+    s = setup
+    trainer = s["trainer"]
+    archs = s["plain"]  # depths 1..3
+    variables = _init_population(jax.random.PRNGKey(32), s["model"], archs)
+    opt_state = trainer.init_opt_state(variables)
+    everything = train.Trainable.everything(TINY.max_hidden)
+    keys = jax.random.split(jax.random.PRNGKey(33), P)
+
+    @jax.jit
+    def run(keys, variables, opt_state, bound):
+        return jax.vmap(lambda k, v, o, a: trainer._train_one(k, v, o, a, 0, s["train_data"], 2, BATCH, everything,
+                                                                bound))(keys, variables, opt_state, archs)
+
+    want = jax.jit(jax.vmap(lambda k, v, o, a: trainer._train_one(k, v, o, a, 0, s["train_data"], 2, BATCH,
+                                                                  everything)))(keys, variables, opt_state, archs)
+    for bound in (int(np.asarray(archs.depth).max()), TINY.max_hidden):
+        got = run(keys, variables, opt_state, jnp.int32(bound))
+        for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Compile once per shape
 

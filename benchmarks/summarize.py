@@ -19,6 +19,12 @@ def _fmt(x, spec=".2f"):
     return "-" if x is None else format(x, spec)
 
 
+def _step_batch_row(benchmark: str, work: str, r: dict) -> tuple:
+    """The row of a result's `NeonEnv.step_batch` variant (timed beside the plain vmap in the same run)."""
+    return (benchmark, f"{work} (slots {r['slots']})", r["jax_step_batch_run_s"], r["jax_step_batch_compile_s"],
+            r["torch_run_s"], r["ratio_step_batch"])
+
+
 def rows_of(doc: dict) -> list[tuple]:
     """(benchmark, work, jax s, compile s, torch s, ratio) rows of one suite file."""
     b = doc["benchmarks"]
@@ -41,17 +47,13 @@ def rows_of(doc: dict) -> list[tuple]:
                 out.append(("env steps", f"B={r['batch_size']} envs, JAX vmapped in chunks of {r['chunk']}",
                             r["jax_chunked_run_s"], r["jax_chunked_compile_s"], r["torch_run_s"], r["ratio_chunked"]))
             if "jax_step_batch_run_s" in r:
-                out.append(("env steps", f"B={r['batch_size']} envs, NeonEnv.step_batch (slots {r['slots']})",
-                            r["jax_step_batch_run_s"], r["jax_step_batch_compile_s"], r["torch_run_s"],
-                            r["ratio_step_batch"]))
+                out.append(_step_batch_row("env steps", f"B={r['batch_size']} envs, NeonEnv.step_batch", r))
     if "episode" in b:
         for r in b["episode"]["results"]:
             out.append(("4-pass episode", f"B={r['batch_size']} networks", r["jax_run_s"], r["jax_compile_s"],
                         r["torch_run_s"], r["ratio"]))
             if "jax_step_batch_run_s" in r:
-                out.append(("4-pass episode", f"B={r['batch_size']} networks, step_batch (slots {r['slots']})",
-                            r["jax_step_batch_run_s"], r["jax_step_batch_compile_s"], r["torch_run_s"],
-                            r["ratio_step_batch"]))
+                out.append(_step_batch_row("4-pass episode", f"B={r['batch_size']} networks, step_batch", r))
     if "agent_update" in b:
         for r in b["agent_update"]["results"]:
             out.append(("agent update", f"B={r['batch_size']} episodes x {r['steps_per_episode']} steps "

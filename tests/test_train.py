@@ -268,16 +268,19 @@ def test_finetune_on_a_single_row_never_steps(setup):
 # ---------------------------------------------------------------------------------------------------------------
 # Fine-tuning
 
+# Per network of the mixed-depth population: which Linears (hidden 0..2, output) and which batch-norms (in front
+# of hidden 0..2) may change; one network trains nothing, one trains everything.
+MIXED_LINEAR = [[0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0],
+                [1, 1, 0, 0], [0, 1, 0, 1], [0, 0, 1, 1], [1, 1, 1, 1]]
+MIXED_BATCHNORM = [[0, 1, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0],
+                   [1, 0, 0], [0, 1, 0], [0, 1, 1], [0, 0, 0]]
+
 
 def test_finetune_changes_only_the_trainable_layers(setup):
     s = setup
     trainer = s["trainer"]
     archs = s["layered"]
-    # per network: which Linears (hidden 0..2, output) and which batch-norms (in front of hidden 0..2) may change
-    linear = [[0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0],
-              [1, 1, 0, 0], [0, 1, 0, 1], [0, 0, 1, 1], [1, 1, 1, 1]]
-    batchnorm = [[0, 1, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0],
-                 [1, 0, 0], [0, 1, 0], [0, 1, 1], [0, 0, 0]]
+    linear, batchnorm = MIXED_LINEAR, MIXED_BATCHNORM
     trainable = _trainable(linear, batchnorm)
     variables = _init_population(jax.random.PRNGKey(12), s["model"], archs)
     out, info = trainer.finetune(jax.random.PRNGKey(13), variables, archs, jnp.zeros(P, jnp.int32),
@@ -374,10 +377,7 @@ def test_finetune_packed_equals_vmapped_finetune_one(setup, slots):
     s = setup
     trainer = s["trainer"]
     archs = s["layered"]
-    linear = [[0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0],
-              [1, 1, 0, 0], [0, 1, 0, 1], [0, 0, 1, 1], [1, 1, 1, 1]]
-    batchnorm = [[0, 1, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0],
-                 [1, 0, 0], [0, 1, 0], [0, 1, 1], [0, 0, 0]]
+    linear, batchnorm = MIXED_LINEAR, MIXED_BATCHNORM
     trainable = _trainable(linear, batchnorm)
     variables = _init_population(jax.random.PRNGKey(30), s["model"], archs)
     index = jnp.asarray([0, 1] * 4, jnp.int32)

@@ -80,6 +80,8 @@ class AgentConfig:
             raise ValueError(f"unknown agent architecture {self.architecture!r}; choose one of {ARCHITECTURES}")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if self.reward_transform not in REWARD_TRANSFORMS:
             raise ValueError(f"unknown reward_transform {self.reward_transform!r}; choose one of {REWARD_TRANSFORMS}")
         if self.entropy_coef < 0:
@@ -89,7 +91,7 @@ class AgentConfig:
     def faithful(self) -> bool:
         """True when none of the beyond-the-paper options is on."""
         return (self.reward_transform == "none" and not self.normalise_advantages and self.entropy_coef == 0.0
-                and not self.observe_progress)
+                and not self.observe_progress and self.gamma == 0.99)
 
 
 def warmup_episodes(n_networks: int) -> int:

@@ -257,7 +257,7 @@ def cmd_train_agent(args) -> int:
                                          reward_transform=args.reward_transform,
                                          normalise_advantages=args.normalise_advantages,
                                          entropy_coef=args.entropy_coef,
-                                         observe_progress=args.observe_progress)
+                                         observe_progress=args.observe_progress, gamma=args.gamma)
     everything = loaded + unseen
     common = EnvPool.from_zoos(everything, "all", tau, preset).dims  # one padded shape for train and eval
     pool = EnvPool.from_zoos(loaded, "train", tau, preset, dims=common)
@@ -528,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--observe-progress", action="store_true",
                    help="beyond the paper: show the agent the accuracy change so far against tau, tau, steps "
                         "taken and parameters left")
+    p.add_argument("--gamma", type=float, default=0.99,
+                   help="discount of the Monte-Carlo returns (the original: 0.99; 0 credits each cut with its own "
+                        "reward only)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder: log.csv, checkpoint, evaluation (resumes if present)")

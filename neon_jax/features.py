@@ -71,7 +71,7 @@ class Observation:
     progress: jax.Array | None = None
 
 
-PROGRESS_FEATURES = 6
+PROGRESS_FEATURES = 8
 
 
 def progress_features(acc, acc0, tau, step, episode_length, n_params, n_params0) -> jax.Array:
@@ -81,7 +81,12 @@ def progress_features(acc, acc0, tau, step, episode_length, n_params, n_params0)
     carries, so the original agent cannot tell when it has used up its tolerance. Features, all O(1):
     accuracy change in tens of points; tolerance left as a fraction of tau, (delta + tau) / max(tau, 1),
     clipped to [-5, 5] (1 = untouched, 0 = at the limit, < 0 beyond); beyond-tolerance flag; log1p(tau) /
-    log1p(100); share of the episode's steps taken; parameters left / original parameters.
+    log1p(100); share of the episode's steps taken; parameters left / original parameters; above-original
+    flag (delta > 0); tanh(delta).
+
+    The last two resolve what the reward's other branch turns on: a cut is paid rho^3 when the accuracy ends
+    strictly above the original and only rho just below it, and in tens of points that boundary is a change
+    of 0.01 in the first feature, too fine for a freshly initialised network to find in a few hundred updates.
     """
     f32 = lambda v: jnp.asarray(v, jnp.float32)
     tau = f32(tau)
@@ -93,6 +98,8 @@ def progress_features(acc, acc0, tau, step, episode_length, n_params, n_params0)
         jnp.log1p(tau) / jnp.log1p(100.0),
         f32(step) / jnp.maximum(f32(episode_length), 1.0),
         f32(n_params) / jnp.maximum(f32(n_params0), 1.0),
+        (delta > 0).astype(jnp.float32),
+        jnp.tanh(delta),
     ])
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from neon_jax import agent as agent_lib
 from neon_jax import env as env_lib
+from neon_jax import learn
 from neon_jax import zoo as zoo_lib
 from neon_jax.pool import EnvPool
 from neon_jax.presets import PRESETS
@@ -82,6 +83,13 @@ def test_beyond_paper_options_by_hand():
         agent_lib.AgentConfig(reward_transform="log")
     with pytest.raises(ValueError, match="entropy_coef"):
         agent_lib.AgentConfig(entropy_coef=-1.0)
+    assert not agent_lib.AgentConfig(gamma=0.0).faithful  # the original discounts with 0.99
+    with pytest.raises(ValueError, match="gamma must be in"):
+        agent_lib.AgentConfig(gamma=1.5)
+    # gamma 0: every step is credited with its own reward only
+    np.testing.assert_allclose(np.asarray(agent_lib.monte_carlo_returns(jnp.array([1.0, 2.0, 4.0]),
+                                                                      jnp.array([True, True, True]), 0.0)),
+                               [1.0, 2.0, 4.0])
 
 
 def test_warmup_is_min_2n_500():
@@ -275,7 +283,13 @@ def test_progress_features_by_hand():
 
     # accuracy 0.80 -> 0.77 is -3 points; tau 5 leaves 2/5 of the tolerance; step 3 of 12; 250 of 1000 params
     f = np.asarray(progress_features(0.77, 0.80, 5.0, 3, 12, 250, 1000))
-    np.testing.assert_allclose(f, [-0.3, 0.4, 0.0, np.log1p(5) / np.log1p(100), 0.25, 0.25], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(f, [-0.3, 0.4, 0.0, np.log1p(5) / np.log1p(100), 0.25, 0.25, 0.0, np.tanh(-3.0)],
+                               rtol=1e-5, atol=1e-6)
+    # strictly above the original (the reward's rho^3 branch): flagged; a tenth of a point is resolved by tanh
+    f = np.asarray(progress_features(0.801, 0.80, 5.0, 1, 12, 900, 1000))
+    np.testing.assert_allclose(f[[2, 6, 7]], [0.0, 1.0, np.tanh(0.1)], rtol=1e-3)
+    f = np.asarray(progress_features(0.80, 0.80, 5.0, 1, 12, 900, 1000))
+    assert f[6] == 0.0  # no change is not above the original (Delta > 0 is strict, §5.1)
     # beyond the tolerance: flagged, tolerance left negative and clipped at -5; tau 0 divides by 1
     f = np.asarray(progress_features(0.50, 0.80, 0.0, 12, 12, 1000, 1000))
     np.testing.assert_allclose(f[:3], [-3.0, -5.0, 1.0], rtol=1e-6)
@@ -286,7 +300,7 @@ def test_environment_attaches_progress_and_only_progress_agents_read_it(tiny_set
     params = pool.batch(np.arange(2))
     obs, state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 2), params)
     # at reset: no accuracy change, the whole tolerance left, no step taken, every parameter left
-    np.testing.assert_allclose(np.asarray(obs.progress)[:, [0, 1, 2, 4, 5]], [[0, 1, 0, 0, 1]] * 2, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(obs.progress)[:, [0, 1, 2, 4, 5, 6, 7]], [[0, 1, 0, 0, 1, 0, 0]] * 2, atol=1e-6)
     obs2, state2, *_ = jax.vmap(env.step)(jax.random.split(jax.random.PRNGKey(1), 2), state, jnp.array([4, 4]), params)
     p = np.asarray(obs2.progress)
     np.testing.assert_allclose(p[:, 0], 10.0 * np.asarray(state2.acc - state2.acc0), rtol=1e-5, atol=1e-6)
@@ -310,3 +324,25 @@ def test_environment_attaches_progress_and_only_progress_agents_read_it(tiny_set
     for i in range(2):
         s, m = it(s, pool.batch(np.arange(len(pool))), jax.random.PRNGKey(i), jnp.bool_(i < 1))
     assert it._cache_size() == 1 and np.isfinite(float(m["actor_loss"]))
+
+
+def test_rule_policies_act_as_their_rule(tiny_setup):
+    """benchmarks/rule_policies.py: keep:F always takes F; while:F:D takes F until the validation accuracy change
+    falls below -D points and keeps every layer after that."""
+    from benchmarks.rule_policies import RuleAgent, parse_rule
+
+    pool, env, *_ = tiny_setup
+    env_config = env_lib.EnvConfig(passes=2)
+    rows = learn.run_agent(RuleAgent(), parse_rule("keep:0.6"), pool, TINY, env_config, greedy=True, batch_size=6)
+    assert all(set(r["actions"]) == {"4"} for r in rows)
+    # never drop: the first cut that lowers the validation accuracy is the last one
+    rows = learn.run_agent(RuleAgent(), parse_rule("while:0.7:0"), pool, TINY, env_config, greedy=True, batch_size=6)
+    for r in rows:
+        cuts = r["actions"].rstrip("0")
+        assert set(cuts) <= {"3"} and "0" not in cuts  # cuts, then only keeps
+        if r["val_acc"] >= r["val_acc0"]:
+            assert cuts == r["actions"]  # never fell: cut at every step
+    with pytest.raises(SystemExit, match="keep fraction must be one of"):
+        parse_rule("keep:0.75")
+    with pytest.raises(SystemExit, match="cannot read rule"):
+        parse_rule("sometimes:0.6")

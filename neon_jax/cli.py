@@ -257,7 +257,8 @@ def cmd_train_agent(args) -> int:
                                          reward_transform=args.reward_transform,
                                          normalise_advantages=args.normalise_advantages,
                                          entropy_coef=args.entropy_coef,
-                                         observe_progress=args.observe_progress, gamma=args.gamma)
+                                         observe_progress=args.observe_progress, gamma=args.gamma,
+                                         update_epochs=args.update_epochs, clip_epsilon=args.clip_epsilon)
     everything = loaded + unseen
     common = EnvPool.from_zoos(everything, "all", tau, preset).dims  # one padded shape for train and eval
     pool = EnvPool.from_zoos(loaded, "train", tau, preset, dims=common)
@@ -520,8 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cut", default="reinit", choices=["reinit", "keep_best"])
     p.add_argument("--reward", default="neon", choices=["neon", "reward1", "reward2", "original"])
     p.add_argument("--legacy", action="store_true", help="reproduce the original's bugs (spec §12 A0, B1, B2, B6, B9)")
-    p.add_argument("--reward-transform", default="none", choices=["none", "symlog"],
-                   help="beyond the paper: learn from sign(r) log(1+|r|) of the cubic reward")
+    p.add_argument("--reward-transform", default="none", choices=["none", "symlog", "scaled"],
+                   help="beyond the paper: learn from sign(r) log(1+|r|) of the cubic reward (symlog) or from "
+                        "r / 64,000 (scaled: the paper's trade-off, O(1) critic targets)")
     p.add_argument("--normalise-advantages", action="store_true",
                    help="beyond the paper: standardise advantages over each batch")
     p.add_argument("--entropy-coef", type=float, default=0.0, help="beyond the paper: entropy bonus weight")
@@ -531,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=0.99,
                    help="discount of the Monte-Carlo returns (the original: 0.99; 0 credits each cut with its own "
                         "reward only)")
+    p.add_argument("--update-epochs", type=int, default=1,
+                   help="beyond the paper: Adam steps per batch of episodes (the original: 1); more than one "
+                        "uses PPO's clipped surrogate against the policy that acted")
+    p.add_argument("--clip-epsilon", type=float, default=0.2, help="PPO's ratio clip (with --update-epochs > 1)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder: log.csv, checkpoint, evaluation (resumes if present)")

@@ -68,6 +68,9 @@ def test_beyond_paper_options_by_hand():
     np.testing.assert_allclose(np.asarray(agent_lib.transform_rewards(r, "symlog")),
                                [-np.log(64001.0), 0.0, np.log(11.0), np.log(1001.0)], rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(agent_lib.transform_rewards(r, "none")), np.asarray(r))
+    # scaled: the paper's trade-off unchanged (rho^3 bonus still 1,600x the in-tolerance rho), O(1) magnitudes
+    np.testing.assert_allclose(np.asarray(agent_lib.transform_rewards(r, "scaled")), [-1.0, 0.0, 10 / 64000, 1000 / 64000],
+                               rtol=1e-6)
     x = jnp.array([[1.0, 3.0, 100.0], [5.0, 7.0, -100.0]])
     valid = jnp.array([[True, True, False], [True, True, False]])
     z = np.asarray(agent_lib.normalise_over_valid(x, valid))
@@ -346,3 +349,53 @@ def test_rule_policies_act_as_their_rule(tiny_setup):
         parse_rule("keep:0.75")
     with pytest.raises(SystemExit, match="cannot read rule"):
         parse_rule("sometimes:0.6")
+
+
+def test_clipped_surrogate_by_hand_and_its_first_gradient_is_the_policy_gradient():
+    """update_epochs > 1: PPO's clipped surrogate, a mean over valid steps; at ratio 1 its gradient is the
+    per-step policy gradient the single-update agent follows."""
+    logits = jnp.array([[0.1, 0.2, 0.3, 0.4, 0.5], [1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0, 0.0]])
+    actions = jnp.array([4, 0, 2])
+    adv = jnp.array([1.5, -2.0, 0.7])
+    valid = jnp.array([True, True, False])
+    logp = np.asarray(jax.nn.log_softmax(logits))[np.arange(3), np.asarray(actions)]
+    behaviour = jnp.asarray(logp + np.array([0.5, -0.01, 0.0]))  # ratios e^-0.5 = 0.61 and e^0.01 = 1.01
+    loss = float(agent_lib.clipped_policy_loss(logits, behaviour, actions, adv, valid, 0.2))
+    r = np.exp([-0.5, 0.01])
+    # step 0: A > 0, ratio 0.61 below the clip range -> min(0.61 A, 0.8 A) = 0.61 A; step 1: A < 0, ratio 1.01
+    # inside it -> 1.01 A; step 2 is past the end and takes no part
+    np.testing.assert_allclose(loss, -np.mean([r[0] * 1.5, r[1] * -2.0]), rtol=1e-5)
+    at_one = lambda lg: agent_lib.clipped_policy_loss(lg, jnp.asarray(logp), actions, adv, valid, 0.2)
+    pg = lambda lg: agent_lib.policy_loss(lg, actions, adv, valid, False)
+    np.testing.assert_allclose(np.asarray(jax.grad(at_one)(logits)), np.asarray(jax.grad(pg)(logits)),
+                               rtol=1e-5, atol=1e-7)
+    # beyond the clip the ratio has no gradient: a step whose policy already moved +50 % gets no further push
+    moved = lambda lg: agent_lib.clipped_policy_loss(lg, jnp.asarray(logp - np.log(1.5)), actions, jnp.ones(3),
+                                                     jnp.array([True, True, True]), 0.2)
+    np.testing.assert_allclose(float(moved(logits)), -1.2, rtol=1e-6)  # clip(1.5) * A = 1.2 at every step
+    assert float(jnp.abs(jax.grad(moved)(logits)).max()) == 0.0
+    with pytest.raises(ValueError, match="update_epochs must be"):
+        agent_lib.AgentConfig(update_epochs=0)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        agent_lib.AgentConfig(update_epochs=4, legacy_episode_mean_advantage=True)
+    assert not agent_lib.AgentConfig(update_epochs=4).faithful
+
+
+def test_proximal_epochs_train_in_one_program_and_move_further(tiny_setup):
+    """Four clipped Adam steps per batch: one compiled program, and the policy moves further from where it
+    acted than after the single faithful step (same batch, same key)."""
+    pool, env, _, _, _ = tiny_setup
+    params = pool.batch(np.arange(len(pool)))
+    moved = {}
+    for epochs in (1, 4):
+        agent = agent_lib.Agent(agent_lib.AgentConfig(batch_size=6, reward_transform="symlog",
+                                                      normalise_advantages=True, update_epochs=epochs), TINY)
+        iteration = agent_lib.make_train_iteration(env, agent)
+        state = agent.init(jax.random.PRNGKey(0))
+        new, metrics = iteration(state, params, jax.random.PRNGKey(1), jnp.bool_(True))
+        new, metrics = iteration(new, params, jax.random.PRNGKey(2), jnp.bool_(False))
+        assert iteration._cache_size() == 1 and np.isfinite(float(metrics["actor_loss"]))
+        assert int(new.episodes) == 2 * len(pool)
+        moved[epochs] = sum(float(jnp.abs(a - b).sum()) for a, b in zip(jax.tree_util.tree_leaves(new.actor),
+                                                                         jax.tree_util.tree_leaves(state.actor)))
+    assert moved[4] > 2 * moved[1], moved

@@ -519,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="must match the zoos' preset")
     p.add_argument("--architecture", default="neon", choices=["neon", "compact"])
     p.add_argument("--cut", default="reinit", choices=["reinit", "keep_best"])
-    p.add_argument("--reward", default="neon", choices=["neon", "reward1", "reward2", "original"])
+    p.add_argument("--reward", default="neon", choices=["neon", "reward1", "reward2", "original", "neon_hold"])
     p.add_argument("--legacy", action="store_true", help="reproduce the original's bugs (spec §12 A0, B1, B2, B6, B9)")
     p.add_argument("--reward-transform", default="none", choices=["none", "symlog", "scaled"],
                    help="beyond the paper: learn from sign(r) log(1+|r|) of the cubic reward (symlog) or from "

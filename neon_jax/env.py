@@ -33,7 +33,7 @@ from neon_jax.presets import PRE_BATCHNORM, Preset
 
 KEEP_FRACTIONS = (1.0, 0.9, 0.8, 0.7, 0.6)  # action index -> fraction of the layer kept (neon_spec.md §4)
 NUM_ACTIONS = len(KEEP_FRACTIONS)
-REWARDS = ("neon", "reward1", "reward2", "original")
+REWARDS = ("neon", "reward1", "reward2", "original", "neon_hold")
 CUTS = ("reinit", "keep_best")
 
 
@@ -46,7 +46,11 @@ class EnvConfig:
       cut: "reinit" — faithful (§2.3): the narrowed layer and the next Linear are re-initialised at the new
         width (PyTorch init) and only they are fine-tuned; "keep_best" — beyond the paper: keep the neurons
         with the largest incoming-weight L2 norms, with their weights, and fine-tune from there.
-      reward: "neon" (the paper's cubic reward3, §5.1), "reward1", "reward2", "original" (§5.2).
+      reward: "neon" (the paper's cubic reward3, §5.1), "reward1", "reward2", "original" (§5.2), or, beyond
+        the paper, "neon_hold": reward3 whose rho^3 bonus also pays a cut that holds the original validation
+        accuracy exactly (delta >= 0 instead of delta > 0). On small validation splits and networks at their
+        ceiling (100 % validation accuracy) delta > 0 cannot happen, so reward3 pays a loss-free cut only rho,
+        1/1600 of the bonus at rho = 40, and an agent has no reason to compress such a network.
       finetune_all: fine-tune every layer instead of only rows p-1 and p (the original's
         `--learn_new_layers_only False`).
       legacy_single_pass: reproduce b97fb33's off-by-one (§12 B1): a single pass skips the last hidden layer
@@ -137,13 +141,15 @@ def compute_reward(name: str, keep, acc, acc_prev, acc0, params_new, params_prev
 
     "neon" (reward3, the paper's): with rho = 100 (1 - keep) and delta = 100 (acc - acc0):
     -rho^3 if delta < -tau; +rho^3 if delta > 0; rho otherwise. Keep = 1 always pays 0.
+    "neon_hold" (beyond the paper): the same with the bonus at delta >= 0 (holding the original accuracy).
     "reward1": 0.4 C (2 - C) acc / acc_prev; "reward2": 10 C (2 - C) * 30 acc / acc_prev, or -10 if the step
     lost more than 0.2 accuracy; "original": C (2 - C) acc / acc_prev; with C = 1 - params_new / params_prev.
     """
-    if name == "neon":
+    if name in ("neon", "neon_hold"):
         rho = 100.0 * (1.0 - keep)
         delta = 100.0 * (acc - acc0)
-        return jnp.where(delta < -tau, -(rho ** 3), jnp.where(delta > 0, rho ** 3, rho))
+        bonus = delta >= 0 if name == "neon_hold" else delta > 0
+        return jnp.where(delta < -tau, -(rho ** 3), jnp.where(bonus, rho ** 3, rho))
     compression = 1.0 - params_new / jnp.maximum(params_prev, 1.0)
     ratio = acc / jnp.maximum(acc_prev, 1e-6)
     shaped = compression * (2.0 - compression)

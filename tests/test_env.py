@@ -135,6 +135,25 @@ def test_neon_reward_branches_and_boundaries():
     assert float(zero_tau) == pytest.approx(-8000.0, rel=1e-5)
 
 
+def test_neon_hold_reward_pays_the_bonus_for_holding_the_accuracy():
+    """'neon_hold' differs from the paper's reward only at delta == 0 exactly: holding the original validation
+    accuracy earns rho^3, as improving it does."""
+    acc0, tau = 0.75, 25.0
+
+    def reward(name, keep, acc):
+        return float(E.compute_reward(name, jnp.float32(keep), jnp.float32(acc), jnp.float32(acc0),
+                                      jnp.float32(acc0), 1.0, 1.0, jnp.float32(tau)))
+
+    for keep in (0.9, 0.8, 0.7, 0.6):
+        rho = 100.0 * (1.0 - keep)
+        assert reward("neon_hold", keep, 0.75) == pytest.approx(rho ** 3, rel=1e-5)  # held exactly: the bonus
+        assert reward("neon", keep, 0.75) == pytest.approx(rho, rel=1e-5)
+        for acc in (0.25, 0.5, 0.625, 0.875):  # every other branch as the paper's
+            assert reward("neon_hold", keep, acc) == reward("neon", keep, acc)
+    assert reward("neon_hold", 1.0, 0.75) == 0.0  # keeping the layer still pays nothing
+    E.EnvConfig(reward="neon_hold")
+
+
 def test_other_rewards_hand_computed():
     # C = 1 - 600/1000 = 0.4, C (2 - C) = 0.64; acc / acc_prev = 0.6 / 0.75 = 0.8
     args = dict(keep=jnp.float32(0.7), acc=jnp.float32(0.6), acc_prev=jnp.float32(0.75), acc0=jnp.float32(0.9),

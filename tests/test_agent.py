@@ -267,6 +267,23 @@ def test_shipped_agent_loads_and_fits_the_cpu_preset():
         pruner.load_agent("pretrained", PRESETS["paper"])
 
 
+def test_shipped_tau5_agent_acts_on_its_progress():
+    """The shipped tau-5 agent reads the episode's progress: it cuts hardest while the validation accuracy holds
+    the original's and keeps layers once the drop is beyond tau (the same maps, only the progress differs)."""
+    from neon_jax import pruner
+    from neon_jax.features import progress_features
+
+    agent, actor, *_, meta = pruner.load_agent("pretrained", PRESETS["cpu"], tau=5.0)
+    assert agent.config.observe_progress and meta["env"]["reward"] == "neon_hold"
+    obs = agent.dummy_obs()
+    probs = {acc: np.asarray(jax.nn.softmax(agent.actor.apply(
+        actor, obs.replace(progress=progress_features(acc, 0.80, 5.0, 4, 16, 5000, 10000)))))
+        for acc in (0.80, 0.77, 0.70)}  # held, 3 points down, 10 points down (beyond tau)
+    assert probs[0.80].argmax() == 4 and probs[0.80][4] > 0.5  # keep 0.6
+    assert probs[0.70].argmax() == 0 and probs[0.70][0] > 0.5  # keep the layer
+    assert probs[0.80][0] < probs[0.77][0] < probs[0.70][0]  # the further down, the more it keeps
+
+
 def test_pretrained_agent_is_the_one_trained_nearest_tau():
     from neon_jax import pruner
 

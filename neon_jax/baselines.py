@@ -50,17 +50,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from neon_jax import nets, train
-from neon_jax.env import EnvConfig, EnvParams, NeonEnv, random_policy
+from neon_jax import nets, runner
+from neon_jax.env import EnvConfig, EnvParams, NeonEnv
+from neon_jax.policies import random_policy
 from neon_jax.pool import EnvPool
 from neon_jax.presets import PRE_BATCHNORM, Preset
+from neon_jax.rollout import Outcome, episode_outcome, make_rollout
 
 BASELINES: dict[str, str] = {
     "random": "random agent: NEON's environment, uniform actions, fine-tune after every cut (the paper's)",
@@ -125,23 +125,8 @@ def structured_remove_table(ratio: float, w_max: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Pure pieces, one network (vmap them). Kernels are in the padded layout of nets.MaskedMLP: `layer{j}_kernel`
-# (fan_in_pad, w_max) for hidden Linear j, `output_kernel` (w_max, k_max); real entries per `real_weight_masks`.
-
-
-def kernel_names(max_hidden: int) -> list[str]:
-    """Names of the Linear kernels: hidden Linears 0..max_hidden-1, then the output Linear."""
-    return [f"layer{j}_kernel" for j in range(max_hidden)] + ["output_kernel"]
-
-
-def real_weight_masks(arch: nets.Arch, dims: nets.NetDims) -> list[jax.Array]:
-    """0/1 float masks of the real weights of each Linear (`kernel_names` order): rows of live inputs x columns
-    of live outputs; Linears past the depth are all zero."""
-    in_masks = [arch.feature_mask(dims.d_max)] + [arch.mask[j] for j in range(dims.max_hidden - 1)]
-    masks = [in_masks[j][:, None] * arch.mask[j][None, :] for j in range(dims.max_hidden)]
-    last = arch.mask[arch.depth - 1]
-    masks.append(last[:, None] * arch.class_mask(dims.k_max).astype(jnp.float32)[None, :])
-    return masks
+# Pure pieces, one network (vmap them). Kernels in the padded layout of `nets` (`nets.kernels` order: hidden
+# Linears, then the output Linear); real entries per `nets.real_weight_masks`.
 
 
 def _ranks(scores: jax.Array) -> jax.Array:
@@ -159,14 +144,14 @@ def smallest_mask(scores: jax.Array, real: jax.Array, n_prune: jax.Array) -> jax
 def magnitude_masks(params: dict, arch: nets.Arch, dims: nets.NetDims, fraction) -> list[jax.Array]:
     """Keep masks of global unstructured magnitude pruning: ``round(fraction * n_real)`` of all real Linear
     weights (every layer together) with the smallest |w| are pruned. Returns one mask per `kernel_names`."""
-    names = kernel_names(dims.max_hidden)
-    real = real_weight_masks(arch, dims)
-    scores = jnp.concatenate([jnp.abs(params[n]).reshape(-1) for n in names])
+    kernels = nets.kernels(params, dims.max_hidden)
+    real = nets.real_weight_masks(arch, dims)
+    scores = jnp.concatenate([jnp.abs(k).reshape(-1) for k in kernels])
     real_flat = jnp.concatenate([r.reshape(-1) for r in real])
     n_prune = jnp.round(fraction * real_flat.sum()).astype(jnp.int32)
     keep = smallest_mask(scores, real_flat, n_prune)
-    sizes = np.cumsum([params[n].size for n in names])[:-1]
-    return [k.reshape(params[n].shape) for k, n in zip(jnp.split(keep, sizes), names)]
+    sizes = np.cumsum([k.size for k in kernels])[:-1]
+    return [m.reshape(k.shape) for m, k in zip(jnp.split(keep, sizes), kernels)]
 
 
 def batchnorm_factors(variables: dict, arch: nets.Arch, dims: nets.NetDims) -> list[jax.Array]:
@@ -174,10 +159,10 @@ def batchnorm_factors(variables: dict, arch: nets.Arch, dims: nets.NetDims) -> l
 
     Entry j scales the inputs of hidden Linear j, i.e. the outputs of hidden layer j - 1 (entry 0: the features).
     """
-    params, stats = variables["params"], variables["batch_stats"]
     out = []
     for j in range(dims.max_hidden):
-        a = jnp.abs(params[f"bn{j}"]["scale"]) * jax.lax.rsqrt(stats[f"bn{j}"]["var"] + nets.BN_EPS)
+        scale, _, _, var = nets.batchnorm(variables, j)
+        a = jnp.abs(scale) * jax.lax.rsqrt(var + nets.BN_EPS)
         out.append(jnp.where((arch.pre_layer[j] == PRE_BATCHNORM) & (j < arch.depth), a, 1.0))
     return out
 
@@ -197,9 +182,8 @@ def lap_scores(variables: dict, arch: nets.Arch, dims: nets.NetDims) -> list[jax
     the batch-norm on the raw features is ignored, as there. Biases are neither scored nor pruned. Returns one
     score array per `kernel_names` (padding and dead entries score whatever; callers mask them).
     """
-    params = variables["params"]
     H = dims.max_hidden
-    kernels = [params[n] for n in kernel_names(H)]
+    kernels = nets.kernels(variables["params"], H)
     bn = batchnorm_factors(variables, arch, dims)
     col_sq = [(k ** 2).sum(0) for k in kernels[:H]]  # (w_max,): incoming weights of each neuron of layer j
     row_sq = [(k ** 2).sum(1) for k in kernels]  # outgoing weights of each input of Linear j
@@ -232,23 +216,19 @@ def layerwise_masks(scores: list[jax.Array], real: list[jax.Array], ratio_hidden
 
 def apply_kernel_masks(variables: dict, masks: list[jax.Array], dims: nets.NetDims) -> dict:
     """Zeroes the pruned weights."""
-    params = dict(variables["params"])
-    for name, m in zip(kernel_names(dims.max_hidden), masks):
-        params[name] = params[name] * m
-    return {"params": params, "batch_stats": variables["batch_stats"]}
+    H = dims.max_hidden
+    kernels = [k * m for k, m in zip(nets.kernels(variables["params"], H), masks)]
+    return {"params": nets.with_kernels(variables["params"], kernels, H), "batch_stats": variables["batch_stats"]}
 
 
 def weight_mask_tree(params: dict, masks: list[jax.Array], dims: nets.NetDims) -> dict:
     """A pytree like `params` for `finetune_one(weight_mask=...)`: the kernel masks, ones elsewhere."""
-    tree = jax.tree_util.tree_map(jnp.ones_like, params)
-    for name, m in zip(kernel_names(dims.max_hidden), masks):
-        tree[name] = m
-    return tree
+    return nets.with_kernels(jax.tree_util.tree_map(jnp.ones_like, params), masks, dims.max_hidden)
 
 
 def count_unstructured(arch: nets.Arch, masks: list[jax.Array], dims: nets.NetDims) -> jax.Array:
     """() int32 parameters after unstructured pruning: `nets.count_params(arch)` minus the pruned real weights."""
-    pruned = sum(((1.0 - m) * r).sum() for m, r in zip(masks, real_weight_masks(arch, dims)))
+    pruned = sum(((1.0 - m) * r).sum() for m, r in zip(masks, nets.real_weight_masks(arch, dims)))
     return nets.count_params(arch) - pruned.astype(jnp.int32)
 
 
@@ -258,7 +238,7 @@ def structured_arch(params: dict, arch: nets.Arch, dims: nets.NetDims, remove_ta
     masks = []
     for j in range(dims.max_hidden):
         alive = arch.mask[j]
-        norms = jnp.abs(params[f"layer{j}_kernel"]).sum(0)
+        norms = jnp.abs(nets.kernel(params, j, dims.max_hidden)).sum(0)
         n_remove = remove_table[alive.sum().astype(jnp.int32)]
         removed = smallest_mask(norms, alive, n_remove) == 0
         masks.append(jnp.where(removed, 0.0, alive))
@@ -269,87 +249,88 @@ def structured_arch(params: dict, arch: nets.Arch, dims: nets.NetDims, remove_ta
 # The batched program.
 
 
-def _random_episode(env: NeonEnv, key, params: EnvParams):
-    """One episode of uniform random actions: (final EnvState, actions (T,), valid (T,))."""
-    k_reset, k_run = jax.random.split(key)
-    _, state = env.reset(k_reset, params)
+def program(method: str, dims: nets.NetDims, preset: Preset, passes: int = 4, finetune: bool = True,
+            cut: str = "reinit", slots: int | str | None = "auto"):
+    """The jitted batch program of one baseline: ``program(key, env_params (leading axis B), setting) ->
+    rollout.Outcome``, one per settings in a process (a sweep's setting is a traced argument, `setting_arrays`).
 
-    def body(state, key):
-        k_act, k_step = jax.random.split(key)
-        valid = ~state.done
-        action = jnp.where(valid, random_policy(k_act, None), 0)
-        _, state, *_ = env.step(k_step, state, action, params)
-        return state, (action, valid)
-
-    state, (actions, valid) = jax.lax.scan(body, state, jax.random.split(k_run, env.max_steps))
-    return state, actions, valid
+    The random agents roll out NEON's environment with `policies.random_policy` (network b's episode with key
+    ``split(key, B)[b]``, as an agent's roll-out); the one-shot pruners prune, then fine-tune every layer with
+    pruned weights held at zero (they ignore `passes` and `cut`). `cut` is the random agents' cut; `slots`:
+    see `NeonEnv`.
+    """
+    _check_method(method)
+    if method not in USES_PASSES:
+        passes, cut = 1, "reinit"
+    return _program(method, dims, preset, int(passes), bool(finetune), cut, slots)
 
 
 @functools.lru_cache(maxsize=None)
-def _program(method: str, dims: nets.NetDims, preset: Preset, passes: int, finetune: bool):
-    """The jitted batch program of one method: ``(key, env_params (leading axis B), setting) -> dict of (B, ...)``."""
+def _program(method, dims, preset, passes, finetune, cut, slots):
     H = dims.max_hidden
-    trainer = train.make_trainer(nets.make_model(dims, preset), preset.learning_rate)
     # the random agents' environment; without per-step fine-tuning its fine-tune runs zero epochs
     per_step = method == "random" and finetune
     env_preset = preset if per_step else dataclasses.replace(preset, finetune_epochs=0)
-    env = NeonEnv(EnvConfig(passes=passes), dims, env_preset)
+    env = NeonEnv(EnvConfig(passes=passes, cut=cut), dims, env_preset, slots)
+    trainer = env.trainer
     final_finetune = finetune and method != "random"
+    everything = nets.Trainable.everything(H)
 
-    def one(key, p: EnvParams, setting):
+    def tune(key, variables, arch, p: EnvParams, weight_mask):
+        data = jax.tree_util.tree_map(lambda x: x[None], p.finetune)
+        return trainer.finetune_one(key, variables, arch, 0, data, everything, preset.finetune_epochs,
+                                    preset.finetune_batch, preset.patience, weight_mask=weight_mask)
+
+    def one_shot(key, p: EnvParams, setting):
         k_prune, k_tune = jax.random.split(key)
-        acc = lambda v, a, split: trainer.accuracy_one(v, a, 0, jax.tree_util.tree_map(lambda x: x[None], split))
         variables, arch = p.variables, p.arch
-        out = {"test_acc_before": acc(variables, arch, p.test), "val_acc0": acc(variables, arch, p.val),
-               "params_before": nets.count_params(arch)}
         masks = None
-        if method in ("random", "random_no_ft"):
-            state, out["actions"], out["valid"] = _random_episode(env, k_prune, p)
-            variables, arch = state.variables, state.arch
-        elif method == "structured":
+        if method == "structured":
             arch = structured_arch(variables["params"], arch, dims, setting["remove"])
-            variables = env._zero_dead(variables, arch)
+            variables = nets.zero_dead(variables, arch, dims)
         else:
             if method == "magnitude":
                 masks = magnitude_masks(variables["params"], arch, dims, setting["fraction"])
             else:  # lap
-                masks = layerwise_masks(lap_scores(variables, arch, dims), real_weight_masks(arch, dims),
+                masks = layerwise_masks(lap_scores(variables, arch, dims), nets.real_weight_masks(arch, dims),
                                         setting["ratio_hidden"], setting["ratio_output"])
             variables = apply_kernel_masks(variables, masks, dims)
         epochs = jnp.int32(0)
         if final_finetune:
             weight_mask = None if masks is None else weight_mask_tree(variables["params"], masks, dims)
-            variables, info = trainer.finetune_one(
-                k_tune, variables, arch, 0, jax.tree_util.tree_map(lambda x: x[None], p.finetune),
-                train.Trainable.everything(H), preset.finetune_epochs, preset.finetune_batch, preset.patience,
-                weight_mask=weight_mask)
+            variables, info = tune(k_tune, variables, arch, p, weight_mask)
             epochs = info["epochs"]
-        out.update(test_acc_after=acc(variables, arch, p.test), val_acc=acc(variables, arch, p.val),
-                   params_after=nets.count_params(arch) if masks is None else count_unstructured(arch, masks, dims),
-                   widths_before=p.arch.widths, widths_after=arch.widths, depth=arch.depth,
-                   finetune_epochs=epochs)
-        return out
+        params_after = nets.count_params(arch) if masks is None else count_unstructured(arch, masks, dims)
+        no_steps = jnp.zeros((0,), jnp.int32)
+        return Outcome(
+            variables=variables, arch=arch, widths_before=p.arch.widths, params_before=nets.count_params(p.arch),
+            params_after=params_after, test_acc_before=env.accuracy(p.variables, p.arch, p.test),
+            test_acc_after=env.accuracy(variables, arch, p.test), val_acc0=env.accuracy(p.variables, p.arch, p.val),
+            val_acc=env.accuracy(variables, arch, p.val), actions=no_steps, valid=no_steps.astype(bool),
+            reward=no_steps.astype(jnp.float32), finetune_epochs=epochs)
 
-    def program(key, params: EnvParams, setting):
+    rollout = make_rollout(env, random_policy)
+
+    def finish_episode(key, out: Outcome, p: EnvParams):
+        """random_no_ft: one whole-network fine-tune of the episode's final network."""
+        variables, info = tune(jax.random.fold_in(key, 1), out.variables, out.arch, p, None)
+        return out.replace(variables=variables, test_acc_after=env.accuracy(variables, out.arch, p.test),
+                           val_acc=env.accuracy(variables, out.arch, p.val),
+                           finetune_epochs=out.finetune_epochs + info["epochs"])
+
+    def batch_program(key, params: EnvParams, setting):
         keys = jax.random.split(key, params.tau.shape[0])
-        return jax.vmap(one, in_axes=(0, 0, None))(keys, params, setting)
+        if method not in USES_PASSES:
+            return jax.vmap(one_shot, in_axes=(0, 0, None))(keys, params, setting)
+        final, transitions = rollout(keys, params, None)
+        out = episode_outcome(env, params, final, transitions)
+        return jax.vmap(finish_episode)(keys, out, params) if final_finetune else out
 
-    return jax.jit(program)
-
-
-_COMPILED: dict = {}
-
-
-def _compiled(method, dims, preset, passes, finetune, key, params, setting):
-    """Ahead-of-time compiled program for these shapes (so `seconds` excludes compilation), cached per process."""
-    shapes = tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves((params, setting)))
-    sig = (method, dims, preset, passes, finetune, shapes)
-    if sig not in _COMPILED:
-        _COMPILED[sig] = _program(method, dims, preset, passes, finetune).lower(key, params, setting).compile()
-    return _COMPILED[sig]
+    return jax.jit(batch_program)
 
 
-def _setting_arrays(method: str, setting, dims: nets.NetDims) -> dict:
+def setting_arrays(method: str, setting, dims: nets.NetDims) -> dict:
+    """The traced form of a checked `setting` (what `program` takes as its third argument)."""
     if method == "magnitude":
         return {"fraction": jnp.float32(setting)}
     if method == "structured":
@@ -361,9 +342,9 @@ def _setting_arrays(method: str, setting, dims: nets.NetDims) -> dict:
 
 
 def run_baseline(method: str, pool: EnvPool, preset: Preset, *, setting: float | int | None = None,
-                 passes: int = 4, seed: int = 0, batch_size: int = 32, finetune: bool = True,
-                 progress: bool = False) -> list[dict]:
-    """Runs one baseline over every network of `pool`; one row per network (keys as `learn.run_agent`).
+                 passes: int = 4, seed: int = 0, batch_size: int = 32, finetune: bool = True, cut: str = "reinit",
+                 progress: bool = False) -> runner.RunResult:
+    """Runs one baseline over every network of `pool` (`runner.run`): one row per network.
 
     Args:
       method: a key of `BASELINES`.
@@ -376,49 +357,16 @@ def run_baseline(method: str, pool: EnvPool, preset: Preset, *, setting: float |
       batch_size: networks per compiled call (the last batch is padded by repeating a network).
       finetune: random: fine-tune after every cut (False: neither per step nor at the end); every other
         method: one whole-network fine-tune after pruning (pruned weights stay zero).
+      cut: the random agents' cut ("reinit": the paper's environment, or "keep_best").
     Returns:
-      rows with dataset, network, widths_before/after, params_before/after, compression, test_acc_before/after,
-      acc_change_points, val_acc0/val_acc (internal validation split), actions (random agents, else ""),
-      finetune_epochs, seconds (execution per network, compile excluded), method, setting, counting.
+      `runner.RunResult`; rows of `runner.ROW_FIELDS` plus method, setting and counting ("structured" /
+      "unstructured").
     """
     setting = check_setting(method, setting)
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = len(pool)
-    if n == 0:
-        return []
-    batch_size = min(batch_size, n)
-    setting_arrays = _setting_arrays(method, setting, pool.dims)
-    counting = "unstructured" if method in UNSTRUCTURED else "structured"
-    rows = []
-    for start in tqdm(range(0, n, batch_size), desc=method, disable=not progress):
-        idx = np.arange(start, min(start + batch_size, n))
-        padded = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])])
-        params = pool.batch(padded)
-        key = jax.random.fold_in(jax.random.PRNGKey(seed), start)
-        program = _compiled(method, pool.dims, preset, passes, bool(finetune), key, params, setting_arrays)
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(program(key, params, setting_arrays))
-        seconds = time.perf_counter() - t0
-        out = jax.device_get(out)
-        for b, i in enumerate(idx):
-            d = int(out["depth"][b])
-            p0, p1 = int(out["params_before"][b]), int(out["params_after"][b])
-            a0, a1 = float(out["test_acc_before"][b]), float(out["test_acc_after"][b])
-            actions = ""
-            if "actions" in out:
-                actions = "".join(str(int(a)) for a, v in zip(out["actions"][b], out["valid"][b]) if v)
-            rows.append({
-                "dataset": pool.names[i][0], "network": pool.names[i][1],
-                "widths_before": "-".join(map(str, out["widths_before"][b, :d])),
-                "widths_after": "-".join(map(str, out["widths_after"][b, :d])),
-                "params_before": p0, "params_after": p1, "compression": p0 / max(p1, 1),
-                "test_acc_before": a0, "test_acc_after": a1, "acc_change_points": 100.0 * (a1 - a0),
-                "val_acc0": float(out["val_acc0"][b]), "val_acc": float(out["val_acc"][b]),
-                "actions": actions, "finetune_epochs": int(out["finetune_epochs"][b]),
-                "seconds": seconds / len(padded),
-                "method": method, "setting": setting, "counting": counting,
-            })
-    return rows
+    prog = program(method, pool.dims, preset, int(passes), bool(finetune), cut)
+    extra = {"method": method, "setting": setting,
+             "counting": "unstructured" if method in UNSTRUCTURED else "structured"}
+    return runner.run(prog, pool, setting_arrays(method, setting, pool.dims), seed=seed, batch_size=batch_size,
+                      progress=progress, desc=method, extra=extra)

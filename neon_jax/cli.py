@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from neon_jax.choices import ARCHITECTURES, CUTS, PROTOCOLS, REWARD_TRANSFORMS, REWARDS, ZOO_SPLITS
 from neon_jax.presets import PRESETS, get_preset
 
 
@@ -70,29 +71,41 @@ def cmd_zoo(args) -> int:
     return 0
 
 
-ROLLOUT_POLICIES = ("random",)
+ROLLOUT_POLICIES = ("random", "pretrained", "PATH", "keep:F", "while:F:D")
+
+
+def _rollout_policy(spec: str):
+    """Checks a --policy before any work: "random", "pretrained", a rule or an agent file."""
+    from neon_jax import policies
+
+    if spec in ("random", "pretrained"):
+        return spec
+    if policies.is_rule(spec):
+        policies.parse_rule(spec)
+        return spec
+    if Path(spec).with_suffix(".json").exists() or Path(spec).is_dir():
+        return spec
+    raise CLIError(f"unknown policy {spec!r}; choose one of: {', '.join(ROLLOUT_POLICIES)} (PATH: an agent file "
+                   f"of `neon-jax train-agent`)")
 
 
 def cmd_rollout(args) -> int:
-    """Rolls out a policy on every network of one or more zoos at once (one compiled, vmapped program) and
-    reports widths, parameters and test accuracy before and after."""
+    """Prunes every network of one or more zoos with one policy (`neon_jax.runner`) and reports widths,
+    parameters and test accuracy before and after."""
     import jax
-    import numpy as np
 
+    from neon_jax import baselines, learn, policies, pruner, runner
     from neon_jax import env as env_lib
-    from neon_jax import nets
     from neon_jax import zoo as zoo_lib
-    from neon_jax import pool as pool_lib
+    from neon_jax.pool import EnvPool
+    from neon_jax.rollout import policy_program
 
-    policies = {"random": env_lib.random_policy}
-    if args.policy not in policies:
-        raise CLIError(f"unknown policy {args.policy!r}; choose one of: {', '.join(policies)}")
+    policy = _rollout_policy(args.policy)
     tau = env_lib.validate_tau(args.tau)
-    config = env_lib.EnvConfig(passes=args.passes)
     out = Path(args.json)
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} already exists; pass --overwrite to replace it")
-    names = [n for n in args.dataset.split(",") if n]
+    names = _csv_names(args.dataset)
     if not names or len(set(names)) != len(names):
         raise CLIError(f"--dataset needs distinct dataset names, got {args.dataset!r}")
     root = Path(args.zoo)
@@ -113,97 +126,45 @@ def cmd_rollout(args) -> int:
     else:
         zoo_presets = sorted({z.preset.name for z, _ in pairs})
         if len(zoo_presets) > 1:
-            raise CLIError(f"the zoos were built with different presets ({', '.join(zoo_presets)}); "
-                           f"pass --preset")
+            raise CLIError(f"the zoos were built with different presets ({', '.join(zoo_presets)}); pass --preset")
         preset = pairs[0][0].preset
     if sum(len(z.indices(args.which)) for z, _ in pairs) == 0:
         raise CLIError(f"the zoos hold no {args.which!r} networks")
-    batch, dims, ids = pool_lib.batch_from_zoos(pairs, args.which, tau, preset)
+    pool = EnvPool.from_zoos(pairs, args.which, tau, preset)
+    config = env_lib.EnvConfig(passes=args.passes, cut=args.cut)
+    print(f"rollout: {len(pool)} networks ({', '.join(names)}), policy {policy}, {args.passes} pass(es), "
+          f"batches of {min(args.batch, len(pool))}", file=sys.stderr, flush=True)
+    if policy == "random":
+        result = baselines.run_baseline("random", pool, preset, passes=args.passes, cut=args.cut, seed=args.seed,
+                                        batch_size=args.batch, progress=not args.quiet)
+    elif policies.is_rule(policy):
+        env = env_lib.NeonEnv(config, pool.dims, preset)
+        result = runner.run(policy_program(env, policies.rule_policy), pool, policies.parse_rule(policy),
+                            seed=args.seed, batch_size=args.batch, progress=not args.quiet)
+    else:
+        agent, actor, _, description, _ = pruner.load_agent(policy, preset, tau)
+        print(f"agent: {description}", file=sys.stderr)
+        result = learn.run_agent(agent, actor, pool, preset, config, seed=args.seed, batch_size=args.batch,
+                                 progress=not args.quiet)
     zoos = {z.dataset: z for z, _ in pairs}
-
-    env = env_lib.NeonEnv(config, dims, preset)
-    rollout = env_lib.make_rollout(env, policies[args.policy])
-    n = len(ids)
-    key = jax.random.PRNGKey(args.seed)
-    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    say(f"rollout: {n} networks ({', '.join(names)}), {args.passes} pass(es), up to {env.max_steps} steps "
-        f"each, one batch; compiling...")
-    start = time.perf_counter()
-    compiled = rollout.lower(key, batch).compile()
-    compile_s = time.perf_counter() - start
-    say(f"compiled in {compile_s:.1f}s; rolling out...")
-    start = time.perf_counter()
-    state, traj = jax.block_until_ready(compiled(key, batch))
-    run_s = time.perf_counter() - start
-    say(f"rolled out in {run_s:.2f}s")
-    evaluate = jax.jit(jax.vmap(lambda v, a, p: env_lib.evaluate_test_accuracy(env, v, a, p)))
-    acc_before = np.asarray(evaluate(batch.variables, batch.arch, batch))
-    acc_after = np.asarray(evaluate(state.variables, state.arch, batch))
-
-    host = jax.device_get
-    depth = np.asarray(host(batch.arch.depth))
-    widths_before, widths_after = np.asarray(host(batch.arch.widths)), np.asarray(host(state.arch.widths))
-    params_before = np.asarray(host(nets.count_params(batch.arch)))
-    params_after = np.asarray(host(nets.count_params(state.arch)))
-    active = np.asarray(host(traj["info"]["active"]))  # (T, B)
-    keep = np.asarray(host(traj["info"]["keep"]))
-    returns = np.asarray(host(traj["reward"])).sum(0)
-    epochs = np.asarray(host(traj["info"]["finetune_epochs"])).sum(0)
-    val_before, val_after = np.asarray(host(state.acc0)), np.asarray(host(state.acc))
-    per_net_s = run_s / n
-    rows, table = [], []
-    for b, (dataset, i) in enumerate(ids):
-        d = int(depth[b])
-        wb, wa = [int(w) for w in widths_before[b, :d]], [int(w) for w in widths_after[b, :d]]
-        compression = float(params_before[b] / max(int(params_after[b]), 1))
-        split = "held-out" if zoos[dataset].heldout[i] else "train"
-        rows.append({
-            "dataset": dataset, "net": i, "split": split, "widths_before": wb, "widths_after": wa,
-            "params_before": int(params_before[b]), "params_after": int(params_after[b]),
-            "compression": compression,
-            "test_accuracy_before": float(acc_before[b]), "test_accuracy_after": float(acc_after[b]),
-            "val_accuracy_before": float(val_before[b]), "val_accuracy_after": float(val_after[b]),
-            "keep_fractions": [round(float(k), 4) for k in keep[active[:, b], b]],
-            "return": float(returns[b]), "steps": int(active[:, b].sum()),
-            "finetune_epochs": int(epochs[b]), "seconds_amortised": per_net_s,
-        })
-        table.append((dataset, i, split, f"{'-'.join(map(str, wb))} -> {'-'.join(map(str, wa))}",
-                      f"{params_before[b]} -> {params_after[b]}", f"x{compression:.2f}",
-                      f"{acc_before[b]:.3f} -> {acc_after[b]:.3f}", f"{returns[b]:.0f}", f"{per_net_s:.3f}"))
-    print(format_table(["dataset", "net", "split", "widths", "params", "compr.", "test acc", "return",
-                        "s/net*"], table))
-    compressions = np.array([r["compression"] for r in rows])
-    change = 100.0 * (acc_after - acc_before)
-    totals = {
-        "networks": n,
-        "compression_mean": float(compressions.mean()),
-        "compression_median": float(np.median(compressions)),
-        "compression_of_total_params": float(params_before.sum() / max(int(params_after.sum()), 1)),
-        "test_accuracy_before_mean": float(acc_before.mean()),
-        "test_accuracy_after_mean": float(acc_after.mean()),
-        "test_accuracy_change_mean_points": float(change.mean()),
-        "finetune_epochs_total": int(epochs.sum()),
-    }
-    print(f"* s/net = batch wall time / batch size ({run_s:.2f}s / {n}), amortised over one batched roll-out; "
-          f"compile {compile_s:.1f}s not included")
-    print(f"{n} networks: compression mean x{totals['compression_mean']:.2f}, median "
-          f"x{totals['compression_median']:.2f}; test accuracy {totals['test_accuracy_before_mean']:.3f} -> "
-          f"{totals['test_accuracy_after_mean']:.3f} (mean change {totals['test_accuracy_change_mean_points']:+.2f} "
-          f"points)")
+    rows = [dict(r, split="held-out" if zoos[r["dataset"]].heldout[r["network"]] else "train") for r in result.rows]
+    table = [(r["dataset"], r["network"], r["split"], f"{r['widths_before']} -> {r['widths_after']}",
+              f"{r['params_before']} -> {r['params_after']}", f"x{r['compression']:.2f}",
+              f"{r['test_acc_before']:.3f} -> {r['test_acc_after']:.3f}", f"{r['return']:.0f}") for r in rows]
+    print(format_table(["dataset", "net", "split", "widths", "params", "compr.", "test acc", "return"], table))
+    totals = runner.summarise(rows)
+    print(f"{len(rows)} networks: compression mean x{totals['compression_mean']:.2f}, median "
+          f"x{totals['compression_median']:.2f}; test accuracy change mean {totals['acc_change_mean']:+.2f} points; "
+          f"compiled in {result.compile_seconds:.1f}s, ran in {result.run_seconds:.2f}s")
     device = jax.devices()[0]
     doc = {
         "command": "rollout",
-        "settings": {
-            "datasets": names, "zoo": str(root), "data_dir": args.data_dir, "which": args.which,
-            "policy": args.policy, "passes": args.passes, "tau": tau, "seed": args.seed, "preset": preset.name,
-            "max_steps": env.max_steps, "cut": config.cut, "reward": config.reward,
-        },
+        "settings": {"datasets": names, "zoo": str(root), "data_dir": args.data_dir, "which": args.which,
+                     "policy": policy, "passes": args.passes, "tau": tau, "seed": args.seed, "preset": preset.name,
+                     "cut": args.cut, "batch": args.batch},
         "device": {"platform": device.platform, "kind": device.device_kind, "jax": jax.__version__},
-        "compile_seconds": compile_s,
-        "run_seconds": run_s,
-        "seconds_per_network_amortised": per_net_s,
-        "totals": totals,
-        "networks": rows,
+        "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds,
+        "totals": totals, "networks": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
@@ -230,7 +191,8 @@ def cmd_train_agent(args) -> int:
     import dataclasses
 
     from neon_jax import agent as agent_lib
-    from neon_jax import learn, zoo as zoo_lib
+    from neon_jax import learn, runner
+    from neon_jax import zoo as zoo_lib
     from neon_jax.env import EnvConfig, validate_tau
     from neon_jax.pool import EnvPool
 
@@ -249,16 +211,14 @@ def cmd_train_agent(args) -> int:
     preset = loaded[0][0].preset
     if args.preset and args.preset != preset.name:
         raise CLIError(f"the zoos were built with preset {preset.name!r}, not {args.preset!r}")
-    env_config = EnvConfig(passes=args.passes, cut=args.cut, reward=args.reward,
-                           legacy_single_pass=args.legacy, legacy_bn_reset=args.legacy,
-                           legacy_wrap_state=args.legacy, legacy_reset_train_mode=args.legacy)
+    env_config = EnvConfig(passes=args.passes, cut=args.cut, reward=args.reward).with_legacy(args.legacy)
     agent_config = agent_lib.AgentConfig(architecture=args.architecture, batch_size=args.batch,
-                                         legacy_episode_mean_advantage=args.legacy,
                                          reward_transform=args.reward_transform,
                                          normalise_advantages=args.normalise_advantages,
                                          entropy_coef=args.entropy_coef,
                                          observe_progress=args.observe_progress, gamma=args.gamma,
-                                         update_epochs=args.update_epochs, clip_epsilon=args.clip_epsilon)
+                                         update_epochs=args.update_epochs,
+                                         clip_epsilon=args.clip_epsilon).with_legacy(args.legacy)
     everything = loaded + unseen
     common = EnvPool.from_zoos(everything, "all", tau, preset).dims  # one padded shape for train and eval
     pool = EnvPool.from_zoos(loaded, "train", tau, preset, dims=common)
@@ -281,11 +241,11 @@ def cmd_train_agent(args) -> int:
     for label, eval_pool in evaluations:
         for policy in ("agent", "random"):
             rows = learn.run_agent(agent, state.actor, eval_pool, preset, env_config, seed=args.seed,
-                                   random_actions=policy == "random", progress=not args.quiet)
+                                   random_actions=policy == "random", progress=not args.quiet).rows
             for r in rows:
                 r.update(protocol=label, policy=policy)
             all_rows += rows
-            summary[f"{label}/{policy}"] = learn.summarise(rows)
+            summary[f"{label}/{policy}"] = runner.summarise(rows)
     _write_csv(out / "evaluation.csv", all_rows)
     (out / "evaluation.json").write_text(json.dumps({"settings": {"tau": tau, "passes": args.passes,
                                                                   "env": dataclasses.asdict(env_config)},
@@ -490,22 +450,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_zoo)
 
-    p = sub.add_parser("rollout", help="prune every zoo network with a policy (one batched roll-out) and report")
+    p = sub.add_parser("rollout", help="prune every zoo network with one policy (batched roll-outs) and report")
     p.add_argument("--dataset", required=True,
                    help="dataset name(s), comma-separated; each zoo is read from ZOO/<name>/")
     _add_data_args(p)
     p.add_argument("--zoo", required=True, help="folder holding the zoos (the --out of `neon-jax zoo`)")
     p.add_argument("--policy", default="random",
-                   help=f"policy: {', '.join(ROLLOUT_POLICIES)} (uniform over the 5 keep fractions)")
+                   help="random (uniform over the 5 keep fractions), pretrained (the shipped agent nearest "
+                        "--tau), an agent PATH, keep:F (always keep F) or while:F:D (keep F while the validation "
+                        "accuracy is at most D points down)")
     p.add_argument("--passes", type=int, default=4, help="visits of every hidden layer per episode (paper: 1 or 4)")
+    p.add_argument("--cut", default="reinit", choices=CUTS, help="cut semantics (reinit: the paper's)")
     p.add_argument("--tau", default="5", help="tolerated accuracy drop in points, 0..100 (paper: 1, 5, 50)")
-    p.add_argument("--which", default="all", choices=["train", "heldout", "all"], help="networks of each zoo")
+    p.add_argument("--which", default="all", choices=ZOO_SPLITS, help="networks of each zoo")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=32, help="networks per compiled batch")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
                    help="fine-tune schedule (default: the zoo's preset; widths must match the zoo's)")
     p.add_argument("--json", required=True, help="write the settings, per-network rows and totals here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_rollout)
+
     p = sub.add_parser("train-agent", help="train a NEON agent on the training networks of many zoos")
     p.add_argument("--zoo", required=True, help="folder of zoos (one subfolder per dataset)")
     p.add_argument("--datasets", default=None, help="comma-separated datasets to train on (default: every zoo "
@@ -517,11 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=None, help="default: the original's 10 N + min(2N, 500)")
     p.add_argument("--batch", type=int, default=8, help="episodes per update (1 = the original's schedule)")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="must match the zoos' preset")
-    p.add_argument("--architecture", default="neon", choices=["neon", "compact"])
-    p.add_argument("--cut", default="reinit", choices=["reinit", "keep_best"])
-    p.add_argument("--reward", default="neon", choices=["neon", "reward1", "reward2", "original", "neon_hold"])
-    p.add_argument("--legacy", action="store_true", help="reproduce the original's bugs (spec §12 A0, B1, B2, B6, B9)")
-    p.add_argument("--reward-transform", default="none", choices=["none", "symlog", "scaled"],
+    p.add_argument("--architecture", default="neon", choices=ARCHITECTURES)
+    p.add_argument("--cut", default="reinit", choices=CUTS)
+    p.add_argument("--reward", default="neon", choices=REWARDS)
+    p.add_argument("--legacy", action="store_true",
+                   help="reproduce the original's bugs (spec §12 A0, B1, B2, B6, B9: EnvConfig.LEGACY_FIELDS and "
+                        "AgentConfig.LEGACY_FIELDS)")
+    p.add_argument("--reward-transform", default="none", choices=REWARD_TRANSFORMS,
                    help="beyond the paper: learn from sign(r) log(1+|r|) of the cubic reward (symlog) or from "
                         "r / 64,000 (scaled: the paper's trade-off, O(1) critic targets)")
     p.add_argument("--normalise-advantages", action="store_true",
@@ -541,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder: log.csv, checkpoint, evaluation (resumes if present)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
-    p.add_argument("--unseen-networks", default="all", choices=["all", "heldout"],
+    p.add_argument("--unseen-networks", default="all", choices=("all", "heldout"),
                    help="networks of the unseen datasets to evaluate (paper: all 30)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_agent)
@@ -559,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", default="pretrained", help="'pretrained', 'random' or a checkpoint path")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--greedy", action="store_true", help="argmax actions (the original samples)")
-    p.add_argument("--cut", default=None, choices=["reinit", "keep_best"],
+    p.add_argument("--cut", default=None, choices=CUTS,
                    help="cut semantics (default: the one the agent was trained with)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the report as JSON here")
@@ -590,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zoo-root", default=None, help="folder of zoos (one subfolder per dataset); required")
     p.add_argument("--methods", default="neon,random", help="comma-separated: neon, random and the baselines "
                                                             "(magnitude, structured, lap, random_no_ft, ...)")
-    p.add_argument("--protocol", default="heldout", choices=["heldout", "unseen"],
+    p.add_argument("--protocol", default="heldout", choices=PROTOCOLS,
                    help="heldout: each zoo's held-out networks; unseen: all networks of datasets in seeded folds")
     p.add_argument("--tau", default="5", help="comma-separated tolerances for neon (paper: 1,5,50)")
     p.add_argument("--passes", default="4", help="comma-separated passes (paper: 1,4)")
@@ -604,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", default=None, help="unseen protocol: which folds to evaluate (default: all)")
     p.add_argument("--fold-size", type=int, default=6, help="datasets per unseen fold (paper: 6)")
     p.add_argument("--fold-seed", type=int, default=0)
-    p.add_argument("--random-cut", default="reinit", choices=["reinit", "keep_best"],
+    p.add_argument("--random-cut", default="reinit", choices=CUTS,
                    help="cut of the random agent (reinit: the paper's environment)")
     p.add_argument("--batch", type=int, default=32, help="networks per compiled batch")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="default: the zoos' preset")

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from neon_jax import paper_results
+from neon_jax.choices import PROTOCOLS
 
-PROTOCOLS = ("heldout", "unseen")
 BUILTIN_METHODS = ("neon", "random")
 ACC_TOLERANCE = 1e-6  # points: |change| at or below this counts as "held" (identical accuracies give exactly 0)
 OUTPUT_FILES = ("settings.json", "networks.csv", "cells.jsonl", "report.md", "summary.json",
@@ -470,16 +470,16 @@ def run_evaluation(cfg: EvalConfig, out_dir, *, overwrite: bool = False, progres
                 agent_info = agents.get(cell.setting)
                 rows = learn.run_agent(agent_info["agent"], agent_info["actor"], view, preset,
                                        EnvConfig(passes=cell.passes, cut=agent_info["cut"]), seed=cell.seed,
-                                       greedy=cell.greedy, batch_size=cfg.batch_size)
+                                       greedy=cell.greedy, batch_size=cfg.batch_size).rows
             elif cell.method == "random":
-                rows = learn.run_agent(*_random_agent(preset), view, preset,
-                                       EnvConfig(passes=cell.passes, cut=cell.setting or "reinit"),
-                                       seed=cell.seed, random_actions=True, batch_size=cfg.batch_size)
+                rows = _baselines().run_baseline("random", view, preset, passes=cell.passes,
+                                                 cut=cell.setting or "reinit", seed=cell.seed,
+                                                 batch_size=cfg.batch_size).rows
             else:
                 rows = _baselines().run_baseline(cell.method, view, preset,
                                                  setting=_parse_setting(cell.method, cell.setting, cfg),
                                                  passes=cell.passes if cell.passes is not None else 4,
-                                                 seed=cell.seed, batch_size=cfg.batch_size, finetune=True)
+                                                 seed=cell.seed, batch_size=cfg.batch_size, finetune=True).rows
             seconds = time.perf_counter() - t0
             records = _records(cell, rows, cfg.protocol, zoos, agent_info, cell.key)
             _append_rows(out / "networks.csv", records)
@@ -488,19 +488,6 @@ def run_evaluation(cfg: EvalConfig, out_dir, *, overwrite: bool = False, progres
                                      "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
         bar.close()
     return write_report(out)
-
-
-_RANDOM_AGENT = {}
-
-
-def _random_agent(preset):
-    """(agent, actor params) of the random policy (the actor is ignored with random_actions)."""
-    if preset.name not in _RANDOM_AGENT:
-        from neon_jax import pruner
-
-        agent, actor, *_ = pruner.load_agent("random", preset)
-        _RANDOM_AGENT[preset.name] = (agent, actor)
-    return _RANDOM_AGENT[preset.name]
 
 
 def _check_agent(info: dict, cell: Cell, folds, protocol: str) -> None:

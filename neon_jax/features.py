@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from neon_jax.nets import Arch, MaskedMLP, NetDims
+from neon_jax import nets
+from neon_jax.nets import Arch, Hints, MaskedMLP, NetDims
 from neon_jax.presets import ACT_RELU, ACT_SIGMOID, ACT_TANH, PRE_BATCHNORM, PRE_DROPOUT, Preset
 
 STATISTICS = ("mean", "std", "skewness", "kurtosis", "min", "max", "l1", "l2")
@@ -248,56 +249,58 @@ def weight_statistics(variables: dict, arch: Arch, dims: NetDims, F: int, R: int
     _check_width(dims, F)
     params = variables["params"]
     feature_mask = arch.feature_mask(dims.d_max)
-    first = weighted_statistics(params["layer0_kernel"], feature_mask)  # (8, w_max)
+    kernels = nets.kernels(params, dims.max_hidden)
+    first = weighted_statistics(kernels[0], feature_mask)  # (8, w_max)
     per_layer = [first]
     for j in range(1, dims.max_hidden):
-        per_layer.append(weighted_statistics(params[f"layer{j}_kernel"], arch.mask[j - 1]))
+        per_layer.append(weighted_statistics(kernels[j], arch.mask[j - 1]))
     hidden = compact_neurons(jnp.stack(per_layer), arch.mask[:, None, :], F)  # (max_hidden, 8, F)
     last_mask = arch.mask[arch.depth - 1]
-    output = weighted_statistics(params["output_kernel"], last_mask)  # (8, k_max)
+    output = weighted_statistics(kernels[-1], last_mask)  # (8, k_max)
     output = compact_neurons(output, arch.class_mask(dims.k_max)[None, :], F)
     return jnp.moveaxis(_place_rows(hidden, output, arch.depth, R), 0, 1)
 
 
 def hidden_activations(variables: dict, arch: Arch, dims: NetDims, x: jax.Array, row_weight: jax.Array,
                        train: bool = False, key: jax.Array | None = None, dropout_rate: float = 0.5,
-                       depth_bound=None):
+                       hints: Hints | None = None):
     """One forward pass of the masked network; returns (hidden (max_hidden, S, w_max), variables after).
 
     Eval mode uses BN running statistics and no dropout. `train=True` is the original's reset quirk (§12 B6):
     dropout on (needs `key`) and BN on the batch statistics of the rows with `row_weight` > 0, which also moves
     the BN running statistics by momentum 0.1; the returned variables carry that update (unchanged in eval mode).
-    `depth_bound` (optional, unbatched): skip hidden layers no network of a vmapped batch has (see `MaskedMLP`).
+    `hints` (optional): `nets.Hints` about the whole vmapped batch (layers past its depth bound are skipped).
     """
     _check_key(train, key)
     model = MaskedMLP(dims=dims, dropout_rate=dropout_rate)
     if train:
         (_, hidden), updates = model.apply(variables, x, arch, train=True, row_weight=row_weight,
                                            return_hidden=True, rngs={"dropout": key}, mutable=["batch_stats"],
-                                           depth_bound=depth_bound)
+                                           hints=hints)
         return hidden, {**variables, **updates}
     _, hidden = model.apply(variables, x, arch, train=False, row_weight=row_weight, return_hidden=True,
-                            depth_bound=depth_bound)
+                            hints=hints)
     return hidden, variables
 
 
 def activation_statistics(variables: dict, arch: Arch, dims: NetDims, x: jax.Array, row_weight: jax.Array,
                           F: int, R: int, train: bool = False, key: jax.Array | None = None, *,
-                          dropout_rate: float = 0.5, return_variables: bool = False, depth_bound=None):
+                          dropout_rate: float = 0.5, return_variables: bool = False, hints: Hints | None = None):
     """Raw activation-statistics map (neon_spec.md §3.3): (8, R, F) float32.
 
     Args:
       x: (S, d_max) the feature-extraction sample; row_weight: (S,) 1 for real rows, 0 for padding rows.
       train / key / dropout_rate: see `hidden_activations` (default eval mode).
       return_variables: also return the variables after the pass (BN running statistics moved in train mode).
-      depth_bound: optional, unbatched: layers no network of a vmapped batch has are skipped (forward pass and
-        statistics; their rows are zeros either way).
+      hints: optional `nets.Hints` about the whole vmapped batch: layers past its depth bound are skipped
+        (forward pass and statistics; their rows are zeros either way).
     Row j < depth: post-activation outputs of hidden layer j, statistics per alive neuron (compacted) over the
     weighted rows. The output row and rows past it are zeros (the original hooks every row but the last).
     """
     _check_width(dims, F)
     hidden, new_variables = hidden_activations(variables, arch, dims, x, row_weight, train, key, dropout_rate,
-                                               depth_bound)
+                                               hints)
+    depth_bound = None if hints is None else hints.depth_bound
     if depth_bound is None:
         stats = weighted_statistics(hidden, row_weight[None, :])  # (max_hidden, 8, w_max)
     else:
@@ -382,7 +385,7 @@ def activation_sample(key: jax.Array, x: jax.Array, y: jax.Array, n_rows, size: 
 
 def raw_state(variables: dict, arch: Arch, dims: NetDims, preset: Preset, x_sample: jax.Array,
               row_weight: jax.Array, train: bool = False, key: jax.Array | None = None, *,
-              return_variables: bool = False, depth_bound=None):
+              return_variables: bool = False, hints: Hints | None = None):
     """Unnormalised maps: (topology (R, 8), activations (8, R, F), weights (8, R, F)) with R, F from `preset`.
 
     With `return_variables`, returns ``((topology, activations, weights), variables_after)`` (see
@@ -395,7 +398,7 @@ def raw_state(variables: dict, arch: Arch, dims: NetDims, preset: Preset, x_samp
     weights = weight_statistics(variables, arch, dims, F, R)
     activations, new_variables = activation_statistics(
         variables, arch, dims, x_sample, row_weight, F, R, train, key,
-        dropout_rate=preset.dropout_rate, return_variables=True, depth_bound=depth_bound)
+        dropout_rate=preset.dropout_rate, return_variables=True, hints=hints)
     maps = (topology, activations, weights)
     return (maps, new_variables) if return_variables else maps
 
@@ -425,7 +428,7 @@ def normalise_state(topology: jax.Array, act_map: jax.Array, weight_map: jax.Arr
 
 def observe(variables: dict, arch: Arch, dims: NetDims, preset: Preset, x_sample: jax.Array,
             row_weight: jax.Array, layer_row, train: bool = False, key: jax.Array | None = None, *,
-            return_variables: bool = False, depth_bound=None):
+            return_variables: bool = False, hints: Hints | None = None):
     """The full NEON observation of one network for the current row: `raw_state` then `normalise_state`.
 
     Args:
@@ -434,12 +437,12 @@ def observe(variables: dict, arch: Arch, dims: NetDims, preset: Preset, x_sample
       layer_row: () int, the 0-based row of the current layer (the environment's pointer minus one).
       train / key: the reset quirk (§12 B6), see `hidden_activations`.
       return_variables: also return the variables after the forward pass (BN running stats nudged in train mode).
-      depth_bound: optional, unbatched bound on the depth of every network of a vmapped batch (see `MaskedMLP`).
+      hints: optional `nets.Hints` about the whole vmapped batch (see `nets.MaskedMLP`).
     Returns:
       `Observation` (or ``(Observation, variables_after)``).
     """
     maps, new_variables = raw_state(variables, arch, dims, preset, x_sample, row_weight, train, key,
-                                    return_variables=True, depth_bound=depth_bound)
+                                    return_variables=True, hints=hints)
     obs = normalise_state(*maps, layer_row)
     return (obs, new_variables) if return_variables else obs
 

@@ -3,14 +3,13 @@
 `train_agent` is the original's loop (neon_spec.md §1.3) made batched: the training networks are shuffled
 once and served round-robin, B episodes per jitted iteration; the first min(2N, 500) episodes act at random;
 the default length is the original's M = 10 N + W episodes. Every episode is logged to CSV, checkpoints are
-written atomically and a run resumes from its last checkpoint. `run_agent` evaluates a trained (or random)
-agent on a pool and reports what the paper reports, on the test split.
+written atomically and a run resumes from its last checkpoint. `run_agent` prunes a pool with a trained (or
+the random) policy through `neon_jax.runner` and reports what the paper reports, on the test split.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import dataclasses
 import json
 import time
@@ -22,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from neon_jax import agent as agent_lib
-from neon_jax import nets, train
+from neon_jax import runner
 from neon_jax.env import EnvConfig, NeonEnv
 from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset
@@ -108,86 +107,22 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
     return agent, state
 
 
+def agent_env(agent: agent_lib.Agent, dims, preset: Preset, env_config: EnvConfig) -> NeonEnv:
+    """The environment an agent acts in on networks of `preset`: the preset's schedules with the agent's state maps
+    (`Agent.observation_preset`)."""
+    return NeonEnv(env_config, dims, agent.observation_preset(preset))
+
+
 def run_agent(agent: agent_lib.Agent, actor_params, pool: EnvPool, preset: Preset, env_config: EnvConfig,
               seed: int = 0, greedy: bool = False, random_actions: bool = False, batch_size: int = 32,
-              progress: bool = False, networks: list | None = None) -> list[dict]:
-    """Prunes every network of `pool` with the agent (no learning); one row per network.
+              progress: bool = False, keep_networks: bool = False) -> runner.RunResult:
+    """Prunes every network of `pool` with the agent's policy (no learning): `runner.RunResult` (rows of
+    `runner.ROW_FIELDS`).
 
     Actions are sampled from the policy by default, as the original evaluates (§1.4); `greedy` takes the
     argmax; `random_actions` is the random agent of the same environment. Accuracies are on the TEST split.
-    If `networks` is a list, the pruned (variables, arch) of every network is appended to it (host arrays).
     """
-    batch_size = max(1, min(batch_size, len(pool)))
-    env = NeonEnv(env_config, pool.dims, preset)
-    evaluate = _evaluator(env, agent)
-    test_acc = _test_accuracy_fn(env.trainer)
-    rows = []
-    n = len(pool)
-    for start in tqdm(range(0, n, batch_size), desc="prune", disable=not progress):
-        idx = np.arange(start, min(start + batch_size, n))
-        padded = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])]) if len(idx) < batch_size else idx
-        params = pool.batch(padded)
-        t0 = time.perf_counter()
-        final, traj = evaluate(actor_params, params, jax.random.fold_in(jax.random.PRNGKey(seed), start),
-                               jnp.bool_(greedy), jnp.bool_(random_actions))
-        jax.block_until_ready(final)
-        seconds = time.perf_counter() - t0
-        acc_before = np.asarray(test_acc(params.variables, params.arch, params.test))
-        acc_after = np.asarray(test_acc(final.variables, final.arch, params.test))
-        p0 = np.asarray(nets.count_params(params.arch))
-        p1 = np.asarray(nets.count_params(final.arch))
-        w0, w1 = np.asarray(params.arch.widths), np.asarray(final.arch.widths)
-        depth = np.asarray(params.arch.depth)
-        actions = np.asarray(traj["action"])
-        valid = np.asarray(traj["valid"])
-        if networks is not None:
-            host = jax.device_get((final.variables, final.arch))
-            networks += [jax.tree_util.tree_map(lambda a: a[b], host) for b in range(len(idx))]
-        for b, i in enumerate(idx):
-            d = int(depth[b])
-            rows.append({
-                "dataset": pool.names[i][0], "network": pool.names[i][1],
-                "widths_before": "-".join(map(str, w0[b, :d])), "widths_after": "-".join(map(str, w1[b, :d])),
-                "params_before": int(p0[b]), "params_after": int(p1[b]), "compression": float(p0[b] / p1[b]),
-                "test_acc_before": float(acc_before[b]), "test_acc_after": float(acc_after[b]),
-                "acc_change_points": float(100 * (acc_after[b] - acc_before[b])),
-                "val_acc0": float(final.acc0[b]), "val_acc": float(final.acc[b]),
-                "return": float((np.asarray(traj["reward"])[b] * valid[b]).sum()),
-                "actions": "".join(str(a) for a, v in zip(actions[b], valid[b]) if v),
-                "seconds": seconds / len(padded),
-            })
-    return rows
-
-
-_EVALUATORS: dict = {}
-
-
-def _evaluator(env: NeonEnv, agent: agent_lib.Agent):
-    key = (env.config, env.dims, env.preset, agent.config)
-    if key not in _EVALUATORS:  # one compile per shape and setting for the whole process
-        _EVALUATORS[key] = agent_lib.make_evaluate(env, agent)
-    return _EVALUATORS[key]
-
-
-@functools.lru_cache(maxsize=None)
-def _test_accuracy_fn(env_trainer):
-    trainer = env_trainer
-
-    @jax.jit
-    def accuracy(variables, archs, split):
-        return jax.vmap(lambda v, a, s: trainer.accuracy_one(v, a, 0, jax.tree_util.tree_map(lambda x: x[None], s)))(
-            variables, archs, split)
-
-    return accuracy
-
-
-def summarise(rows: list[dict]) -> dict:
-    """Mean / median compression and accuracy change, and the fell / held / rose counts (as the paper)."""
-    if not rows:
-        return {}
-    comp = np.array([r["compression"] for r in rows])
-    dacc = np.array([r["acc_change_points"] for r in rows])
-    return {"networks": len(rows), "compression_mean": float(comp.mean()), "compression_median": float(np.median(comp)),
-            "acc_change_mean": float(dacc.mean()), "acc_change_median": float(np.median(dacc)),
-            "acc_fell": int((dacc < -1e-9).sum()), "acc_held": int((np.abs(dacc) <= 1e-9).sum()),
-            "acc_rose": int((dacc > 1e-9).sum())}
+    env = agent_env(agent, pool.dims, preset, env_config)
+    program = agent_lib.policy_program(env, agent)
+    return runner.run(program, pool, agent.policy(actor_params, greedy, random_actions), seed=seed,
+                      batch_size=batch_size, progress=progress, keep_networks=keep_networks)

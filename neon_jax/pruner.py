@@ -16,9 +16,9 @@ import jax
 import numpy as np
 
 from neon_jax import agent as agent_lib
-from neon_jax import interop, nets
+from neon_jax import interop, nets, runner
 from neon_jax.env import EnvConfig, validate_tau
-from neon_jax.learn import run_agent
+from neon_jax.learn import agent_env
 from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset, get_preset
 from neon_jax.zoo import Zoo, build_zoo, prepare_data
@@ -35,13 +35,21 @@ class PruneResult:
     report: dict
 
 
-def pretrained_checkpoint(preset_name: str, tau: float | None = None) -> Path:
-    """Path (stem) of the shipped agent for a preset, the one trained nearest `tau` (on a log scale; None means
-    the default tau of 5); a clear error if none ships."""
-    if preset_name not in PRETRAINED:
-        raise ValueError(f"no pretrained agent ships for preset {preset_name!r} (available: "
+def pretrained_checkpoint(preset: str | Preset, tau: float | None = None) -> Path:
+    """Path (stem) of the shipped agent for networks of `preset`, the one trained nearest `tau` (on a log scale;
+    None means the default tau of 5).
+
+    The preset's own agents first; a preset without any (such as `tiny`) takes the agents of a preset whose state
+    maps hold its networks (as many hidden layers, as wide). A clear error if none does.
+    """
+    preset = get_preset(preset)
+    candidates = [preset.name] + [name for name in PRETRAINED if name != preset.name]
+    fits = [name for name in candidates if name in PRETRAINED and _maps_hold(get_preset(name), preset)]
+    if not fits:
+        raise ValueError(f"no pretrained agent ships for preset {preset.name!r} (its networks have up to "
+                         f"{preset.max_hidden} hidden layers of {preset.w_max} neurons; agents ship for "
                          f"{', '.join(PRETRAINED)}); train one with `neon-jax train-agent` and pass --agent PATH")
-    by_tau = PRETRAINED[preset_name]
+    by_tau = PRETRAINED[fits[0]]
     target = np.log1p(5.0 if tau is None else float(tau))
     nearest = min(by_tau, key=lambda t: (abs(np.log1p(t) - target), t))
     path = Path(str(resources.files("neon_jax") / "assets" / by_tau[nearest]))
@@ -50,18 +58,23 @@ def pretrained_checkpoint(preset_name: str, tau: float | None = None) -> Path:
     return path
 
 
+def _maps_hold(agent_preset: Preset, preset: Preset) -> bool:
+    return agent_preset.feature_width >= preset.w_max and agent_preset.feature_rows >= preset.max_hidden + 1
+
+
 def load_agent(spec: str, preset: Preset, tau: float | None = None):
     """'pretrained' (the shipped agent trained nearest `tau`), 'random' or a checkpoint path ->
-    (agent, actor_params, random_actions, description, meta)."""
+    (agent, actor_params, random_actions, description, meta). The agent must observe networks of `preset`
+    (`Agent.observation_preset`)."""
     if spec == "random":
         agent = agent_lib.Agent(agent_lib.AgentConfig(batch_size=1), preset)
         return agent, agent.init(jax.random.PRNGKey(0)).actor, True, "random policy", {}
-    path = pretrained_checkpoint(preset.name, tau) if spec == "pretrained" else Path(spec)
+    path = pretrained_checkpoint(preset, tau) if spec == "pretrained" else Path(spec)
     agent, actor, meta = agent_lib.load_policy(path)
-    if agent.preset.feature_width != preset.feature_width or agent.preset.feature_rows != preset.feature_rows:
-        raise ValueError(f"the agent at {path} observes feature width {agent.preset.feature_width}, but preset "
-                         f"{preset.name!r} has {preset.feature_width}; use the agent's preset "
-                         f"({agent.preset.name!r})")
+    try:
+        agent.observation_preset(preset)
+    except ValueError as err:
+        raise ValueError(f"the agent at {path} cannot observe these networks: {err}") from None
     trained_tau = meta.get("tau", meta.get("settings", {}).get("tau"))
     what = f"{spec} {path.name}" if spec == "pretrained" else spec
     tau_note = f", trained at tau {float(trained_tau):g}" if trained_tau is not None else ""
@@ -127,23 +140,25 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         zoo = _single_network_zoo(network, prepared, preset)
     base_seconds = time.perf_counter() - start
     pool = EnvPool.from_zoos([(zoo, prepared)], "all", tau, preset)
-    env_config = EnvConfig(passes=passes, cut=cut)
+    env = agent_env(agent_obj, pool.dims, preset, EnvConfig(passes=passes, cut=cut))
     say(f"pruning with the {agent_desc} agent (tau={tau:g}, passes={passes}) ...")
     t0 = time.perf_counter()
-    finals: list = []
-    rows = run_agent(agent_obj, actor_params, pool, preset, env_config, seed=seed, greedy=greedy,
-                     random_actions=random_actions, batch_size=1, networks=finals)
+    result = runner.run(agent_lib.policy_program(env, agent_obj), pool,
+                        agent_obj.policy(actor_params, greedy, random_actions), seed=seed, batch_size=1,
+                        keep_networks=True)
     prune_seconds = time.perf_counter() - t0
-    row = rows[0]
+    row = result.rows[0]
     v0, a0 = jax.tree_util.tree_map(lambda a: a[0], (pool.variables, pool.archs))
     original = nets.compact(v0, a0, pool.dims, preset.dropout_rate)
-    pruned = nets.compact(finals[0][0], finals[0][1], pool.dims, preset.dropout_rate)
+    final_variables, final_arch = result.networks[0]
+    pruned = nets.compact(final_variables, final_arch, pool.dims, preset.dropout_rate)
     report = {
         "dataset": prepared.dataset.name, "rows": prepared.dataset.n_rows, "features": prepared.n_features,
         "classes": prepared.n_classes, "preset": preset.name, "tau": tau, "passes": passes, "agent": agent_desc,
         "greedy": greedy, "seed": seed, "cut": cut,
         **row,
         "base_network_seconds": base_seconds, "prune_seconds_including_compile": prune_seconds,
+        "prune_compile_seconds": result.compile_seconds, "prune_run_seconds": result.run_seconds,
         # measured, not inferred from the parameter count: NumPy eval forward pass, batch 256, this machine
         **interop.latency_report(original, pruned),
     }

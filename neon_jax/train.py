@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from neon_jax.nets import Arch, MaskedMLP, NetDims, NEG_LOGIT
+from neon_jax.nets import NEG_LOGIT, Arch, Hints, MaskedMLP, Trainable, param_mask
 from neon_jax.sharding import resolve_chunk_size, vmap_sorted_chunks
 
 
@@ -61,23 +61,6 @@ def stack_data(splits: list[tuple[np.ndarray, np.ndarray]], d_max: int, n_max: i
 
 
 @struct.dataclass
-class Trainable:
-    """Which parameters a fine-tune may change.
-
-    Attributes:
-      linear: (max_hidden + 1,) bool; entry j < max_hidden is hidden Linear j, the last entry the output Linear.
-      batchnorm: (max_hidden,) bool; entry j is the batch-norm in front of hidden Linear j.
-    """
-
-    linear: jax.Array
-    batchnorm: jax.Array
-
-    @classmethod
-    def everything(cls, max_hidden: int) -> "Trainable":
-        return cls(linear=jnp.ones(max_hidden + 1, bool), batchnorm=jnp.ones(max_hidden, bool))
-
-
-@struct.dataclass
 class _TuneState:
     """One fine-tune in flight: weights, Adam state, best snapshot and early-stopping counters."""
 
@@ -93,68 +76,6 @@ class _TuneState:
 
 def _tune_continues(state: _TuneState, max_epochs: int, patience: int) -> jax.Array:
     return (state.epoch < max_epochs) & (state.bad < patience)
-
-
-def _param_layer(name: str, max_hidden: int) -> int:
-    """Hidden layer a top-level parameter belongs to: layer{j}_* and bn{j} -> j; output_* -> max_hidden."""
-    if name.startswith("bn"):
-        return int(name[2:])
-    if name.startswith("layer"):
-        return int(name[len("layer"):].split("_")[0])
-    if name.startswith("output"):
-        return max_hidden
-    raise KeyError(f"unexpected parameter {name!r}")
-
-
-def active_groups(param_mask: dict, busy, depth_bound, max_hidden: int) -> dict:
-    """{top-level parameter name: unbatched bool}, False where the parameter is provably frozen in every network
-    of a batch: masked out of every busy network's fine-tune (`param_mask`, leading axis B; `busy` (B,) bool),
-    or in a hidden layer at or past `depth_bound` (no network has it, its gradient is exactly zero). Such a
-    group's Adam step is the identity (zero masked gradient, zero moments since a fresh or layer-wise zero
-    start), so `_masked_adam` skips it (see there)."""
-    groups = {}
-    for name, leaf in param_mask.items():
-        used = jax.tree_util.tree_leaves(leaf)
-        anywhere = jnp.zeros((), bool)
-        for m in used:
-            per_net = (m != 0).reshape(m.shape[0], -1).any(-1)
-            anywhere = anywhere | (per_net & busy).any()
-        j = _param_layer(name, max_hidden)
-        groups[name] = anywhere if j == max_hidden or depth_bound is None else anywhere & (j < depth_bound)
-    return groups
-
-
-def _frozen_layers(groups: dict, max_hidden: int) -> jax.Array:
-    """`MaskedMLP`'s `frozen_layers` from `active_groups`: per hidden layer 0 (a parameter of it is trained),
-    1 (frozen, a layer below is trained) or 2 (frozen, nothing below trained)."""
-    trained = [jnp.zeros((), bool) for _ in range(max_hidden)]
-    for name, on in groups.items():
-        j = _param_layer(name, max_hidden)
-        if j < max_hidden:
-            trained[j] = trained[j] | on
-    modes, below = [], jnp.zeros((), bool)
-    for j in range(max_hidden):
-        modes.append(jnp.where(trained[j], 0, jnp.where(below, 1, 2)))
-        below = below | trained[j]
-    return jnp.stack(modes).astype(jnp.int32)
-
-
-def _param_mask(trainable: Trainable, params: dict) -> dict:
-    """A pytree of 0/1 scalars matching `params` from a `Trainable`."""
-    max_hidden = trainable.batchnorm.shape[-1]
-    mask = {}
-    for name, leaf in params.items():
-        if name.startswith("bn"):
-            j = int(name[2:])
-            mask[name] = jax.tree_util.tree_map(lambda _: trainable.batchnorm[j].astype(jnp.float32), leaf)
-        elif name.startswith("layer"):
-            j = int(name[len("layer"):].split("_")[0])
-            mask[name] = trainable.linear[j].astype(jnp.float32)
-        elif name.startswith("output"):
-            mask[name] = trainable.linear[max_hidden].astype(jnp.float32)
-        else:
-            raise KeyError(f"unexpected parameter {name!r}")
-    return mask
 
 
 def log_probs(logits: jax.Array, n_classes: jax.Array, double_softmax: bool) -> jax.Array:
@@ -205,49 +126,46 @@ class _Trainer:
 
     # -- one network -------------------------------------------------------------------------------------------
 
-    def _loss(self, params, stats, arch, x, y, weight, key, depth_bound=None, frozen_layers=None):
+    def _loss(self, params, stats, arch, x, y, weight, key, hints=None):
         variables = {"params": params, "batch_stats": stats}
         logits, new_vars = self.model.apply(
             variables, x, arch, train=True, row_weight=weight, rngs={"dropout": key}, mutable=["batch_stats"],
-            depth_bound=depth_bound, frozen_layers=frozen_layers)
+            hints=hints)
         logp = log_probs(logits, arch.n_classes, self.double_softmax)
         nll = -jnp.take_along_axis(logp, y[:, None], axis=1)[:, 0]
         loss = (weight * nll).sum() / jnp.maximum(weight.sum(), 1.0)
         return loss, new_vars["batch_stats"]
 
-    def _sgd_step(self, params, stats, opt_state, arch, x, y, weight, key, param_mask, depth_bound=None,
-                  groups=None):
+    def _sgd_step(self, params, stats, opt_state, arch, x, y, weight, key, mask, hints=None):
         """One Adam step on a minibatch; batches of fewer than 2 real rows are skipped (as the original).
-
-        `depth_bound`: see `MaskedMLP`; `groups`: see `_masked_adam` (they also spare the backward pass the
-        kernel gradients of layers no network trains, `MaskedMLP`'s `frozen_layers`)."""
-        frozen_layers = None if groups is None else _frozen_layers(groups, self.model.dims.max_hidden)
+        `hints`: `nets.Hints` about the whole vmapped batch (skipped layers, backward passes and Adam groups)."""
         (loss, new_stats), grads = jax.value_and_grad(self._loss, has_aux=True)(
-            params, stats, arch, x, y, weight, key, depth_bound, frozen_layers)
+            params, stats, arch, x, y, weight, key, hints)
         valid = weight.sum() > 1.5
-        new_params, new_opt_state = self._masked_adam(grads, opt_state, params, param_mask, valid, groups)
+        groups = None if hints is None else hints.groups(params)
+        new_params, new_opt_state = self._masked_adam(grads, opt_state, params, mask, valid, groups)
         new_stats = jax.tree_util.tree_map(lambda a, b: jnp.where(valid, a, b), new_stats, stats)
         return new_params, new_stats, new_opt_state, loss, valid
 
-    def _masked_adam(self, grads, opt_state, params, param_mask, valid, groups=None):
+    def _masked_adam(self, grads, opt_state, params, mask, valid, groups=None):
         """(params, opt_state) after one Adam step on the masked gradients, or unchanged if not `valid`.
 
-        `groups` (optional): {top-level parameter name: unbatched bool} from `active_groups`. A group marked
+        `groups` (optional): {top-level parameter name: unbatched bool} from `nets.Hints.groups`. A group marked
         False is frozen in every network of the (vmapped) batch: its masked gradient is zero and so are its
         moments, so its step is exactly the identity, and a `lax.cond` skips it instead of rewriting its
-        parameters and moments at every minibatch (the environment's fine-tune trains 2 of up to 7 Linears; a
-        batch of shallow networks has no use for the deep layers' Adam). Same numbers either way.
+        parameters and moments at every minibatch (the environment's fine-tune trains 2 of up to 7 Linears).
+        Same numbers either way.
         """
         pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(valid, a, b), new, old)
 
-        def step(grads, opt_state, params, param_mask):
-            grads = jax.tree_util.tree_map(lambda g, m: g * m, grads, param_mask)
+        def step(grads, opt_state, params, mask):
+            grads = jax.tree_util.tree_map(lambda g, m: g * m, grads, mask)
             updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
-            updates = jax.tree_util.tree_map(lambda u, m: u * m, updates, param_mask)
+            updates = jax.tree_util.tree_map(lambda u, m: u * m, updates, mask)
             return pick(optax.apply_updates(params, updates), params), pick(new_opt_state, opt_state)
 
         if groups is None:
-            return step(grads, opt_state, params, param_mask)
+            return step(grads, opt_state, params, mask)
         adam, rest = opt_state  # optax.adam: (ScaleByAdamState(count, mu, nu), EmptyState()); moments per leaf
         new_params, mu, nu = {}, {}, {}
         for name in params:
@@ -258,14 +176,14 @@ class _Trainer:
 
             new_params[name], mu[name], nu[name] = jax.lax.cond(
                 groups[name], group_step, lambda g, m1, m2, p, m: (p, m1, m2),
-                grads[name], adam.mu[name], adam.nu[name], params[name], param_mask[name])
+                grads[name], adam.mu[name], adam.nu[name], params[name], mask[name])
         count = jnp.where(valid, optax.safe_increment(adam.count), adam.count)
         return new_params, (adam._replace(count=count, mu=mu, nu=nu), rest)
 
     def _train_one(self, key, variables, opt_state, arch, dataset_index, data: PaddedData, epochs, batch_size,
-                   trainable, depth_bound=None, groups=None):
+                   trainable, hints=None):
         params, stats = variables["params"], variables["batch_stats"]
-        param_mask = _param_mask(trainable, params)
+        mask = param_mask(trainable, params)
         n_max = data.x.shape[1]
         n_batches = -(-n_max // batch_size)
 
@@ -279,7 +197,7 @@ class _Trainer:
                 b, k = inputs
                 x, y, w = _gather_batch(data, dataset_index, perm, b * batch_size, batch_size)
                 params, stats, opt_state, loss, valid = self._sgd_step(
-                    params, stats, opt_state, arch, x, y, w, k, param_mask, depth_bound, groups)
+                    params, stats, opt_state, arch, x, y, w, k, mask, hints)
                 return (params, stats, opt_state), (loss * valid, valid)
 
             carry, (losses, valid) = jax.lax.scan(
@@ -291,7 +209,7 @@ class _Trainer:
         return {"params": params, "batch_stats": stats}, opt_state, epoch_loss
 
     def finetune_one(self, key, variables, arch, dataset_index, data, trainable, max_epochs, batch_size, patience,
-                     active=True, weight_mask=None, depth_bound=None):
+                     active=True, weight_mask=None, hints=None):
         """The original's fine-tuner (neon_spec.md §2.4, §12 B4), for one network (vmap it for many).
 
         Fresh Adam; train mode; every minibatch whose loss (before its update) beats the best so far snapshots
@@ -301,35 +219,35 @@ class _Trainer:
         instead of paying for fine-tunes whose result would be thrown away. `weight_mask` (optional, a pytree
         like `variables["params"]` of 0/1 arrays) freezes single entries on top of `trainable`: their gradients
         and Adam updates are zeroed, so pruned (zero) weights stay exactly zero (unstructured pruning).
-        `depth_bound` (optional, unbatched): see `MaskedMLP` (skips hidden layers no network of the batch has).
-        For many networks, `finetune_packed` gives the same results faster.
+        `hints` (optional): `nets.Hints` about the whole vmapped batch. For many networks, `finetune_packed`
+        gives the same results faster.
         """
-        state, param_mask = self._tune_setup(key, variables, trainable, weight_mask)
+        state, mask = self._tune_setup(key, variables, trainable, weight_mask)
 
         def keep_going(state):
             return _tune_continues(state, max_epochs, patience) & active
 
         state = jax.lax.while_loop(
             keep_going,
-            lambda st: self._tune_epoch(st, arch, dataset_index, data, param_mask, batch_size, depth_bound),
+            lambda st: self._tune_epoch(st, arch, dataset_index, data, mask, batch_size, hints),
             state)
         return state.best, {"epochs": state.epoch, "best_loss": state.best_loss}
 
     def _tune_setup(self, key, variables, trainable, weight_mask):
         """(the fine-tune's initial `_TuneState`, the 0/1 mask of what it may change) for one network."""
         params, stats = variables["params"], variables["batch_stats"]
-        param_mask = _param_mask(trainable, params)
+        mask = param_mask(trainable, params)
         if weight_mask is not None:
-            param_mask = jax.tree_util.tree_map(lambda m, w: m * w, param_mask, weight_mask)
+            mask = jax.tree_util.tree_map(lambda m, w: m * w, mask, weight_mask)
         state = _TuneState(params=params, stats=stats, opt_state=self.optimizer.init(params),
                            best={"params": params, "batch_stats": stats}, best_loss=jnp.float32(jnp.inf),
                            bad=jnp.int32(0), epoch=jnp.int32(0), key=key)
-        return state, param_mask
+        return state, mask
 
-    def _tune_epoch(self, state: _TuneState, arch, dataset_index, data, param_mask, batch_size, depth_bound,
-                    groups=None):
-        """One fine-tune epoch of one network: a fresh shuffle, a scan over its minibatches. `groups`: see
-        `_masked_adam` (a frozen group's best snapshot is its unchanged value too, so its copy is skipped)."""
+    def _tune_epoch(self, state: _TuneState, arch, dataset_index, data, mask, batch_size, hints=None):
+        """One fine-tune epoch of one network: a fresh shuffle, a scan over its minibatches. With `hints`, a
+        group no network trains is not copied into the best snapshot (its unchanged value already is)."""
+        groups = None if hints is None else hints.groups(state.params)
         n_max = data.x.shape[1]
         n_batches = -(-n_max // batch_size)
         key, k_perm, k_drop = jax.random.split(state.key, 3)
@@ -347,7 +265,7 @@ class _Trainer:
             b, k = inputs
             x, y, w = _gather_batch(data, dataset_index, perm, b * batch_size, batch_size)
             new_params, new_stats, new_opt, loss, valid = self._sgd_step(
-                params, stats, opt_state, arch, x, y, w, k, param_mask, depth_bound, groups)
+                params, stats, opt_state, arch, x, y, w, k, mask, hints)
             better = valid & (loss < best_loss)
             best = {"params": snapshot(better, params, best["params"]),
                     "batch_stats": jax.tree_util.tree_map(lambda a, b_: jnp.where(better, a, b_), new_stats,
@@ -391,11 +309,10 @@ class _Trainer:
         n_todo = active.sum().astype(jnp.int32)
         take = lambda tree, i: jax.tree_util.tree_map(lambda a: a[i], tree)
         setup = jax.vmap(self._tune_setup)
-        max_hidden = archs.mask.shape[-2]
 
         def load(i):
             state, mask = setup(keys[i], take(variables, i), take(trainable, i), take(weight_mask, i))
-            return state, take(archs, i), dataset_index[i], mask
+            return state, take(archs, i), dataset_index[i], mask, take(trainable, i)
 
         def fill(slot_env, slot, next_pos):
             free = slot_env < 0
@@ -416,15 +333,15 @@ class _Trainer:
 
         def body(carry):
             slot_env, slot, next_pos, out = carry
-            state, arch, index, mask = slot
+            state, arch, index, mask, slot_trainable = slot
             busy = slot_env >= 0
-            bound = jnp.where(busy, arch.depth, 0).max()
-            groups = active_groups(mask, busy, bound, max_hidden)
-            state = jax.vmap(lambda st, a, i, m: self._tune_epoch(st, a, i, data, m, batch_size, bound, groups))(
+            hints = Hints(depth_bound=jnp.where(busy, arch.depth, 0).max(), trained=slot_trainable.any_of(busy))
+            state = jax.vmap(lambda st, a, i, m: self._tune_epoch(st, a, i, data, m, batch_size, hints))(
                 state, arch, index, mask)
             done = busy & ~_tune_continues(state, max_epochs, patience)
             out = jax.lax.cond(done.any(), write, lambda out, *_: out, out, state, done, slot_env)
-            slot_env, slot, next_pos = fill(jnp.where(done, -1, slot_env), (state, arch, index, mask), next_pos)
+            slot_env, slot, next_pos = fill(jnp.where(done, -1, slot_env), (state, arch, index, mask, slot_trainable),
+                                            next_pos)
             return slot_env, slot, next_pos, out
 
         first = jnp.minimum(jnp.arange(slots), n - 1)
@@ -433,12 +350,13 @@ class _Trainer:
             lambda c: (c[0] >= 0).any(), body, (slot_env, slot, next_pos, out))
         return best, {"epochs": epochs, "best_loss": best_loss}
 
-    def _logits(self, variables, arch, x, depth_bound=None):
-        return self.model.apply(variables, x, arch, train=False, depth_bound=depth_bound)
+    def _logits(self, variables, arch, x, hints=None):
+        return self.model.apply(variables, x, arch, train=False, hints=hints)
 
-    def accuracy_one(self, variables, arch, dataset_index, data, depth_bound=None):
-        """Eval-mode accuracy of one network on the real rows of dataset `dataset_index` of `data`."""
-        logits = self._logits(variables, arch, data.x[dataset_index], depth_bound)
+    def accuracy_one(self, variables, arch, dataset_index, data, hints=None):
+        """Eval-mode accuracy of one network on the real rows of dataset `dataset_index` of `data`. `hints`:
+        `nets.Hints` about the whole vmapped batch."""
+        logits = self._logits(variables, arch, data.x[dataset_index], hints)
         correct = (jnp.argmax(logits, -1) == data.y[dataset_index]).astype(jnp.float32)
         real = jnp.arange(data.x.shape[1]) < data.n[dataset_index]
         return jnp.where(real, correct, 0.0).sum() / jnp.maximum(data.n[dataset_index], 1)
@@ -478,12 +396,10 @@ class _Trainer:
             return jax.vmap(
                 lambda k, v, o, a, i: self._train_one(k, v, o, a, i, data, epochs, batch_size, everything)
             )(keys, variables, opt_state, archs, dataset_index)
-        names = list(variables["params"])
 
         def chunk(bound, k, v, o, a, i):
-            groups = {n: (_param_layer(n, max_hidden) < bound) | (_param_layer(n, max_hidden) == max_hidden)
-                      for n in names}
-            return self._train_one(k, v, o, a, i, data, epochs, batch_size, everything, bound, groups)
+            hints = Hints(depth_bound=bound, trained=everything)
+            return self._train_one(k, v, o, a, i, data, epochs, batch_size, everything, hints)
 
         return vmap_sorted_chunks(chunk, chunk_size)(archs.depth, keys, variables, opt_state, archs, dataset_index)
 

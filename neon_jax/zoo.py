@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neon_jax import data as data_lib
+from neon_jax.choices import ZOO_SPLITS
 from neon_jax import nets, train
 from neon_jax.presets import ACTIVATION_NAMES, Preset, get_preset
 
@@ -91,7 +92,7 @@ class Zoo:
             return np.flatnonzero(~self.heldout)
         if which == "heldout":
             return np.flatnonzero(self.heldout)
-        raise ValueError(f"unknown subset {which!r}; use 'all', 'train' or 'heldout'")
+        raise ValueError(f"unknown subset {which!r}; use one of {', '.join(ZOO_SPLITS)}")
 
     def select(self, which: str = "all") -> tuple[dict, nets.Arch, np.ndarray]:
         """(variables, archs, indices) of a subset of the networks."""

@@ -7,10 +7,11 @@ import pytest
 
 from neon_jax import agent as agent_lib
 from neon_jax import env as env_lib
-from neon_jax import learn
+from neon_jax import policies, runner
 from neon_jax import zoo as zoo_lib
 from neon_jax.pool import EnvPool
 from neon_jax.presets import PRESETS
+from neon_jax.rollout import make_rollout, policy_program
 
 TINY = PRESETS["tiny"]
 
@@ -126,13 +127,31 @@ def test_compact_agent_size_does_not_depend_on_the_feature_width():
 
 @pytest.fixture(scope="module")
 def tiny_setup():
-    """A fixed small zoo (iris, 6 networks, tiny preset) and a compiled training iteration."""
+    """A fixed small zoo (iris, 6 networks, tiny preset), a compiled training iteration and the agent's compiled
+    pruning program (`evaluate(actor, params, key, greedy, uniform) -> rollout.Outcome`)."""
     prepared = zoo_lib.prepare_data("iris", TINY, seed=0)
     zoo = zoo_lib.build_zoo(prepared, TINY, n=6, n_heldout=2, seed=0, epochs=30)
     pool = EnvPool.from_zoos([(zoo, prepared)], "all", 5.0, TINY)
     env = env_lib.NeonEnv(env_lib.EnvConfig(passes=1), pool.dims, TINY)
     agent = agent_lib.Agent(agent_lib.AgentConfig(batch_size=6), TINY)
-    return pool, env, agent, agent_lib.make_train_iteration(env, agent), agent_lib.make_evaluate(env, agent)
+    program = agent_lib.policy_program(env, agent)
+
+    def evaluate(actor, params, key, greedy=False, uniform=False):
+        return program(key, params, agent.policy(actor, greedy, uniform))
+
+    return pool, env, agent, agent_lib.make_train_iteration(env, agent), evaluate
+
+
+@pytest.fixture(scope="module")
+def transitions(tiny_setup):
+    """One batch of uniform-random episodes of every network (observations included, progress attached), for
+    the updates to learn from: the roll-out compiles once, each update on its own."""
+    pool, env, agent, _, _ = tiny_setup
+    rollout = jax.jit(make_rollout(env, agent.act_fn))
+    state = agent.init(jax.random.PRNGKey(1))
+    keys = jax.random.split(jax.random.PRNGKey(2), len(pool))
+    _, t = rollout(keys, pool.batch(np.arange(len(pool))), agent.policy(state.actor, uniform=True))
+    return t
 
 
 def test_training_iteration_compiles_once_and_learns(tiny_setup):
@@ -143,8 +162,8 @@ def test_training_iteration_compiles_once_and_learns(tiny_setup):
     def mean_return(actor, seeds=4):
         out = []
         for s in range(seeds):
-            _, traj = evaluate(actor, params, jax.random.PRNGKey(100 + s), jnp.bool_(False), jnp.bool_(False))
-            out.append(float((traj["reward"] * traj["valid"]).sum(-1).mean()))
+            o = evaluate(actor, params, jax.random.PRNGKey(100 + s))
+            out.append(float((o.reward * o.valid).sum(-1).mean()))
         return np.mean(out)
 
     before = mean_return(state.actor)
@@ -157,27 +176,22 @@ def test_training_iteration_compiles_once_and_learns(tiny_setup):
     assert after > before, (before, after)
 
 
-def test_one_backward_pass_equals_the_two_separate_gradients(tiny_setup):
-    """The iteration's joint gradient of actor + critic loss must equal the faithful per-net gradients."""
+def test_one_backward_pass_equals_the_two_separate_gradients(tiny_setup, transitions):
+    """The update's joint gradient of actor + critic loss must equal the faithful per-net gradients."""
     pool, env, agent, iteration, evaluate = tiny_setup
-    params = pool.batch(np.arange(len(pool)))
     state = agent.init(jax.random.PRNGKey(1))
-    rollout = agent_lib.make_agent_rollout(env, agent)
-    keys = jax.random.split(jax.random.PRNGKey(2), len(pool))
-    _, trajs = jax.vmap(rollout, in_axes=(0, 0, None, None, None))(keys, params, state.actor, True, False)
 
     def losses(a, c):
-        def one(traj):
-            logits = jax.vmap(lambda o: agent.actor.apply(a, o))(traj["obs"])
-            values = jax.vmap(lambda o: agent.critic.apply(c, o))(traj["obs"])
-            return agent_lib.actor_critic_losses(logits, values, traj["action"], traj["reward"], traj["valid"],
-                                                 0.99, False)[:2]
-        actor, critic = jax.vmap(one)(trajs)
+        def one(t):
+            logits = jax.vmap(lambda o: agent.actor.apply(a, o))(t.obs)
+            values = jax.vmap(lambda o: agent.critic.apply(c, o))(t.obs)
+            return agent_lib.actor_critic_losses(logits, values, t.action, t.reward, t.valid, 0.99, False)[:2]
+        actor, critic = jax.vmap(one)(transitions)
         return actor.mean(), critic.mean()
 
-    g_actor = jax.grad(lambda a: losses(a, state.critic)[0])(state.actor)
-    g_critic = jax.grad(lambda c: losses(state.actor, c)[1])(state.critic)
-    new_state, _ = iteration(state, params, jax.random.PRNGKey(2), jnp.bool_(True))
+    g_actor = jax.jit(jax.grad(lambda a: losses(a, state.critic)[0]))(state.actor)
+    g_critic = jax.jit(jax.grad(lambda c: losses(state.actor, c)[1]))(state.critic)
+    new_state, _ = jax.jit(agent_lib.make_update(agent))(state, transitions)
     # One Adam step from zero moments moves every parameter by about -lr * sign(g). Biases in front of a
     # batch-norm have a gradient that is zero up to float noise, so only clearly non-zero gradients count.
     for old_p, new_p, grads in ((state.actor, new_state.actor, g_actor), (state.critic, new_state.critic, g_critic)):
@@ -189,16 +203,14 @@ def test_one_backward_pass_equals_the_two_separate_gradients(tiny_setup):
             np.testing.assert_allclose(step, -1e-3 * np.sign(g[clear]), rtol=1e-3, atol=1e-7)
 
 
-def test_beyond_paper_options_train_in_one_program(tiny_setup):
-    pool, env, _, _, _ = tiny_setup
+def test_beyond_paper_options_train_in_one_program(tiny_setup, transitions):
     agent = agent_lib.Agent(agent_lib.AgentConfig(batch_size=6, reward_transform="symlog", normalise_advantages=True,
                                                   entropy_coef=0.01), TINY)
-    iteration = agent_lib.make_train_iteration(env, agent)
-    params = pool.batch(np.arange(len(pool)))
+    update = jax.jit(agent_lib.make_update(agent))
     state = agent.init(jax.random.PRNGKey(0))
     for i in range(3):
-        state, metrics = iteration(state, params, jax.random.PRNGKey(i), jnp.bool_(i < 1))
-    assert iteration._cache_size() == 1
+        state, metrics = update(state, transitions)
+    assert update._cache_size() == 1 and int(state.episodes) == 3 * transitions.action.shape[0]
     assert np.isfinite(float(metrics["actor_loss"])) and np.isfinite(float(metrics["critic_loss"]))
     # the critic learns symlog returns: its loss is on the log scale, far below the cubic reward's squares
     assert float(metrics["critic_loss"]) < 1e3
@@ -211,9 +223,9 @@ def test_checkpoint_round_trip_gives_identical_actions(tiny_setup, tmp_path):
     agent2, state2, meta = agent_lib.load_checkpoint(tmp_path / "ckpt")
     assert meta["episodes"] == 0 and agent2.config == agent.config
     params = pool.batch(np.arange(len(pool)))
-    _, t1 = evaluate(state.actor, params, jax.random.PRNGKey(7), jnp.bool_(False), jnp.bool_(False))
-    _, t2 = evaluate(state2.actor, params, jax.random.PRNGKey(7), jnp.bool_(False), jnp.bool_(False))
-    np.testing.assert_array_equal(np.asarray(t1["action"]), np.asarray(t2["action"]))
+    t1 = evaluate(state.actor, params, jax.random.PRNGKey(7))
+    t2 = evaluate(state2.actor, params, jax.random.PRNGKey(7))
+    np.testing.assert_array_equal(np.asarray(t1.actions), np.asarray(t2.actions))
     jax.tree_util.tree_map(np.testing.assert_array_equal, state.actor_opt, state2.actor_opt)
     with pytest.raises(FileNotFoundError, match="no agent checkpoint"):
         agent_lib.load_checkpoint(tmp_path / "missing")
@@ -230,8 +242,8 @@ def test_random_actions_are_uniform(tiny_setup):
     state = agent.init(jax.random.PRNGKey(0))
     actions = []
     for s in range(20):
-        _, traj = evaluate(state.actor, params, jax.random.PRNGKey(s), jnp.bool_(False), jnp.bool_(True))
-        actions.append(np.asarray(traj["action"])[np.asarray(traj["valid"])])
+        o = evaluate(state.actor, params, jax.random.PRNGKey(s), uniform=True)
+        actions.append(np.asarray(o.actions)[np.asarray(o.valid)])
     counts = np.bincount(np.concatenate(actions), minlength=5)
     expected = counts.sum() / 5
     chi2 = ((counts - expected) ** 2 / expected).sum()
@@ -315,13 +327,14 @@ def test_progress_features_by_hand():
     np.testing.assert_allclose(f[:3], [-3.0, -5.0, 1.0], rtol=1e-6)
 
 
-def test_environment_attaches_progress_and_only_progress_agents_read_it(tiny_setup):
+def test_environment_attaches_progress_and_only_progress_agents_read_it(tiny_setup, transitions):
     pool, env, agent, iteration, evaluate = tiny_setup
     params = pool.batch(np.arange(2))
-    obs, state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 2), params)
+    obs, state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), 2), params)
     # at reset: no accuracy change, the whole tolerance left, no step taken, every parameter left
     np.testing.assert_allclose(np.asarray(obs.progress)[:, [0, 1, 2, 4, 5, 6, 7]], [[0, 1, 0, 0, 1, 0, 0]] * 2, atol=1e-6)
-    obs2, state2, *_ = jax.vmap(env.step)(jax.random.split(jax.random.PRNGKey(1), 2), state, jnp.array([4, 4]), params)
+    obs2, state2, *_ = jax.jit(env.step_batch)(jax.random.split(jax.random.PRNGKey(1), 2), state, jnp.array([4, 4]),
+                                               params)
     p = np.asarray(obs2.progress)
     np.testing.assert_allclose(p[:, 0], 10.0 * np.asarray(state2.acc - state2.acc0), rtol=1e-5, atol=1e-6)
     assert np.all(p[:, 4] > 0) and np.all(p[:, 5] < 1)  # a step taken, parameters removed
@@ -338,33 +351,33 @@ def test_environment_attaches_progress_and_only_progress_agents_read_it(tiny_set
     assert np.abs(np.asarray(seeing.actor.apply(actor, one)) - np.asarray(seeing.actor.apply(actor, other))).max() > 1e-4
     with pytest.raises(ValueError, match="observes the episode's progress"):
         seeing.actor.apply(actor, one.replace(progress=None))
-    # trains in one program
-    it = agent_lib.make_train_iteration(env, seeing)
+    # learns from the environment's transitions (their progress included) in one program
+    update = jax.jit(agent_lib.make_update(seeing))
     s = seeing.init(jax.random.PRNGKey(0))
     for i in range(2):
-        s, m = it(s, pool.batch(np.arange(len(pool))), jax.random.PRNGKey(i), jnp.bool_(i < 1))
-    assert it._cache_size() == 1 and np.isfinite(float(m["actor_loss"]))
+        s, m = update(s, transitions)
+    assert update._cache_size() == 1 and np.isfinite(float(m["actor_loss"]))
 
 
 def test_rule_policies_act_as_their_rule(tiny_setup):
-    """benchmarks/rule_policies.py: keep:F always takes F; while:F:D takes F until the validation accuracy change
-    falls below -D points and keeps every layer after that."""
-    from benchmarks.rule_policies import RuleAgent, parse_rule
-
+    """neon_jax.policies: keep:F always takes F; while:F:D takes F until the validation accuracy change falls
+    below -D points and keeps every layer after that."""
+    parse_rule = policies.parse_rule
     pool, env, *_ = tiny_setup
-    env_config = env_lib.EnvConfig(passes=2)
-    rows = learn.run_agent(RuleAgent(), parse_rule("keep:0.6"), pool, TINY, env_config, greedy=True, batch_size=6)
+    program = policy_program(env_lib.NeonEnv(env_lib.EnvConfig(passes=2), pool.dims, TINY), policies.rule_policy)
+    rows = runner.run(program, pool, parse_rule("keep:0.6"), batch_size=6).rows
     assert all(set(r["actions"]) == {"4"} for r in rows)
     # never drop: the first cut that lowers the validation accuracy is the last one
-    rows = learn.run_agent(RuleAgent(), parse_rule("while:0.7:0"), pool, TINY, env_config, greedy=True, batch_size=6)
+    rows = runner.run(program, pool, parse_rule("while:0.7:0"), batch_size=6).rows
     for r in rows:
         cuts = r["actions"].rstrip("0")
         assert set(cuts) <= {"3"} and "0" not in cuts  # cuts, then only keeps
         if r["val_acc"] >= r["val_acc0"]:
             assert cuts == r["actions"]  # never fell: cut at every step
-    with pytest.raises(SystemExit, match="keep fraction must be one of"):
+    assert runner.compiles(program) == 1  # the rules' numbers are arguments: one program for every rule
+    with pytest.raises(ValueError, match="keep fraction must be one of"):
         parse_rule("keep:0.75")
-    with pytest.raises(SystemExit, match="cannot read rule"):
+    with pytest.raises(ValueError, match="cannot read rule"):
         parse_rule("sometimes:0.6")
 
 
@@ -398,20 +411,19 @@ def test_clipped_surrogate_by_hand_and_its_first_gradient_is_the_policy_gradient
     assert not agent_lib.AgentConfig(update_epochs=4).faithful
 
 
-def test_proximal_epochs_train_in_one_program_and_move_further(tiny_setup):
+def test_proximal_epochs_train_in_one_program_and_move_further(tiny_setup, transitions):
     """Four clipped Adam steps per batch: one compiled program, and the policy moves further from where it
-    acted than after the single faithful step (same batch, same key)."""
+    acted than after the single faithful step (same batches)."""
     pool, env, _, _, _ = tiny_setup
-    params = pool.batch(np.arange(len(pool)))
     moved = {}
     for epochs in (1, 4):
         agent = agent_lib.Agent(agent_lib.AgentConfig(batch_size=6, reward_transform="symlog",
                                                       normalise_advantages=True, update_epochs=epochs), TINY)
-        iteration = agent_lib.make_train_iteration(env, agent)
+        update = jax.jit(agent_lib.make_update(agent))
         state = agent.init(jax.random.PRNGKey(0))
-        new, metrics = iteration(state, params, jax.random.PRNGKey(1), jnp.bool_(True))
-        new, metrics = iteration(new, params, jax.random.PRNGKey(2), jnp.bool_(False))
-        assert iteration._cache_size() == 1 and np.isfinite(float(metrics["actor_loss"]))
+        new, metrics = update(state, transitions)
+        new, metrics = update(new, transitions)
+        assert update._cache_size() == 1 and np.isfinite(float(metrics["actor_loss"]))
         assert int(new.episodes) == 2 * len(pool)
         moved[epochs] = sum(float(jnp.abs(a - b).sum()) for a, b in zip(jax.tree_util.tree_leaves(new.actor),
                                                                          jax.tree_util.tree_leaves(state.actor)))

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from neon_jax import baselines as B
-from neon_jax import nets, train
+from neon_jax import nets, runner, train
 from neon_jax import pool as pool_lib
 from neon_jax import zoo as zoo_lib
-from neon_jax.env import NUM_ACTIONS, EnvConfig, NeonEnv, random_policy
+from neon_jax.env import NUM_ACTIONS
+from neon_jax.policies import random_policy
 from neon_jax.presets import PRESETS
 
 TINY = PRESETS["tiny"]
@@ -48,8 +49,8 @@ def _network(widths=(5, 3), pre=("none", "batchnorm"), n_features=4, n_classes=3
 
 def _real_entries(variables, arch):
     """[(layer index, flat index within the padded kernel, value)] of every real Linear weight."""
-    names = B.kernel_names(DIMS.max_hidden)
-    real = B.real_weight_masks(arch, DIMS)
+    names = nets.kernel_names(DIMS.max_hidden)
+    real = nets.real_weight_masks(arch, DIMS)
     out = []
     for i, (name, r) in enumerate(zip(names, real)):
         k = np.asarray(variables["params"][name]).reshape(-1)
@@ -60,7 +61,7 @@ def _real_entries(variables, arch):
 
 def test_real_weight_masks_count_the_linears():
     _, arch = _network()
-    real = B.real_weight_masks(arch, DIMS)
+    real = nets.real_weight_masks(arch, DIMS)
     assert [int(r.sum()) for r in real] == [4 * 5, 5 * 3, 0, 3 * 3]
 
 
@@ -83,7 +84,7 @@ def test_unstructured_count_by_hand():
     # Linear 4*5+5, Linear 5*3+3, BN 2*5, output 3*3+3 = 25 + 18 + 10 + 12 = 65
     variables, arch = _network()
     assert int(nets.count_params(arch)) == 65
-    masks = [jnp.ones_like(m) for m in B.real_weight_masks(arch, DIMS)]
+    masks = [jnp.ones_like(m) for m in nets.real_weight_masks(arch, DIMS)]
     assert int(B.count_unstructured(arch, masks, DIMS)) == 65
     masks[0] = masks[0].at[0, 0].set(0).at[3, 4].set(0)  # two real weights of the first Linear
     masks[0] = masks[0].at[5, 0].set(0)  # a padded feature row: not a weight, not counted
@@ -129,7 +130,7 @@ def test_lap_scores_match_numpy(widths, pre):
 
 def test_lap_masks_prune_per_layer_and_keep_one():
     variables, arch = _network()
-    real = B.real_weight_masks(arch, DIMS)
+    real = nets.real_weight_masks(arch, DIMS)
     hidden, output = B.lap_ratios(3)
     assert (hidden, output) == pytest.approx((0.875, 1 - 0.75 ** 3))
     masks = B.layerwise_masks(B.lap_scores(variables, arch, DIMS), real, hidden, output)
@@ -153,7 +154,7 @@ def test_structured_removes_whole_neurons():
         norms = np.abs(np.asarray(variables["params"][f"layer{j}_kernel"])).sum(0)[:w]
         removed = set(np.flatnonzero(np.asarray(new_arch.mask[j])[:w] == 0))
         assert removed == set(np.argsort(norms, kind="stable")[: w // 2])
-    zeroed = NeonEnv(EnvConfig(), DIMS, TINY)._zero_dead(variables, new_arch)
+    zeroed = nets.zero_dead(variables, new_arch, DIMS)
     dense = nets.compact(zeroed, new_arch, DIMS)
     assert dense.hidden_widths == [4, 3, 4]
     assert dense.num_params() == int(nets.count_params(new_arch))
@@ -182,7 +183,7 @@ def test_finetune_keeps_pruned_weights_at_zero():
                                        weight_mask=B.weight_mask_tree(pruned["params"], masks, DIMS))
     assert int(info["epochs"]) >= 1
     changed = False
-    for name, m in zip(B.kernel_names(DIMS.max_hidden), masks):
+    for name, m in zip(nets.kernel_names(DIMS.max_hidden), masks):
         k = np.asarray(tuned["params"][name])
         assert np.all(k[np.asarray(m) == 0] == 0)
         changed |= not np.array_equal(k, np.asarray(pruned["params"][name]))
@@ -191,7 +192,8 @@ def test_finetune_keeps_pruned_weights_at_zero():
 
 def test_random_policy_is_uniform():
     n = 20000
-    actions = np.asarray(jax.jit(jax.vmap(lambda k: random_policy(k, None)))(jax.random.split(jax.random.PRNGKey(3), n)))
+    actions = np.asarray(jax.jit(jax.vmap(lambda k: random_policy(None, k, None)))(
+        jax.random.split(jax.random.PRNGKey(3), n)))
     counts = np.bincount(actions, minlength=NUM_ACTIONS)
     assert counts.size == NUM_ACTIONS
     chi2 = ((counts - n / NUM_ACTIONS) ** 2 / (n / NUM_ACTIONS)).sum()
@@ -235,7 +237,7 @@ def test_end_to_end_on_a_tiny_zoo(tiny_pool):
     by_method = {}
     for method, setting, finetune in (("magnitude", 0.5, True), ("magnitude", 0.25, True), ("structured", 0.5, False),
                                       ("lap", 1, False), ("random_no_ft", None, False)):
-        rows = B.run_baseline(method, pool, TINY, setting=setting, passes=1, batch_size=2, finetune=finetune)
+        rows = B.run_baseline(method, pool, TINY, setting=setting, passes=1, batch_size=2, finetune=finetune).rows
         assert len(rows) == len(pool) == 3
         for r in rows:
             assert ROW_KEYS <= set(r)
@@ -249,7 +251,7 @@ def test_end_to_end_on_a_tiny_zoo(tiny_pool):
     archs = jax.device_get(pool.archs)
     for b, (r, r_lap) in enumerate(zip(by_method[("magnitude", 0.5)], by_method[("lap", 1)])):
         arch = jax.tree_util.tree_map(lambda a: a[b], archs)
-        real = [int(m.sum()) for m in B.real_weight_masks(arch, pool.dims)]
+        real = [int(m.sum()) for m in nets.real_weight_masks(arch, pool.dims)]
         assert r["params_before"] - r["params_after"] == round(0.5 * sum(real))
         assert r["widths_after"] == r["widths_before"]
         lap_pruned = sum(min(round(0.5 * n), max(n - 1, 0)) for n in real[:-1]) + min(round(0.25 * real[-1]), real[-1] - 1)
@@ -261,4 +263,4 @@ def test_end_to_end_on_a_tiny_zoo(tiny_pool):
         assert len(r["actions"]) == len(r["widths_before"].split("-"))  # one pass: one action per hidden layer
         assert set(r["actions"]) <= set("01234")
     # a sweep reuses the compiled program: the two magnitude fractions shared one compile
-    assert sum(1 for sig in B._COMPILED if sig[0] == "magnitude") == 1
+    assert runner.compiles(B.program("magnitude", pool.dims, TINY, 1, True)) == 1

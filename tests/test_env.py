@@ -92,7 +92,7 @@ def _randomise_batchnorm(variables, arch, env, seed):
             return jnp.asarray(rng.normal(size=leaf.shape), jnp.float32)
         return leaf
 
-    return env._zero_dead(jax.tree_util.tree_map_with_path(rnd, variables), arch)
+    return nets.zero_dead(jax.tree_util.tree_map_with_path(rnd, variables), arch, env.dims)
 
 
 def _hand_params(world: World, widths, pre=None, act=None, seed=0, tau=5.0):
@@ -235,7 +235,7 @@ def test_trainable_rows(world):
     arch1 = nets.make_arch([8], ["relu"], ["batchnorm"], 30, 2, d)
 
     def sets(layer, arch, e=env):
-        t = e._trainable(jnp.int32(layer), arch)
+        t = e.trainable(jnp.int32(layer), arch)
         return np.asarray(t.linear).tolist(), np.asarray(t.batchnorm).tolist()
 
     # linear: [hidden 0, hidden 1, hidden 2, output]; batchnorm j sits in front of hidden Linear j and belongs
@@ -250,8 +250,9 @@ def test_trainable_rows(world):
 
 @pytest.fixture(scope="module")
 def cut_fns(world):
-    keep_best = E.NeonEnv(E.EnvConfig(cut="keep_best"), world.dims, TINY)
-    return {"reinit": jax.jit(world.env._cut), "keep_best": jax.jit(keep_best._cut)}
+    model = world.env.model
+    return {how: jax.jit(lambda k, v, a, layer, w, how=how: nets.cut(k, model, v, a, layer, w, how))
+            for how in nets.CUTS}
 
 
 def _check_fresh_linear(kernel, bias, fan_in, n_in, n_out, old_fan_in=None):
@@ -399,7 +400,7 @@ def test_full_step_changes_only_the_trainable_set(world):
     _, state, _, _, _, info = world.step(jax.random.PRNGKey(4), state, jnp.int32(KEEP[0.7]), p)  # layer 1 -> 9
     assert int(info["layer"]) == 1 and int(info["finetune_epochs"]) > 0
     after = state.variables["params"]
-    trainable = world.env._trainable(jnp.int32(1), state.arch)
+    trainable = world.env.trainable(jnp.int32(1), state.arch)
     assert np.asarray(trainable.linear).tolist() == [False, True, True, False]
     for name in ("layer0_kernel", "layer0_bias", "output_kernel", "output_bias", "bn0", "bn1"):
         assert _leaves_equal(after[name], before[name]), name
@@ -515,7 +516,8 @@ def test_step_batch_equals_the_vmapped_step(world, slots):
     keys0 = jax.random.split(jax.random.PRNGKey(3), 8)
     bstate = _stack([world.reset(keys0[b], _take(bparams, b))[1] for b in range(8)])
     ref_state = bstate
-    batch_step = jax.jit(lambda k, s, a, p: world.env.step_batch(k, s, a, p, slots=slots))
+    env = E.NeonEnv(world.env.config, world.dims, TINY, slots=slots)
+    batch_step = jax.jit(env.step_batch)
     rng = np.random.default_rng(1)
     for t in range(world.env.max_steps):
         actions = jnp.asarray(rng.integers(0, E.NUM_ACTIONS, 8).astype(np.int32))
@@ -571,26 +573,28 @@ def test_rollout_cli_runs_and_writes_json(world, zoo_dir, tmp_path, capsys):
     out = tmp_path / "rollout.json"
     assert cli.main(_rollout_args(zoo_dir, out)) == 0
     text = capsys.readouterr()
-    assert "->" in text.out and "compression mean" in text.out and "amortised" in text.out
-    assert "compiling" in text.err
+    assert "->" in text.out and "compression mean" in text.out and "compiled in" in text.out
+    assert "rollout: 4 networks" in text.err
     doc = json.loads(out.read_text())
     rows = doc["networks"]
     assert len(rows) == 4 and {r["dataset"] for r in rows} == {"iris", "breast_cancer"}
     assert all(r["split"] == "held-out" for r in rows)
     for r in rows:
         z = world.zoos[r["dataset"]]
-        assert r["widths_before"] == z.describe(r["net"])["widths"]
-        assert len(r["widths_after"]) == len(r["widths_before"])
-        assert all(a <= b for a, b in zip(r["widths_after"], r["widths_before"]))
+        before = [int(w) for w in r["widths_before"].split("-")]
+        after = [int(w) for w in r["widths_after"].split("-")]
+        assert before == z.describe(r["network"])["widths"]
+        assert len(after) == len(before) == r["depth"]
+        assert all(a <= b for a, b in zip(after, before))
         assert r["params_after"] <= r["params_before"] and r["compression"] >= 1.0
-        assert r["steps"] == 4 * len(r["widths_before"]) == len(r["keep_fractions"])
-        assert r["test_accuracy_before"] == pytest.approx(z.test_accuracy[r["net"]], abs=1e-6)
-        # the widths follow the recorded keep fractions
-        widths = list(r["widths_before"])
-        for t, k in enumerate(r["keep_fractions"]):
+        assert r["steps"] == 4 * len(before) == len(r["actions"])
+        assert r["test_acc_before"] == pytest.approx(z.test_accuracy[r["network"]], abs=1e-6)
+        # the widths follow the recorded actions
+        widths = list(before)
+        for t, a in enumerate(r["actions"]):
             j = t % len(widths)
-            widths[j] = math.ceil(k * widths[j])
-        assert widths == r["widths_after"]
+            widths[j] = math.ceil(E.KEEP_FRACTIONS[int(a)] * widths[j])
+        assert widths == after
     assert doc["settings"]["passes"] == 4 and doc["settings"]["tau"] == 5.0 and doc["settings"]["preset"] == "tiny"
     assert doc["compile_seconds"] > 0 and doc["run_seconds"] > 0 and doc["totals"]["networks"] == 4
     # an existing JSON is not overwritten unless asked

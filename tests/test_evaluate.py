@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from neon_jax import agent as agent_lib
-from neon_jax import cli, evaluate as ev, learn, paper_results
+from neon_jax import cli, evaluate as ev, paper_results, runner
 from neon_jax import zoo as zoo_lib
 from neon_jax.presets import get_preset
 
@@ -180,13 +180,13 @@ def _cfg(root, **kw):
 def test_evaluation_resumes_and_skips_finished_cells(zoo_root, tmp_path, monkeypatch):
     out = tmp_path / "eval"
     calls = []
-    real = learn.run_agent
+    real = runner.run
 
-    def counting(*args, **kwargs):
-        calls.append(args[2].names[0][0])
-        return real(*args, **kwargs)
+    def counting(program, pool, *args, **kwargs):
+        calls.append(pool.names[0][0])
+        return real(program, pool, *args, **kwargs)
 
-    monkeypatch.setattr(learn, "run_agent", counting)
+    monkeypatch.setattr(runner, "run", counting)
     summary = ev.run_evaluation(_cfg(zoo_root), out, progress=False, log=None)
     assert len(calls) == 4  # 2 methods x 2 datasets
     df = pd.read_csv(out / "networks.csv")

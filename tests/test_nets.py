@@ -207,10 +207,10 @@ def test_expand_rejects_unsupported_networks():
 
 
 def test_depth_bound_and_frozen_layers_change_no_value_and_no_trained_gradient():
-    """The speed switches of MaskedMLP (unbatched `depth_bound` and `frozen_layers` under vmap) give the same
-    logits, hidden outputs, batch-norm statistics and gradients of the trained layers; frozen layers get zero
-    gradients. Layer 1 trained, layer 0 frozen below it (mode 2: no backward at all), layers 2.. frozen above it
-    (mode 1: the gradient passes through their inputs only)."""
+    """The speed hints of MaskedMLP (`nets.Hints`, unbatched under vmap: a depth bound and what the batch trains)
+    give the same logits, hidden outputs, batch-norm statistics and gradients of the trained layers; frozen
+    layers get zero gradients. Layer 1 trained, layer 0 frozen below it (mode 2: no backward at all), layers 2..
+    frozen above it (mode 1: the gradient passes through their inputs only)."""
     dims = nets.NetDims.for_preset(TINY, 6, 3)
     model, archs, variables = _population(TINY, dims, 6, seed=4)
     variables = _randomise_batchnorm(variables, 5)
@@ -218,15 +218,18 @@ def test_depth_bound_and_frozen_layers_change_no_value_and_no_trained_gradient()
     x = jax.random.normal(jax.random.PRNGKey(6), (16, dims.d_max))
     w = jnp.ones(16)
     bound = jnp.asarray(archs.depth).max()
-    frozen = jnp.asarray([2, 0] + [1] * (dims.max_hidden - 2), jnp.int32)
+    only_layer1 = jnp.arange(dims.max_hidden) == 1
+    frozen = nets.Trainable(linear=jnp.concatenate([only_layer1, jnp.ones(1, bool)]), batchnorm=only_layer1)
+    assert list(np.asarray(nets.Hints(trained=frozen).layer_modes(dims.max_hidden))) == \
+        [2, 0] + [1] * (dims.max_hidden - 2)
 
     def run(bound, frozen):
         def one(v, a):
             def loss(params):
                 (logits, hidden), upd = model.apply({"params": params, "batch_stats": v["batch_stats"]}, x, a,
                                                     train=True, row_weight=w, rngs={"dropout": jax.random.PRNGKey(7)},
-                                                    mutable=["batch_stats"], return_hidden=True, depth_bound=bound,
-                                                    frozen_layers=frozen)
+                                                    mutable=["batch_stats"], return_hidden=True,
+                                                    hints=nets.Hints(depth_bound=bound, trained=frozen))
                 real = jnp.arange(dims.k_max) < a.n_classes
                 return (jnp.where(real, logits, 0.0) ** 2).sum() + (hidden ** 2).sum(), (logits, hidden, upd)
             return jax.grad(loss, has_aux=True)(v["params"])
@@ -239,10 +242,9 @@ def test_depth_bound_and_frozen_layers_change_no_value_and_no_trained_gradient()
         np.testing.assert_allclose(np.asarray(h2), np.asarray(hidden), rtol=1e-5, atol=1e-6)
         jax.tree_util.tree_map(lambda p, q: np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6), s2, stats)
         for name in g2:
-            j = int(name[2:]) if name.startswith("bn") else (
-                int(name[len("layer"):].split("_")[0]) if name.startswith("layer") else None)
+            j = nets.param_layer(name, dims.max_hidden)
             for p, q in zip(jax.tree_util.tree_leaves(g2[name]), jax.tree_util.tree_leaves(grads[name])):
-                if f is None or j is None or j == 1:
+                if f is None or j in (1, dims.max_hidden):
                     np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=1e-4, atol=1e-6, err_msg=name)
                 else:
                     assert not np.asarray(p).any(), name

@@ -19,7 +19,9 @@ SCRIPT = textwrap.dedent(r"""
     import jax, jax.numpy as jnp, numpy as np
     assert jax.device_count() == 8, jax.devices()
     from neon_jax import agent as agent_lib, env as env_lib, nets, sharding, train, zoo
+    from neon_jax.policies import random_policy
     from neon_jax.presets import get_preset
+    from neon_jax.rollout import make_rollout
 
     preset = get_preset("tiny")
     B = 8
@@ -62,20 +64,21 @@ SCRIPT = textwrap.dedent(r"""
     close(ref[:2], got[:2], "population training", rtol=1e-3, atol=3e-3)
     trained = ref[0]
 
-    # 2. a roll-out of B environments (env.make_rollout, random actions; run_agent's evaluator is the same scan)
+    # 2. a roll-out of B environments (rollout.make_rollout, random actions: every policy's roll-out is this scan)
     items = [env_lib.make_env_params(jax.tree_util.tree_map(lambda a: a[i], trained),
                                      jax.tree_util.tree_map(lambda a: a[i], archs), s, dims, tau=5.0)
              for i in range(B)]
     params = env_lib.stack_params(items)
     env = env_lib.NeonEnv(env_lib.EnvConfig(passes=1), dims, preset)
-    rollout = env_lib.make_rollout(env, env_lib.random_policy)
+    rollout = jax.jit(make_rollout(env, random_policy))
     sparams = sharding.shard_batch(params, mesh)
-    ref_final, ref_traj = rollout(jax.random.PRNGKey(4), params)
-    got_final, got_traj = rollout(jax.random.PRNGKey(4), sparams)
+    keys = jax.random.split(jax.random.PRNGKey(4), B)
+    ref_final, ref_traj = rollout(keys, params, None)
+    got_final, got_traj = rollout(sharding.shard_batch(keys, mesh), sparams, None)
     spread(got_final.arch)
-    close((ref_traj["action"], ref_final.arch, ref_final.step), (got_traj["action"], got_final.arch, got_final.step),
+    close((ref_traj.action, ref_final.arch, ref_final.step), (got_traj.action, got_final.arch, got_final.step),
           "roll-out actions and widths", rtol=0, atol=0)
-    close(ref_traj["reward"], got_traj["reward"], "roll-out rewards", rtol=1e-3, atol=1e-3)
+    close(ref_traj.reward, got_traj.reward, "roll-out rewards", rtol=1e-3, atol=1e-3)
     close(ref_final.variables, got_final.variables, "roll-out weights", rtol=1e-3, atol=3e-3)
 
     # 3. one agent iteration (roll-outs + returns + losses + both Adam steps)

@@ -1,0 +1,111 @@
+"""The agent: actor and critic with their optimisers (`Agent`), its state, and its policy as an act_fn."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from neon_jax.agent.config import AgentConfig
+from neon_jax.agent.networks import AgentNet
+from neon_jax.env import NUM_ACTIONS
+from neon_jax.features import PROGRESS_FEATURES, Observation
+from neon_jax.presets import Preset
+from neon_jax.rollout import policy_keys
+from neon_jax.rollout import policy_program as cached_policy_program
+
+
+@struct.dataclass
+class AgentState:
+    """What training changes: both networks, their Adam states, and the episodes learnt from."""
+
+    actor: Any
+    critic: Any
+    actor_opt: Any
+    critic_opt: Any
+    episodes: jax.Array  # () int32 episodes learnt from so far
+
+
+@struct.dataclass
+class ActorPolicy:
+    """The `policy_params` of `Agent.act_fn`: the actor's weights and two traced switches, so sampled, greedy and
+    uniform actions are one compiled program.
+
+    Attributes:
+      actor: the actor's parameters.
+      greedy: () bool, argmax instead of sampling from pi (the original samples, §1.4).
+      uniform: () bool, uniform random actions instead (the warm-up episodes, §6.2; the random agent).
+    """
+
+    actor: Any
+    greedy: jax.Array
+    uniform: jax.Array
+
+
+class Agent:
+    """Actor, critic and their optimisers for one preset (observation shape) and config."""
+
+    def __init__(self, config: AgentConfig, preset: Preset):
+        self.config = config
+        self.preset = preset
+        self.actor = AgentNet(NUM_ACTIONS, config.architecture, config.observe_progress)
+        self.critic = AgentNet(1, config.architecture, config.observe_progress)
+        self.actor_opt = optax.adam(config.actor_lr)  # PyTorch Adam defaults, no clipping, no weight decay
+        self.critic_opt = optax.adam(config.critic_lr)
+
+    def dummy_obs(self) -> Observation:
+        R, F = self.preset.feature_rows, self.preset.feature_width
+        z = jnp.zeros
+        return Observation(net_topology=z((R, 8)), net_activations=z((8, R, F)), net_weights=z((8, R, F)),
+                           layer_topology=z((8,)), layer_activations=z((8, F)), layer_weights=z((8, F)),
+                           progress=z((PROGRESS_FEATURES,)))
+
+    def init(self, key) -> AgentState:
+        k_a, k_c = jax.random.split(key)
+        obs = self.dummy_obs()
+        actor = self.actor.init(k_a, obs)
+        critic = self.critic.init(k_c, obs)
+        return AgentState(actor=actor, critic=critic, actor_opt=self.actor_opt.init(actor),
+                          critic_opt=self.critic_opt.init(critic), episodes=jnp.int32(0))
+
+    def num_params(self, state: AgentState) -> tuple[int, int]:
+        count = lambda t: int(sum(np.prod(a.shape) for a in jax.tree_util.tree_leaves(t)))  # noqa: E731
+        return count(state.actor), count(state.critic)
+
+    def policy(self, actor, greedy=False, uniform=False) -> ActorPolicy:
+        """The `policy_params` of `act_fn` for these actor weights."""
+        return ActorPolicy(actor=actor, greedy=jnp.bool_(greedy), uniform=jnp.bool_(uniform))
+
+    def act_fn(self, policy: ActorPolicy, key: jax.Array, obs: Observation) -> jax.Array:
+        """The actor as an act_fn of `neon_jax.rollout`: one action for one observation."""
+        k_sample, k_uniform = policy_keys(key)
+        logits = self.actor.apply(policy.actor, obs)
+        chosen = jnp.where(policy.greedy, jnp.argmax(logits), jax.random.categorical(k_sample, logits))
+        return jnp.where(policy.uniform, jax.random.randint(k_uniform, (), 0, NUM_ACTIONS), chosen)
+
+    def observation_preset(self, preset: Preset) -> Preset:
+        """`preset` with this agent's state-map sizes, so an agent trained at one scale observes networks of
+        another (the networks' schedules stay `preset`'s). The compact architecture reads maps of any size."""
+        if self.config.architecture == "compact" or (
+                (preset.feature_rows, preset.feature_width) == (self.preset.feature_rows, self.preset.feature_width)):
+            return preset
+        if self.preset.feature_width < preset.w_max or self.preset.feature_rows < preset.max_hidden + 1:
+            raise ValueError(
+                f"this agent's state maps hold {self.preset.feature_rows - 1} hidden layers of up to "
+                f"{self.preset.feature_width} neurons (preset {self.preset.name!r}); networks of preset "
+                f"{preset.name!r} have up to {preset.max_hidden} layers of {preset.w_max}")
+        return dataclasses.replace(preset, feature_rows=self.preset.feature_rows,
+                                   feature_width=self.preset.feature_width)
+
+
+
+def policy_program(env, agent: Agent):
+    """The jitted pruning program of `agent`'s policy on `env` (`rollout.make_policy_program`), built once per
+    (environment, agent) settings in a process: ``program(key, env_params, agent.policy(actor, greedy, uniform))
+    -> rollout.Outcome``."""
+    return cached_policy_program(env, agent.act_fn, ("agent", agent.config, agent.preset))

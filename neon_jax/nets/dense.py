@@ -1,0 +1,240 @@
+"""Compaction: a masked network <-> a plain dense network with its real widths (host-side NumPy), and its files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neon_jax.nets.arch import Arch, NetDims, make_arch
+from neon_jax.nets.layout import batchnorm_name, linear_name
+from neon_jax.nets.model import BN_EPS
+from neon_jax.presets import ACTIVATION_NAMES, PRE_BATCHNORM, PRE_DROPOUT
+
+@dataclasses.dataclass
+class DenseNetwork:
+    """A plain dense network with its real widths, host-side NumPy arrays (eval-mode semantics).
+
+    `layers` is the flat module list of the original's ``nn.Sequential``: dicts with ``kind`` one of
+    ``batchnorm`` (scale, bias, mean, var, eps), ``dropout`` (rate), ``linear`` (kernel (in, out), bias (out,)),
+    ``relu`` / ``tanh`` / ``sigmoid``, and a final ``softmax``.
+    """
+
+    layers: list[dict]
+    n_features: int
+    n_classes: int
+
+    @property
+    def hidden_widths(self) -> list[int]:
+        return [l["kernel"].shape[1] for l in self.layers if l["kind"] == "linear"][:-1]
+
+    def num_params(self) -> int:
+        total = 0
+        for l in self.layers:
+            if l["kind"] == "linear":
+                total += l["kernel"].size + l["bias"].size
+            elif l["kind"] == "batchnorm":
+                total += l["scale"].size + l["bias"].size
+        return int(total)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Eval-mode forward pass to the pre-softmax outputs (N, n_classes), float32 NumPy."""
+        h = np.asarray(x, np.float32)
+        for l in self.layers:
+            kind = l["kind"]
+            if kind == "batchnorm":
+                h = (h - l["mean"]) / np.sqrt(l["var"] + l["eps"]) * l["scale"] + l["bias"]
+            elif kind == "linear":
+                h = h @ l["kernel"] + l["bias"]
+            elif kind == "relu":
+                h = np.maximum(h, 0)
+            elif kind == "tanh":
+                h = np.tanh(h)
+            elif kind == "sigmoid":
+                h = 1 / (1 + np.exp(-h))
+            # dropout is the identity in eval mode; softmax is left out of logits
+        return h.astype(np.float32)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        z = self.logits(x)
+        z = np.exp(z - z.max(1, keepdims=True))
+        return z / z.sum(1, keepdims=True)
+
+
+def compact(variables: dict, arch: Arch, dims: NetDims, dropout_rate: float = 0.5) -> DenseNetwork:
+    """Turns one masked network into a `DenseNetwork` with its real widths (alive neurons only).
+
+    Neurons keep their order; a pruned-away neuron's row and column disappear. Outputs are identical to the
+    masked network's in eval mode.
+    """
+    params = jax.device_get(variables["params"])
+    stats = jax.device_get(variables.get("batch_stats", {}))
+    arch = jax.device_get(arch)
+    depth, d, k = int(arch.depth), int(arch.n_features), int(arch.n_classes)
+    prev_idx = np.arange(d)
+    layers: list[dict] = []
+    for j in range(depth):
+        alive = np.flatnonzero(np.asarray(arch.mask[j]) > 0)
+        pre = int(arch.pre_layer[j])
+        if pre == PRE_BATCHNORM:
+            bn, bs = params[batchnorm_name(j)], stats[batchnorm_name(j)]
+            layers.append(dict(kind="batchnorm", scale=np.asarray(bn["scale"])[prev_idx],
+                               bias=np.asarray(bn["bias"])[prev_idx], mean=np.asarray(bs["mean"])[prev_idx],
+                               var=np.asarray(bs["var"])[prev_idx], eps=BN_EPS))
+        elif pre == PRE_DROPOUT:
+            layers.append(dict(kind="dropout", rate=dropout_rate))
+        name = linear_name(j, dims.max_hidden)
+        kernel = np.asarray(params[f"{name}_kernel"])[np.ix_(prev_idx, alive)]
+        layers.append(dict(kind="linear", kernel=kernel, bias=np.asarray(params[f"{name}_bias"])[alive]))
+        layers.append(dict(kind=ACTIVATION_NAMES[int(arch.activation[j])]))
+        prev_idx = alive
+    kernel = np.asarray(params["output_kernel"])[np.ix_(prev_idx, np.arange(k))]
+    layers.append(dict(kind="linear", kernel=kernel, bias=np.asarray(params["output_bias"])[:k]))
+    layers.append(dict(kind="softmax"))
+    return DenseNetwork(layers=layers, n_features=d, n_classes=k)
+
+
+def expand(net: DenseNetwork, dims: NetDims) -> tuple[dict, Arch]:
+    """Places a `DenseNetwork` into the padded masked form: returns (variables, arch).
+
+    Raises ValueError naming the problem if the network does not fit `dims` or is not of the NEON family.
+    """
+    widths, acts, pres = [], [], []
+    pending_pre = "none"
+    pending_bn = None
+    hidden: list[tuple[dict, dict | None]] = []
+    linears = [l for l in net.layers if l["kind"] == "linear"]
+    if len(linears) < 2:
+        raise ValueError("a NEON network needs at least one hidden Linear and an output Linear")
+    seen_linear = 0
+    for l in net.layers:
+        kind = l["kind"]
+        if kind in ("batchnorm", "dropout"):
+            if pending_pre != "none":
+                raise ValueError("two pre-layer operations in front of one Linear are not supported")
+            pending_pre, pending_bn = kind, (l if kind == "batchnorm" else None)
+        elif kind == "linear":
+            seen_linear += 1
+            if seen_linear < len(linears):
+                widths.append(l["kernel"].shape[1])
+                pres.append(pending_pre)
+                hidden.append((l, pending_bn))
+            elif pending_pre != "none":
+                raise ValueError("a BatchNorm/Dropout in front of the output Linear is not supported")
+            pending_pre, pending_bn = "none", None
+        elif kind in ACTIVATION_NAMES:
+            acts.append(kind)
+        elif kind != "softmax":
+            raise ValueError(f"unsupported layer kind {kind!r}")
+    if len(acts) != len(widths):
+        raise ValueError("every hidden Linear must be followed by exactly one activation (relu/tanh/sigmoid)")
+    arch = make_arch(widths, acts, pres, net.n_features, net.n_classes, dims)
+    params: dict[str, Any] = {}
+    stats: dict[str, Any] = {}
+    prev = net.n_features
+    for j in range(dims.max_hidden):
+        width_in = dims.d_max if j == 0 else dims.w_max
+        kernel = np.zeros((width_in, dims.w_max), np.float32)
+        bias = np.zeros((dims.w_max,), np.float32)
+        scale, shift = np.ones((width_in,), np.float32), np.zeros((width_in,), np.float32)
+        mean, var = np.zeros((width_in,), np.float32), np.ones((width_in,), np.float32)
+        if j < len(hidden):
+            lin, bn = hidden[j]
+            if lin["kernel"].shape[0] != prev:
+                raise ValueError(f"hidden Linear {j} expects {lin['kernel'].shape[0]} inputs but receives {prev}")
+            w = lin["kernel"].shape[1]
+            kernel[:prev, :w] = lin["kernel"]
+            bias[:w] = lin["bias"]
+            if bn is not None:
+                scale[:prev], shift[:prev] = bn["scale"], bn["bias"]
+                mean[:prev], var[:prev] = bn["mean"], bn["var"]
+            prev = w
+        name, bn = linear_name(j, dims.max_hidden), batchnorm_name(j)
+        params[f"{name}_kernel"], params[f"{name}_bias"] = kernel, bias
+        params[bn] = {"scale": scale, "bias": shift}
+        stats[bn] = {"mean": mean, "var": var}
+    out = linears[-1]
+    if out["kernel"].shape != (prev, net.n_classes):
+        raise ValueError(f"output Linear has shape {out['kernel'].shape}, expected {(prev, net.n_classes)}")
+    kernel = np.zeros((dims.w_max, dims.k_max), np.float32)
+    bias = np.zeros((dims.k_max,), np.float32)
+    kernel[:prev, : net.n_classes] = out["kernel"]
+    bias[: net.n_classes] = out["bias"]
+    params["output_kernel"], params["output_bias"] = kernel, bias
+    variables = jax.tree_util.tree_map(jnp.asarray, {"params": params, "batch_stats": stats})
+    return variables, arch
+
+
+def repad(variables: dict, arch: Arch, dims_from: NetDims, dims_to: NetDims) -> tuple[dict, Arch]:
+    """Zero-pads one network (or a population: leading axes are kept) from `dims_from` to larger `dims_to`.
+
+    Used to put networks of several datasets (different d_max / k_max) into one population. The outputs on the
+    real features and classes are unchanged (padding contributes nothing).
+    """
+    if dims_to.max_hidden != dims_from.max_hidden or dims_to.w_max != dims_from.w_max:
+        raise ValueError("repad only changes d_max and k_max; max_hidden and w_max must match (same preset)")
+    if dims_to.d_max < dims_from.d_max or dims_to.k_max < dims_from.k_max:
+        raise ValueError(f"cannot shrink padded dims from {dims_from} to {dims_to}")
+    dd, dk = dims_to.d_max - dims_from.d_max, dims_to.k_max - dims_from.k_max
+
+    def pad_last(a, n, value=0.0):
+        return jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, n)], constant_values=value)
+
+    def pad_axis(a, axis, n):
+        widths = [(0, 0)] * a.ndim
+        widths[axis] = (0, n)
+        return jnp.pad(a, widths)
+
+    params = dict(variables["params"])
+    stats = dict(variables["batch_stats"])
+    first, bn, out = linear_name(0, dims_to.max_hidden), batchnorm_name(0), linear_name(dims_to.max_hidden,
+                                                                                        dims_to.max_hidden)
+    params[f"{first}_kernel"] = pad_axis(params[f"{first}_kernel"], -2, dd)
+    params[bn] = {"scale": pad_last(params[bn]["scale"], dd, 1.0), "bias": pad_last(params[bn]["bias"], dd)}
+    stats[bn] = {"mean": pad_last(stats[bn]["mean"], dd), "var": pad_last(stats[bn]["var"], dd, 1.0)}
+    params[f"{out}_kernel"] = pad_last(params[f"{out}_kernel"], dk)
+    params[f"{out}_bias"] = pad_last(params[f"{out}_bias"], dk)
+    return {"params": params, "batch_stats": stats}, arch
+
+
+def save_dense_network(net: DenseNetwork, path) -> Path:
+    """Writes a `DenseNetwork` as ``<path>.npz`` (plain arrays) + ``<path>.json`` (its layer list)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays, layers = {}, []
+    for i, layer in enumerate(net.layers):
+        entry = {}
+        for key, value in layer.items():
+            if isinstance(value, np.ndarray):
+                arrays[f"{i}/{key}"] = value
+                entry[key] = {"array": f"{i}/{key}", "shape": list(value.shape)}
+            else:
+                entry[key] = value
+        layers.append(entry)
+    np.savez(path.with_suffix(".npz"), **arrays)
+    doc = {"format": "neon_jax.dense/1", "n_features": net.n_features, "n_classes": net.n_classes,
+           "hidden_widths": net.hidden_widths, "num_params": net.num_params(), "layers": layers}
+    path.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+    return path.with_suffix(".npz")
+
+
+def load_dense_network(path) -> DenseNetwork:
+    """Reads a network written by `save_dense_network` (give either file or the common stem)."""
+    path = Path(path)
+    npz, meta = path.with_suffix(".npz"), path.with_suffix(".json")
+    if not npz.exists() or not meta.exists():
+        raise FileNotFoundError(f"no saved network at {path} (expected {npz.name} and {meta.name})")
+    doc = json.loads(meta.read_text())
+    if doc.get("format") != "neon_jax.dense/1":
+        raise ValueError(f"{meta} is not a neon_jax network file (format {doc.get('format')!r})")
+    with np.load(npz) as data:
+        layers = []
+        for entry in doc["layers"]:
+            layers.append({k: (np.asarray(data[v["array"]], np.float32) if isinstance(v, dict) and "array" in v else v)
+                           for k, v in entry.items()})
+    return DenseNetwork(layers=layers, n_features=int(doc["n_features"]), n_classes=int(doc["n_classes"]))

@@ -2,7 +2,8 @@
 
 The pruned networks come from a REAL prune run: the shipped agent (``agent="pretrained"``, cpu preset, its own
 cut, sampled actions as the original evaluates) prunes the held-out networks of the pre-built zoos of several
-datasets, all at once (`neon_jax.learn.run_agent` on one `EnvPool`, as `neon_jax.pruner` does for one network).
+datasets, all at once (`neon_jax.learn.run_agent`, the library's runner, on one `EnvPool`, as `neon_jax.pruner`
+does for one network).
 Both the original and the pruned network of every zoo entry are compacted (`nets.compact`: real widths) and
 
 * exported to PyTorch (``.pt``), ONNX (opset 17), safetensors and ``.npz`` (`neon_jax.interop.export_network`);
@@ -209,9 +210,9 @@ def main(argv=None) -> int:
     say(f"pruning {len(pool)} held-out networks of {len(names)} datasets with the {agent_desc} agent "
         f"(cut {cut}, tau {args.tau:g}, passes {args.passes}) ...")
     t0 = time.perf_counter()
-    finals: list = []
-    rows = run_agent(agent, actor, pool, preset, EnvConfig(passes=args.passes, cut=cut), seed=args.seed,
-                     networks=finals)
+    result = run_agent(agent, actor, pool, preset, EnvConfig(passes=args.passes, cut=cut), seed=args.seed,
+                       keep_networks=True)
+    rows, finals = result.rows, result.networks
     prune_s = time.perf_counter() - t0
     say(f"pruned in {prune_s:.1f}s (compile included)")
 

@@ -226,7 +226,10 @@ def bench_population(p: int, *, preset, dims, n_features, n_classes, model, trai
     import torch
 
     from benchmarks.torch_reference import (
-        check_eval_parity, check_train_loss_parity, to_torch_sequential, train_torch,
+        check_eval_parity,
+        check_train_loss_parity,
+        to_torch_sequential,
+        train_torch,
     )
 
     load_start = os.getloadavg()[0]
@@ -533,9 +536,8 @@ def main(argv=None) -> dict:
             "rows_total": prepared.dataset.n_rows, "rows_train": int(len(y_train)),
             "features": prepared.n_features, "classes": prepared.n_classes,
             "preset": preset.name, "epochs": epochs,
-            "epochs_note": ("the full schedule is preset.train_epochs = %d epochs; a run is epochs x per-epoch "
-                            "time, so the per-epoch (and per-network-epoch) time is what matters"
-                            % preset.train_epochs),
+            "epochs_note": (f"the full schedule is preset.train_epochs = {preset.train_epochs} epochs; a run is "
+                            "epochs x per-epoch time, so the per-epoch (and per-network-epoch) time is what matters"),
             "batch_size": batch_size, "learning_rate": preset.learning_rate, "dtype": "float32",
             "jax_matmul_precision": str(jax.config.jax_default_matmul_precision),
             "torch_float32_matmul_precision": torch.get_float32_matmul_precision(),

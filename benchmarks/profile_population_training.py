@@ -40,8 +40,16 @@ import numpy as np
 import optax
 
 from benchmarks.bench_population_training import (
-    DEFAULT_DATA_DIR, RESULTS_DIR, CpuMeter, device_info, device_slug, linear_shapes_padded, load_prepared,
-    neon_jax_provenance, train_flops_per_row, versions,
+    DEFAULT_DATA_DIR,
+    RESULTS_DIR,
+    CpuMeter,
+    device_info,
+    device_slug,
+    linear_shapes_padded,
+    load_prepared,
+    neon_jax_provenance,
+    train_flops_per_row,
+    versions,
 )
 from neon_jax import nets, train
 from neon_jax.presets import ACTIVATION_NAMES, get_preset

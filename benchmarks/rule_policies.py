@@ -10,8 +10,9 @@ Runs fixed rules and (optionally) trained agents on the same networks, environme
 * ``agent:PATH`` / ``agent:pretrained``: a trained policy, sampled; ``greedy:PATH`` takes the argmax. The share
   of each action is reported, which shows whether a policy acts on its state or always picks one action.
 
-Every rule runs through `neon_jax.learn.run_agent` (one compiled roll-out for all rules: the rule's numbers are
-arguments, not constants), so rules, agents and random differ only in how they choose actions.
+Every policy runs through `neon_jax.runner` on the library's one roll-out; the rules are
+`neon_jax.policies.rule_policy` (one compiled roll-out for all rules: the rule's numbers are arguments, not
+constants), so rules, agents and random differ only in how they choose actions.
 
 Usage::
 
@@ -22,72 +23,41 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from neon_jax import learn, pruner
+from neon_jax import baselines, learn, policies, pruner, runner
 from neon_jax import zoo as zoo_lib
-from neon_jax.agent import NUM_ACTIONS
-from neon_jax.env import KEEP_FRACTIONS, EnvConfig, validate_tau
+from neon_jax.env import KEEP_FRACTIONS, NUM_ACTIONS, EnvConfig, NeonEnv, validate_tau
 from neon_jax.pool import EnvPool
 from neon_jax.presets import get_preset
-
-
-class _RuleActor:
-    """Logits of 'take `action` while delta >= -max_drop, else keep' from the observation's progress."""
-
-    @staticmethod
-    def apply(params, obs):
-        delta = 10.0 * obs.progress[0]  # features.progress_features: accuracy change / 10
-        chosen = jnp.where(delta >= -params["max_drop"], params["action"], 0)
-        return 10.0 * jax.nn.one_hot(chosen, NUM_ACTIONS)
-
-
-@dataclasses.dataclass(frozen=True)
-class RuleAgent:
-    """Duck-typed `Agent` for `learn.run_agent`: one config, so all rules share one compiled roll-out."""
-
-    actor: _RuleActor = _RuleActor()
-    config: tuple = ("rule_policy",)
+from neon_jax.rollout import policy_program
 
 
 def parse_rule(text: str):
-    """'keep:0.8' / 'while:0.6:0' -> actor params; raises a clear error for anything else."""
-    parts = text.split(":")
-    fractions = {round(float(f), 3): i for i, f in enumerate(KEEP_FRACTIONS)}
+    """'keep:0.8' / 'while:0.6:0' -> the rule's policy parameters; exits with the problem named otherwise."""
     try:
-        if parts[0] == "keep" and len(parts) == 2:
-            frac, drop = float(parts[1]), float("inf")
-        elif parts[0] == "while" and len(parts) == 3:
-            frac, drop = float(parts[1]), float(parts[2])
-        else:
-            raise ValueError
-    except ValueError:
-        raise SystemExit(f"cannot read rule {text!r}: use random, keep:F, while:F:D, agent:PATH or greedy:PATH") from None
-    if round(frac, 3) not in fractions:
-        raise SystemExit(f"rule {text!r}: the keep fraction must be one of {list(KEEP_FRACTIONS)}")
-    return {"action": jnp.int32(fractions[round(frac, 3)]), "max_drop": jnp.float32(min(drop, 1e6))}
+        return policies.parse_rule(text)
+    except ValueError as err:
+        raise SystemExit(f"{err} (or random, agent:PATH, greedy:PATH)") from None
 
 
-def run_policy(spec: str, pool, preset, env_config, seed: int, batch: int, tau: float):
+def run_policy(spec: str, pool, preset, env_config, seed: int, batch: int, tau: float) -> list[dict]:
     if spec == "random":
-        agent, actor, *_ = pruner.load_agent("random", preset)
-        return learn.run_agent(agent, actor, pool, preset, env_config, seed=seed, random_actions=True,
-                               batch_size=batch)
+        return baselines.run_baseline("random", pool, preset, passes=env_config.passes, cut=env_config.cut,
+                                      seed=seed, batch_size=batch).rows
     if spec.startswith(("agent:", "greedy:")):
         kind, path = spec.split(":", 1)
         agent, actor, *_ = pruner.load_agent(path, preset, tau=tau)
         return learn.run_agent(agent, actor, pool, preset, env_config, seed=seed, greedy=kind == "greedy",
-                               batch_size=batch)
-    return learn.run_agent(RuleAgent(), parse_rule(spec), pool, preset, env_config, seed=seed, greedy=True,
-                           batch_size=batch)
+                               batch_size=batch).rows
+    program = policy_program(NeonEnv(env_config, pool.dims, preset), policies.rule_policy)
+    return runner.run(program, pool, parse_rule(spec), seed=seed, batch_size=batch).rows
 
 
 def main(argv=None):
@@ -126,7 +96,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         for seed in seeds:
             rows = run_policy(rule, pool, preset, env_config, seed, args.batch, tau)
-            per_seed.append(learn.summarise(rows) | {"seed": seed,
+            per_seed.append(runner.summarise(rows) | {"seed": seed,
                                                       "return_mean": float(np.mean([r["return"] for r in rows]))})
             for r in rows:
                 actions += np.bincount([int(a) for a in r["actions"]], minlength=NUM_ACTIONS)

@@ -13,10 +13,11 @@ Benchmarks (each: JAX compile seconds apart from run seconds, PyTorch seconds, r
   states, random actions): ``jit(vmap(NeonEnv.step))``, ``vmap_in_chunks`` of it and ``NeonEnv.step_batch``
   (``--slots``: packed fine-tunes, the library's batched step) vs the PyTorch reference environment stepping the
   same networks with the same actions one by one (rebuild, fine-tune, evaluate, NumPy/SciPy state);
-* ``episode``: a whole four-pass episode of B networks with the same pre-drawn actions (one jitted
-  reset + scan over steps, vmapped) vs `torch_reference.env_step.run_episode` one network after the other;
-* ``agent_update``: the A2C update on B episodes of T observations (neon_jax's batched update, as inside
-  `agent.make_train_iteration`) vs the original's PyTorch update (one episode at a time, BatchNorm2d at batch 1),
+* ``episode``: whole four-pass episodes of B networks through the library's roll-out (`rollout.make_rollout`,
+  random policy; one vmap(step) per step and, with ``--slots``, packed fine-tunes) vs
+  `torch_reference.env_step.run_episode` replaying the same actions one network after the other;
+* ``agent_update``: the library's update (`agent.make_update`, what `agent.make_train_iteration` runs) on B
+  episodes of T observations vs the original's PyTorch update (one episode at a time, BatchNorm2d at batch 1),
   and vs one PyTorch update on the batch mean (identical maths);
 * ``batch_scaling``: env steps per second vs B (PyTorch is linear in B: its per-step time from ``env_steps``);
 * ``device_scaling``: population training (and, in full mode, env steps) with the batch sharded over 1, 2, ...
@@ -249,7 +250,7 @@ def jax_env_steps(work: Work, b: int, repeats: int, seed: int, chunk: int | None
                    "jax_chunked_run_s_all_repeats": times_c}
     packed = {}
     if slots:
-        step_b = jax.jit(lambda k, s, a, p: work.env.step_batch(k, s, a, p, slots=slots))
+        step_b = jax.jit(env_lib.NeonEnv(work.env.config, work.dims, work.preset, slots=slots).step_batch)
         compiled_b, compile_b = compile_aot(step_b, keys, states, actions, params)
         best_b, times_b, out_b = timeit(lambda: compiled_b(keys, states, actions, params), repeats)
         info_b = out_b[5]
@@ -334,71 +335,52 @@ def bench_env_steps(args, mode, work: Work) -> dict:
 
 
 def bench_episode(args, mode, work: Work) -> dict:
+    """Whole four-pass episodes of B networks through the library's roll-out (`rollout.make_rollout` with the
+    random policy), once as one ``vmap(step)`` per step (``slots=None``) and once packed (``--slots``, the
+    default on one CPU device); PyTorch replays the same actions, one network after the other."""
     from benchmarks.torch_reference.env_step import run_episode
+    from neon_jax.policies import random_policy
+    from neon_jax.rollout import make_rollout
 
     b = mode["episode_batch"]
-    env = work.env
-    t_max = env.max_steps
+    t_max = work.env.max_steps
     idx, params = work.batch(b)
-    actions = np.random.default_rng(args.seed + 7).integers(0, env_lib.NUM_ACTIONS, (b, t_max)).astype(np.int32)
-
-    def one(key, p, acts):
-        k_reset, k_run = jax.random.split(key)
-        _, state = env.reset(k_reset, p)
-
-        def body(state, inputs):
-            k, a = inputs
-            _, state, reward, _, _, info = env.step(k, state, a, p)
-            return state, (reward, info["finetune_epochs"], info["active"])
-
-        state, (rewards, epochs, active) = jax.lax.scan(body, state, (jax.random.split(k_run, t_max), acts))
-        return state, rewards, epochs, active
-
-    episode = jax.jit(jax.vmap(one))
     keys = jax.random.split(jax.random.PRNGKey(args.seed + 3), b)
-    log(f"[episode] B={b}, {t_max} scan steps: JAX compile + run")
-    compiled, compile_s = compile_aot(episode, keys, params, jnp.asarray(actions))
-    best, times, out = timeit(lambda: compiled(keys, params, jnp.asarray(actions)), max(1, mode["env_repeats"] - 1))
-    state, rewards, epochs, active = jax.device_get(out)
+
+    def time_rollout(slots):
+        env = env_lib.NeonEnv(work.env.config, work.dims, work.preset, slots=slots)
+        rollout = jax.jit(lambda k, p: make_rollout(env, random_policy)(k, p, None))
+        compiled, compile_s = compile_aot(rollout, keys, params)
+        best, times, (final, t) = timeit(lambda: compiled(keys, params), max(1, mode["env_repeats"] - 1))
+        return compiled, compile_s, best, times, jax.device_get((final, t.action, t.reward, t.valid,
+                                                                 t.info["finetune_epochs"]))
+
+    log(f"[episode] B={b}, {t_max} scan steps: JAX compile + run (the library's roll-out, slots=None)")
+    _, compile_s, best, times, (state, actions, rewards, valid, epochs) = time_rollout(None)
     log(f"  jax {best:.2f}s")
     packed = {}
-    if args.slots:  # the same episodes stepped together with NeonEnv.step_batch (same keys and actions)
-        def batched(keys, p, acts):
-            k_reset, k_run = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
-            _, st = jax.vmap(env.reset)(k_reset, p)
-            step_keys = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, t_max))(k_run), 1, 0)
-
-            def body(st, inputs):
-                k, a = inputs
-                _, st, reward, _, _, info = env.step_batch(k, st, a, p, slots=args.slots)
-                return st, (reward, info["finetune_epochs"], info["active"])
-
-            st, (rw, ep, act) = jax.lax.scan(body, st, (step_keys, jnp.swapaxes(acts, 0, 1)))
-            return st, rw.T, ep.T, act.T
-
-        compiled_b, compile_b = compile_aot(jax.jit(batched), keys, params, jnp.asarray(actions))
-        best_b, times_b, out_b = timeit(lambda: compiled_b(keys, params, jnp.asarray(actions)),
-                                        max(1, mode["env_repeats"] - 1))
-        state_b, rewards_b = jax.device_get(out_b[:2])
+    if args.slots:  # the same episodes (same keys, so the same actions) stepped with packed fine-tunes
+        _, compile_b, best_b, times_b, (state_b, actions_b, rewards_b, _, _) = time_rollout(args.slots)
         packed = {"slots": args.slots, "jax_step_batch_compile_s": compile_b, "jax_step_batch_run_s": best_b,
                   "jax_step_batch_run_s_all_repeats": times_b,
+                  "step_batch_same_actions_as_vmap": bool(np.array_equal(actions_b, actions)),
                   "step_batch_same_final_widths_as_vmap": bool(np.array_equal(state_b.arch.widths, state.arch.widths)),
                   "step_batch_return_max_abs_diff": float(np.abs(rewards_b.sum(1) - rewards.sum(1)).max())}
         log(f"  step_batch (slots {args.slots}): jax {best_b:.2f}s (compile {compile_b:.1f}s)")
-    log(f"  torch: {b} episodes one by one")
+    log(f"  torch: {b} episodes one by one, replaying the roll-out's actions")
     t0 = time.perf_counter()
     torch_eps, torch_times = [], []
     for k, i in enumerate(idx):
         e = work.torch_env(int(i), args.seed + k)
         t1 = time.perf_counter()
-        torch_eps.append(run_episode(e, actions[k]))
+        torch_eps.append(run_episode(e, actions[k][valid[k]]))
         torch_sync()
         torch_times.append(time.perf_counter() - t1)
     torch_s = float(np.sum(torch_times))
     jax_widths = [np.asarray(state.arch.widths[k][: int(state.arch.depth[k])]).tolist() for k in range(b)]
     r = {"batch_size": b, "scan_steps": t_max, "jax_compile_s": compile_s, "jax_run_s": best,
          "jax_run_s_all_repeats": times, "torch_run_s": torch_s, "torch_s_per_episode": torch_times,
-         "ratio": torch_s / best, "steps_per_episode": [int(a.sum()) for a in active],
+         "ratio": torch_s / best, "steps_per_episode": [int(v.sum()) for v in valid],
          "jax_finetune_epochs_total": int(epochs.sum()),
          "torch_finetune_epochs_total": int(sum(sum(e["finetune_epochs"]) for e in torch_eps)),
          "same_final_widths": jax_widths == [e["widths"] for e in torch_eps],
@@ -409,14 +391,14 @@ def bench_episode(args, mode, work: Work) -> dict:
         r["ratio_step_batch"] = torch_s / packed["jax_step_batch_run_s"]
     log(f"  torch {torch_s:.2f}s  ratio {r['ratio']:.2f}" +
         (f" (step_batch {r['ratio_step_batch']:.2f})" if packed else "") + f"  same widths {r['same_final_widths']}")
-    return {"settings": work.describe() | {"actions": "uniform random, pre-drawn, identical on both sides"},
+    return {"settings": work.describe() | {"actions": "uniform random (the library's random policy), replayed by "
+                                                      "PyTorch", "program": "neon_jax.rollout.make_rollout"},
             "results": [r]}
 
 
 def bench_agent_update(args, mode, work_preset) -> dict:
-    import torch
 
-    from benchmarks.torch_reference.agent import OBS_KEYS, TorchA2C, observations_from_arrays
+    from benchmarks.torch_reference.agent import TorchA2C, observations_from_arrays
     from neon_jax import agent as agent_lib
 
     preset = get_preset(work_preset)
@@ -432,35 +414,16 @@ def bench_agent_update(args, mode, work_preset) -> dict:
     actions = rng.integers(0, 5, (b, t_len)).astype(np.int32)
     rewards = rng.normal(size=(b, t_len)).astype(np.float32) * 100
     from neon_jax.features import Observation
+    from neon_jax.rollout import Transition
 
-    trajs = {"obs": Observation(**{k: jnp.asarray(v) for k, v in obs_np.items()}), "action": jnp.asarray(actions),
-             "reward": jnp.asarray(rewards), "valid": jnp.ones((b, t_len), bool)}
-    cfg = agent.config
-
-    # the update half of agent.make_train_iteration (its roll-out half is the `episode` benchmark)
-    def episode_losses(actor, critic, traj):
-        logits = jax.vmap(lambda o: agent.actor.apply(actor, o))(traj["obs"])
-        values = jax.vmap(lambda o: agent.critic.apply(critic, o))(traj["obs"])
-        return agent_lib.actor_critic_losses(logits, values, traj["action"], traj["reward"], traj["valid"],
-                                             cfg.gamma, cfg.legacy_episode_mean_advantage)
-
-    def update(state, trajs):
-        def losses(a, c):
-            actor, critic, _ = jax.vmap(episode_losses, in_axes=(None, None, 0))(a, c, trajs)
-            return actor.mean(), critic.mean()
-
-        la, ga = jax.value_and_grad(lambda a: losses(a, state.critic)[0])(state.actor)
-        lc, gc = jax.value_and_grad(lambda c: losses(state.actor, c)[1])(state.critic)
-        ua, oa = agent.actor_opt.update(ga, state.actor_opt, state.actor)
-        uc, oc = agent.critic_opt.update(gc, state.critic_opt, state.critic)
-        import optax
-
-        return state.replace(actor=optax.apply_updates(state.actor, ua), critic=optax.apply_updates(state.critic, uc),
-                             actor_opt=oa, critic_opt=oc), (la, lc)
+    transitions = Transition(obs=Observation(**{k: jnp.asarray(v) for k, v in obs_np.items()}),
+                             action=jnp.asarray(actions), reward=jnp.asarray(rewards),
+                             valid=jnp.ones((b, t_len), bool), info={})
+    update = jax.jit(agent_lib.make_update(agent))  # the library's update, as make_train_iteration runs it
 
     log(f"[agent_update] B={b} episodes x T={t_len}: JAX compile + run")
-    compiled, compile_s = compile_aot(jax.jit(update), state, trajs)
-    best, times, _ = timeit(lambda: compiled(state, trajs), mode["env_repeats"])
+    compiled, compile_s = compile_aot(update, state, transitions)
+    best, times, _ = timeit(lambda: compiled(state, transitions), mode["env_repeats"])
     a2c = TorchA2C(R, F, seed=args.seed, device=torch_device())
     episodes = [(observations_from_arrays(obs_np, k, torch_device()), actions[k].tolist(), rewards[k])
                 for k in range(b)]

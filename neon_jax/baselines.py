@@ -265,7 +265,7 @@ def program(method: str, dims: nets.NetDims, preset: Preset, passes: int = 4, fi
     return _program(method, dims, preset, int(passes), bool(finetune), cut, slots)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _program(method, dims, preset, passes, finetune, cut, slots):
     H = dims.max_hidden
     # the random agents' environment; without per-step fine-tuning its fine-tune runs zero epochs

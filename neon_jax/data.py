@@ -38,8 +38,8 @@ import importlib
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -436,7 +436,7 @@ def _scan_file(path: str, mtime_ns: int, size: int) -> DatasetInfo:
     return DatasetInfo(_stem(Path(path)), task, int(parsed.present.sum()), len(columns) - 1, classes, path)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sklearn_bunch(key: str):
     from sklearn import datasets
 

@@ -82,7 +82,7 @@ class EnvConfig:
         if self.reward not in REWARDS:
             raise ValueError(f"unknown reward {self.reward!r}; choose one of {REWARDS}")
 
-    def with_legacy(self, on: bool = True) -> "EnvConfig":
+    def with_legacy(self, on: bool = True) -> EnvConfig:
         """This config with every switch that reproduces a bug of the original set to `on` (§12 B1, B2, B6, B9)."""
         return dataclasses.replace(self, **{name: bool(on) for name in self.LEGACY_FIELDS})
 

@@ -53,7 +53,7 @@ class EnvPool:
 
     @classmethod
     def from_zoos(cls, zoos_and_data: list[tuple[Zoo, PreparedData]], which: str, tau: float, preset: Preset,
-                  dims: nets.NetDims | None = None) -> "EnvPool":
+                  dims: nets.NetDims | None = None) -> EnvPool:
         """Builds a pool of the `which` ("train" / "heldout" / "all") networks of each zoo.
 
         The data must be the zoo's own (checked by split digest) and every zoo of the same preset widths.

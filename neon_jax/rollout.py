@@ -14,7 +14,8 @@ and `neon_jax.runner` turns into rows.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -105,7 +105,7 @@ def _shuffle_real_rows(key, n_real, n_max, n_padded):
     return jnp.pad(perm, (0, n_padded - n_max))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_trainer(model: MaskedMLP, learning_rate: float = 1e-3, double_softmax: bool = True):
     """Builds the jitted population functions for one model shape. Cached: one compile per shape and schedule.
 

@@ -13,17 +13,17 @@ import hashlib
 import json
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from neon_jax import data as data_lib
-from neon_jax.choices import ZOO_SPLITS
 from neon_jax import nets, train
-from neon_jax.presets import ACTIVATION_NAMES, Preset, get_preset
+from neon_jax.choices import ZOO_SPLITS
+from neon_jax.presets import ACTIVATION_NAMES, Preset
 
 ZOO_FORMAT = 1
 PRE_NAMES = ("none", "dropout", "batchnorm")

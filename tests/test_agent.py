@@ -208,7 +208,7 @@ def test_beyond_paper_options_train_in_one_program(tiny_setup, transitions):
                                                   entropy_coef=0.01), TINY)
     update = jax.jit(agent_lib.make_update(agent))
     state = agent.init(jax.random.PRNGKey(0))
-    for i in range(3):
+    for _ in range(3):
         state, metrics = update(state, transitions)
     assert update._cache_size() == 1 and int(state.episodes) == 3 * transitions.action.shape[0]
     assert np.isfinite(float(metrics["actor_loss"])) and np.isfinite(float(metrics["critic_loss"]))
@@ -219,7 +219,7 @@ def test_beyond_paper_options_train_in_one_program(tiny_setup, transitions):
 def test_checkpoint_round_trip_gives_identical_actions(tiny_setup, tmp_path):
     pool, env, agent, iteration, evaluate = tiny_setup
     state = agent.init(jax.random.PRNGKey(3))
-    path = agent_lib.save_checkpoint(tmp_path / "ckpt", state, agent.config, TINY)
+    assert agent_lib.save_checkpoint(tmp_path / "ckpt", state, agent.config, TINY) == tmp_path / "ckpt.npz"
     agent2, state2, meta = agent_lib.load_checkpoint(tmp_path / "ckpt")
     assert meta["episodes"] == 0 and agent2.config == agent.config
     params = pool.batch(np.arange(len(pool)))
@@ -354,7 +354,7 @@ def test_environment_attaches_progress_and_only_progress_agents_read_it(tiny_set
     # learns from the environment's transitions (their progress included) in one program
     update = jax.jit(agent_lib.make_update(seeing))
     s = seeing.init(jax.random.PRNGKey(0))
-    for i in range(2):
+    for _ in range(2):
         s, m = update(s, transitions)
     assert update._cache_size() == 1 and np.isfinite(float(m["actor_loss"]))
 

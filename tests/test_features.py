@@ -34,7 +34,7 @@ D_MAX, K_MAX = 30, 3
 DIMS = {TINY.name: nets.NetDims.for_preset(TINY, D_MAX, K_MAX), CPU.name: nets.NetDims.for_preset(CPU, D_MAX, K_MAX)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(name: str):
     """Min-max scaled real data (float32, n x d) and 0-based labels."""
     loader = {"wine": datasets.load_wine, "breast_cancer": datasets.load_breast_cancer}[name]
@@ -51,7 +51,7 @@ def pad_features(x, d_max=D_MAX, rng=None):
     return np.concatenate([x, extra.astype(np.float32)], axis=1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sample(name: str):
     """(x_sample (S, D_MAX), row_weight (S,), real rows (S, d)) drawn with `features.activation_sample`."""
     x, y = load(name)
@@ -113,9 +113,10 @@ def punch_holes(arch, seed):
 # The reference: NumPy/SciPy/sklearn, shared with the PyTorch reference environment (benchmarks/torch_reference).
 
 from benchmarks.torch_reference.features import (  # noqa: E402
-    ref_forward_rows, ref_normalise, ref_rows, ref_state, ref_stats,
+    ref_normalise,
+    ref_state,
+    ref_stats,
 )
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Jitted entry points (one compile per dims and mode; archs, masks, data and rows are traced).

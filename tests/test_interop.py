@@ -15,7 +15,6 @@ nn = torch.nn
 from neon_jax import cli, interop, nets  # noqa: E402
 
 
-
 @pytest.fixture
 def export_deps():
     """The `export` extra (onnx, onnxruntime, safetensors); tests that write those formats skip without it."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neon_jax import nets
-from neon_jax.presets import PRESETS, PRE_BATCHNORM, PRE_DROPOUT, PRE_NONE, ACT_RELU
+from neon_jax.presets import ACT_RELU, PRE_BATCHNORM, PRE_DROPOUT, PRESETS
 
 TINY = PRESETS["tiny"]
 CPU = PRESETS["cpu"]
@@ -20,7 +20,7 @@ def _population(preset, dims, n, seed=0, n_features=None, n_classes=None):
     return model, archs, nets.init_population(jax.random.PRNGKey(seed + 1), model, archs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _apply(model, train=False):
     """A jitted apply per model shape: eager flax calls would dominate the test time."""
     if train:

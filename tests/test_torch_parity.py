@@ -17,8 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)  # tiny networks: one thread is fastest and does not fight the JAX threads
 
-from benchmarks.torch_reference.env_step import TorchNeonEnv, run_episode, sequential_layers, torch_env_from_jax  # noqa: E402
 from benchmarks.torch_reference.base_training import to_torch_sequential, train_torch  # noqa: E402
+from benchmarks.torch_reference.env_step import TorchNeonEnv, run_episode, sequential_layers, torch_env_from_jax  # noqa: E402
 from benchmarks.torch_reference.features import ref_normalise  # noqa: E402
 from neon_jax import env as env_lib  # noqa: E402
 from neon_jax import features, nets  # noqa: E402
@@ -30,7 +30,7 @@ N_NETS = 6
 ACTIONS = np.array([[3, 4, 1], [4, 0, 2], [1, 3, 4], [2, 2, 0], [4, 4, 4], [0, 3, 1]], np.int32)  # (N_NETS, T)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def setting():
     """Tiny random networks on wine, trained a few epochs with the PyTorch loop (no JAX training compile)."""
     prepared = zoo_lib.prepare_data("wine", TINY, seed=0)
@@ -61,7 +61,7 @@ def take(tree, i):
     return jax.tree_util.tree_map(lambda a: a[i], tree)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def jax_episodes(seed=0):
     """Every network's one-pass episode with ACTIONS: per step (widths, params, acc) and the final state."""
     _, params, dims, env = setting()

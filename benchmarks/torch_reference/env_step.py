@@ -294,9 +294,8 @@ def splits_dict(splits) -> dict:
 def torch_env_from_jax(variables, arch, dims, preset, splits, passes: int = 4, tau: float = 5.0,
                        seed: int = 0, device: str = "cpu") -> TorchNeonEnv:
     """A `TorchNeonEnv` on the same network (one masked neon_jax network, no leading axis) and the same splits."""
-    from neon_jax import nets
-
     from benchmarks.torch_reference.base_training import to_torch_sequential
+    from neon_jax import nets
 
     dense = nets.compact(variables, arch, dims, preset.dropout_rate)
     return TorchNeonEnv(to_torch_sequential(dense).eval(), splits_dict(splits), preset, passes, tau, seed, device)

@@ -13,8 +13,17 @@ from neon_jax.agent.agent import ActorPolicy, Agent, AgentState, policy_program
 from neon_jax.agent.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_policy, save_checkpoint, save_policy
 from neon_jax.agent.config import ARCHITECTURES, REWARD_SCALE, REWARD_TRANSFORMS, AgentConfig, warmup_episodes
 from neon_jax.agent.losses import (
-    action_log_probs, actor_critic_losses, advantages, clipped_policy_loss, critic_loss, monte_carlo_returns,
-    normalise_over_valid, policy_entropy, policy_loss, returns_of, transform_rewards,
+    action_log_probs,
+    actor_critic_losses,
+    advantages,
+    clipped_policy_loss,
+    critic_loss,
+    monte_carlo_returns,
+    normalise_over_valid,
+    policy_entropy,
+    policy_loss,
+    returns_of,
+    transform_rewards,
 )
 from neon_jax.agent.networks import AgentNet, CompactTrunk, MLPBranch, NeonTrunk, RowBatchNorm, RowBranch, TorchDense
 from neon_jax.agent.update import make_train_iteration, make_update

@@ -75,7 +75,7 @@ class AgentConfig:
             raise ValueError("legacy_episode_mean_advantage reproduces the original's single update; it cannot be "
                              "combined with update_epochs > 1")
 
-    def with_legacy(self, on: bool = True) -> "AgentConfig":
+    def with_legacy(self, on: bool = True) -> AgentConfig:
         """This config with every switch that reproduces a bug of the original set to `on` (§12 A0)."""
         return dataclasses.replace(self, **{name: bool(on) for name in self.LEGACY_FIELDS})
 

@@ -21,7 +21,13 @@ import optax
 
 from neon_jax.agent.agent import Agent, AgentState
 from neon_jax.agent.losses import (
-    action_log_probs, advantages, clipped_policy_loss, critic_loss, policy_entropy, policy_loss, returns_of,
+    action_log_probs,
+    advantages,
+    clipped_policy_loss,
+    critic_loss,
+    policy_entropy,
+    policy_loss,
+    returns_of,
 )
 from neon_jax.env import EnvParams, NeonEnv
 from neon_jax.nets import count_params

@@ -10,12 +10,35 @@ from neon_jax.nets.arch import Arch, NetDims, count_params, fan_ins, layer_input
 from neon_jax.nets.cuts import CUTS, cut, largest_norm_mask, narrow, prefix_mask, take_rebuilt
 from neon_jax.nets.dense import DenseNetwork, compact, expand, load_dense_network, repad, save_dense_network
 from neon_jax.nets.layout import (
-    Trainable, batchnorm, batchnorm_name, bias, is_batchnorm, kernel, kernel_names, kernels, linear_name, param_layer, param_mask,
-    real_weight_masks, trainable_rows, with_kernels, zero_dead,
+    Trainable,
+    batchnorm,
+    batchnorm_name,
+    bias,
+    is_batchnorm,
+    kernel,
+    kernel_names,
+    kernels,
+    linear_name,
+    param_layer,
+    param_mask,
+    real_weight_masks,
+    trainable_rows,
+    with_kernels,
+    zero_dead,
 )
 from neon_jax.nets.model import (
-    BN_EPS, BN_MOMENTUM, NEG_LOGIT, Hints, MaskedBatchNorm, MaskedMLP, batchnorm_affine, dropout_keep_mask,
-    init_network, init_population, make_model, torch_linear_init,
+    BN_EPS,
+    BN_MOMENTUM,
+    NEG_LOGIT,
+    Hints,
+    MaskedBatchNorm,
+    MaskedMLP,
+    batchnorm_affine,
+    dropout_keep_mask,
+    init_network,
+    init_population,
+    make_model,
+    torch_linear_init,
 )
 
 __all__ = [

@@ -14,7 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from neon_jax.presets import ACT_RELU, ACT_SIGMOID, ACT_TANH, ACTIVATION_NAMES, PRE_BATCHNORM, PRE_DROPOUT, PRE_NONE, Preset
+from neon_jax.presets import (
+    ACT_RELU,
+    ACT_SIGMOID,
+    ACT_TANH,
+    ACTIVATION_NAMES,
+    PRE_BATCHNORM,
+    PRE_DROPOUT,
+    PRE_NONE,
+    Preset,
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class NetDims:
@@ -26,7 +36,7 @@ class NetDims:
     w_max: int
 
     @classmethod
-    def for_preset(cls, preset: Preset, d_max: int, k_max: int) -> "NetDims":
+    def for_preset(cls, preset: Preset, d_max: int, k_max: int) -> NetDims:
         return cls(d_max=int(d_max), k_max=int(k_max), max_hidden=preset.max_hidden, w_max=preset.w_max)
 
 

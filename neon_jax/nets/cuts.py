@@ -17,7 +17,6 @@ from neon_jax.nets.layout import batchnorm_name, kernel, linear_name, zero_dead
 from neon_jax.nets.model import MaskedMLP, init_network
 
 
-
 def narrow(arch: Arch, layer, layer_mask: jax.Array) -> Arch:
     """`arch` with hidden layer `layer` (traced int) given the neuron mask `layer_mask` (w_max,)."""
     row_of = jnp.arange(arch.mask.shape[-2])[:, None]

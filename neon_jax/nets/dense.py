@@ -16,6 +16,7 @@ from neon_jax.nets.layout import batchnorm_name, linear_name
 from neon_jax.nets.model import BN_EPS
 from neon_jax.presets import ACTIVATION_NAMES, PRE_BATCHNORM, PRE_DROPOUT
 
+
 @dataclasses.dataclass
 class DenseNetwork:
     """A plain dense network with its real widths, host-side NumPy arrays (eval-mode semantics).

@@ -88,10 +88,10 @@ class Trainable:
     batchnorm: jax.Array
 
     @classmethod
-    def everything(cls, max_hidden: int) -> "Trainable":
+    def everything(cls, max_hidden: int) -> Trainable:
         return cls(linear=jnp.ones(max_hidden + 1, bool), batchnorm=jnp.ones(max_hidden, bool))
 
-    def any_of(self, members: jax.Array) -> "Trainable":
+    def any_of(self, members: jax.Array) -> Trainable:
         """The union over the batch entries (leading axis) where `members` (B,) bool is True."""
         pick = lambda flags: (jnp.asarray(flags, bool) & members[:, None]).any(0)  # noqa: E731
         return Trainable(linear=pick(self.linear), batchnorm=pick(self.batchnorm))

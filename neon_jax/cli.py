@@ -1,4 +1,5 @@
-"""The `neon-jax` command: the thin shell around the compiled core (files, progress, tables)."""
+"""neon-jax: prune dense classifiers with NEON's trained agent, build zoos of base networks, train and evaluate agents
+against the paper's baselines, and export pruned networks to PyTorch / ONNX."""
 
 from __future__ import annotations
 
@@ -39,15 +40,13 @@ def cmd_zoo(args) -> int:
     preset = get_preset(args.preset)
     names = [n for n in args.dataset.split(",") if n]
     out = Path(args.out)
-    if args.epochs is not None and args.epochs < 0:  # fix (tests/test_cli.py): was silently accepted
+    if args.epochs is not None and args.epochs < 0:
         raise CLIError(f"--epochs must be >= 0, got {args.epochs}")
     for name in names:
         if (out / name / "zoo.json").exists() and not args.overwrite:
             raise CLIError(f"{out / name} already holds a zoo; pass --overwrite to replace it")
     for name in names:
         prepared = zoo_lib.prepare_data(name, preset, seed=args.seed, data_dir=args.data_dir)
-        # fix (tests/test_cli.py): was `args.epochs or preset.train_epochs`, which turned --epochs 0 (an untrained
-        # zoo) into the preset's full schedule
         epochs = preset.train_epochs if args.epochs is None else args.epochs
         start = time.perf_counter()
         with tqdm(total=epochs, desc=f"{name}: {args.n} networks", unit="epoch", disable=args.quiet) as bar:
@@ -308,22 +307,18 @@ def _parse_agents(specs) -> dict:
 
 
 def cmd_evaluate(args) -> int:
+    """Runs (or resumes) an evaluation grid into --out, building the zoos it lacks, and prints the aggregates."""
     from neon_jax import evaluate as ev
 
     if args.report_only:
         summary = ev.write_report(args.out)
         print(f"report -> {Path(args.out) / 'report.md'} ({summary['networks']} rows)")
         return 0
-    if not args.zoo_root:
-        raise CLIError("--zoo-root is required (the folder of zoos built with `neon-jax zoo`)")
     if bool(args.datasets) == bool(args.suite):
         raise CLIError("pass exactly one of --datasets a,b,... and --suite neon|all")
+    if args.suite and not args.zoo_root:
+        raise CLIError("--suite lists the zoos under --zoo-root; pass --zoo-root, or --datasets a,b,...")
     datasets = _csv_names(args.datasets) if args.datasets else ev.suite_datasets(args.suite, args.zoo_root)
-    methods = _csv_names(args.methods)
-    known = ev.known_methods()
-    unknown = [m for m in methods if m not in known]
-    if unknown:
-        raise CLIError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     try:
         taus = [float(t) for t in _csv_names(args.tau)]
         passes = [int(p) for p in _csv_names(args.passes)]
@@ -342,9 +337,10 @@ def cmd_evaluate(args) -> int:
             raise CLIError(f"--settings {spec!r}: expected METHOD=S1,S2 (e.g. lap=1,3,10)")
         settings[method] = [_number_or_text(v) for v in _csv_names(values)]
     cfg = ev.EvalConfig(datasets=datasets, zoo_root=args.zoo_root, data_dir=args.data_dir, protocol=args.protocol,
-                        methods=methods, taus=taus, passes=passes, seeds=seeds, greedy=args.greedy, agents=agents,
-                        preset=args.preset, fold_size=args.fold_size, fold_seed=args.fold_seed, folds=folds,
-                        settings=settings, random_cut=args.random_cut, batch_size=args.batch)
+                        methods=_csv_names(args.methods), taus=taus, passes=passes, seeds=seeds, greedy=args.greedy,
+                        agents=agents, preset=args.preset, fold_size=args.fold_size, fold_seed=args.fold_seed,
+                        folds=folds, settings=settings, random_cut=args.random_cut, batch_size=args.batch,
+                        zoo_networks=args.zoo_networks, zoo_heldout=args.zoo_heldout)
     start = time.perf_counter()
     summary = ev.run_evaluation(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
                                 log=None if args.quiet else print)
@@ -551,11 +547,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("evaluate", help="evaluate NEON, the random agent and baselines on held-out networks or "
                                         "unseen datasets; resumable grid, report.md with the paper's numbers")
-    p.add_argument("--datasets", default=None, help="comma-separated datasets (each needs a zoo under --zoo-root)")
+    p.add_argument("--datasets", default=None,
+                   help="comma-separated datasets (a zoo is built under OUT/zoos/ for each that has none under "
+                        "--zoo-root)")
     p.add_argument("--suite", default=None, choices=["neon", "all"],
-                   help="neon: the paper's datasets that have a zoo; all: every zoo under --zoo-root")
+                   help="neon: the paper's datasets that have a zoo; all: every zoo under --zoo-root (needs it)")
     _add_data_args(p)
-    p.add_argument("--zoo-root", default=None, help="folder of zoos (one subfolder per dataset); required")
+    p.add_argument("--zoo-root", default=None,
+                   help="folder of zoos (one subfolder per dataset, `neon-jax zoo`); default: build them under "
+                        "OUT/zoos/")
+    p.add_argument("--zoo-networks", type=int, default=30,
+                   help="networks per zoo the evaluation builds (paper: 30)")
+    p.add_argument("--zoo-heldout", type=int, default=6,
+                   help="held-out networks per zoo the evaluation builds (paper: 6)")
     p.add_argument("--methods", default="neon,random", help="comma-separated: neon, random and the baselines "
                                                             "(magnitude, structured, lap, random_no_ft, ...)")
     p.add_argument("--protocol", default="heldout", choices=PROTOCOLS,
@@ -575,11 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-cut", default="reinit", choices=CUTS,
                    help="cut of the random agent (reinit: the paper's environment)")
     p.add_argument("--batch", type=int, default=32, help="networks per compiled batch")
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="default: the zoos' preset")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="default: the preset of the zoos found, else cpu")
     p.add_argument("--out", required=True, help="results folder (re-running resumes; finished cells are skipped)")
     p.add_argument("--overwrite", action="store_true", help="replace an evaluation with other settings in --out")
     p.add_argument("--report-only", action="store_true", help="only rewrite report.md / summary.json / plots")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -7,10 +7,12 @@ sizes and a digest of the split indices) and ``networks.npz`` (the stacked padde
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
+import shutil
 import time
 import zlib
 from collections.abc import Callable
@@ -194,11 +196,17 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
 
 
 def save_zoo(zoo: Zoo, out_dir, overwrite: bool = False) -> Path:
-    """Writes ``<out_dir>/<dataset>/{zoo.json, networks.npz}``; refuses to overwrite unless asked."""
+    """Writes ``<out_dir>/<dataset>/{zoo.json, networks.npz}``; refuses to overwrite unless asked.
+
+    The files are written to ``<out_dir>/.building/<dataset>/`` and the folder renamed into place once complete,
+    so a process killed while saving leaves no half zoo where `find_zoos` looks.
+    """
     path = Path(out_dir) / zoo.dataset
     if (path / "zoo.json").exists() and not overwrite:
         raise FileExistsError(f"a zoo already exists at {path}; pass overwrite=True (CLI: --overwrite) to replace it")
-    path.mkdir(parents=True, exist_ok=True)
+    final, path = path, Path(out_dir) / ".building" / zoo.dataset
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
     arrays = {}
     flat = jax.tree_util.tree_flatten_with_path(jax.device_get(zoo.variables))[0]
     for key_path, leaf in flat:
@@ -214,7 +222,12 @@ def save_zoo(zoo: Zoo, out_dir, overwrite: bool = False) -> Path:
         "networks": [zoo.describe(i) for i in range(len(zoo))],
     }
     (path / "zoo.json").write_text(json.dumps(doc, indent=1))
-    return path
+    if final.exists():
+        shutil.rmtree(final)
+    path.replace(final)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
+    return final
 
 
 def load_zoo(path) -> Zoo:
@@ -282,6 +295,16 @@ def load_zoo_with_data(path, data_dir=None) -> tuple[Zoo, PreparedData]:
     raise ValueError(f"cannot find the data the zoo at {path} was trained on ({zoo.dataset!r}): {last_error}")
 
 
+def zoo_folders(root) -> dict[str, Path]:
+    """dataset -> zoo folder under `root` (a zoo folder itself, or a folder of them); {} if there is none."""
+    root = Path(root)
+    if (root / "zoo.json").exists():
+        return {root.name: root}
+    if not root.is_dir():
+        return {}
+    return {p.parent.name: p.parent for p in sorted(root.glob("*/zoo.json"))}
+
+
 def find_zoos(root, names=None) -> list[Path]:
     """Zoo folders under `root` (a zoo folder itself, or a folder of them), optionally only `names`."""
     root = Path(root)
@@ -289,7 +312,7 @@ def find_zoos(root, names=None) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"zoo folder {root} does not exist")
-    found = {p.parent.name: p.parent for p in sorted(root.glob("*/zoo.json"))}
+    found = zoo_folders(root)
     if names is None:
         if not found:
             raise FileNotFoundError(f"no zoo under {root} (build one with `neon-jax zoo`)")

@@ -1,11 +1,13 @@
 """`neon_jax.evaluate` and `neon-jax evaluate`: folds, aggregation, resumability, the CLI and the notebook.
 
-The runs use two tiny zoos (scikit-learn's iris and wine, 4 networks each, 2 held out, one training epoch) and
+The runs use two tiny zoos (scikit-learn's iris and wine, 4 networks each, 2 held out, untrained) and
 an untrained tiny agent saved with the random agent's config, so neon and random share one compiled program
-(batch 2, both datasets in every pool: one shape for the whole file).
+(batch 2, both datasets in every pool: one shape for the whole file). One test lets the command build its own
+tiny zoos (the preset's 3 training epochs) under OUT/zoos.
 """
 
 import contextlib
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -16,7 +18,8 @@ import pandas as pd
 import pytest
 
 from neon_jax import agent as agent_lib
-from neon_jax import cli, evaluate as ev, paper_results, runner
+from neon_jax import cli, paper_results, runner
+from neon_jax import evaluate as ev
 from neon_jax import zoo as zoo_lib
 from neon_jax.presets import get_preset
 
@@ -60,8 +63,6 @@ def test_agent_resolution_and_cells():
 
 
 def dataclasses_replace(cfg, **kw):
-    import dataclasses
-
     return dataclasses.replace(cfg, **kw)
 
 
@@ -207,7 +208,7 @@ def test_evaluation_resumes_and_skips_finished_cells(zoo_root, tmp_path, monkeyp
     ev.run_evaluation(_cfg(zoo_root, seeds=[0, 1]), out, progress=False, log=None)
     assert len(calls) == 1 + 4
     df = pd.read_csv(out / "networks.csv")
-    assert len(df) == 16 and df.groupby("cell").size().eq(2).all() and len(ev._load_done(out)) == 8
+    assert len(df) == 16 and df.groupby("cell").size().eq(2).all() and len(ev.read_cells(out)) == 8
 
     with pytest.raises(FileExistsError, match="--overwrite"):  # another protocol in the same folder
         ev.run_evaluation(_cfg(zoo_root, protocol="unseen", fold_size=1), out, progress=False, log=None)
@@ -251,6 +252,35 @@ def test_cli_unseen_protocol_smoke_and_errors(zoo_root, tmp_path):
                         "--out", tmp_path / "x")
     assert code == 2 and "TAU=PATH" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_builds_the_zoos_it_lacks_and_resumes(tmp_path, monkeypatch):
+    """Without --zoo-root every zoo is built under OUT/zoos (here 4 networks, 2 held out); a second run loads
+    them, builds nothing and runs nothing."""
+    out = tmp_path / "built"
+    args = ["evaluate", "--datasets", "iris,wine", "--preset", "tiny", "--zoo-networks", 4, "--zoo-heldout", 2,
+            "--methods", "structured", "--settings", "structured=0.5", "--batch", 2, "--out", out, "--quiet"]
+    code, stdout, err = _cli(*args)
+    assert code == 0, err
+    for name in ("iris", "wine"):
+        z = zoo_lib.load_zoo(out / "zoos" / name)
+        assert (z.dataset, len(z), int(z.heldout.sum()), z.preset.name) == (name, 4, 2, "tiny")
+    assert not (out / "zoos" / ".building").exists()
+    df = pd.read_csv(out / "networks.csv", dtype={"setting": str})
+    assert len(df) == 2 * 2 and set(df["dataset"]) == {"iris", "wine"} and set(df["split"]) == {"heldout"}
+    assert set(df["method"]) == {"structured"} and set(df["setting"]) == {"0.5"}
+    assert json.loads((out / "settings.json").read_text())["identity"]["zoo_root"] == str((out / "zoos").resolve())
+    assert "structured 0.5" in stdout
+    rows, cells = (out / "networks.csv").read_text(), (out / "cells.jsonl").read_text()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("nothing should be built or run again")
+
+    monkeypatch.setattr(zoo_lib, "build_zoo", refuse)
+    monkeypatch.setattr(runner, "run", refuse)
+    code, _, err = _cli(*args)
+    assert code == 0, err
+    assert (out / "networks.csv").read_text() == rows and (out / "cells.jsonl").read_text() == cells
 
 
 def test_reproduction_notebook_runs(tmp_path, zoo_root):

@@ -1,0 +1,162 @@
+"""Running an evaluation: its zoos, its agents, and every unfinished cell through `neon_jax.runner`."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from neon_jax import baselines, learn
+from neon_jax.env import EnvConfig
+from neon_jax.evaluate import zoos as zoo_sources
+from neon_jax.evaluate.agents import LoadedAgent, check_unseen, load_agent
+from neon_jax.evaluate.config import Cell, EvalConfig
+from neon_jax.evaluate.plan import make_folds, parse_setting, plan_cells
+from neon_jax.evaluate.report import write_report
+from neon_jax.evaluate.store import (
+    append_cell,
+    append_rows,
+    drop_orphan_rows,
+    network_records,
+    prepare_output,
+    read_cells,
+    write_settings,
+)
+from neon_jax.pool import EnvPool
+from neon_jax.presets import Preset, get_preset
+
+
+def _subset(pool: EnvPool, idx) -> EnvPool:
+    """A view of `pool` with only the entries `idx` (same data arrays and shapes: no recompilation)."""
+    idx = np.asarray(idx)
+    take = lambda a: a[idx]
+    return dataclasses.replace(pool, names=[pool.names[i] for i in idx],
+                               variables=jax.tree_util.tree_map(take, pool.variables),
+                               archs=jax.tree_util.tree_map(take, pool.archs), dataset_of=pool.dataset_of[idx],
+                               base_test_accuracy=pool.base_test_accuracy[idx])
+
+
+def _run_cell(cell: Cell, view: EnvPool, preset: Preset, cfg: EvalConfig, agent: LoadedAgent | None) -> list[dict]:
+    """One cell's `runner.RunResult.rows`: neon with its agent, the random agent, or a baseline (fine-tuned)."""
+    if cell.method == "neon":
+        return learn.run_agent(agent.agent, agent.actor, view, preset, EnvConfig(passes=cell.passes, cut=agent.cut),
+                               seed=cell.seed, greedy=cell.greedy, batch_size=cfg.batch_size).rows
+    if cell.method == "random":
+        return baselines.run_baseline("random", view, preset, passes=cell.passes, cut=cell.setting or "reinit",
+                                      seed=cell.seed, batch_size=cfg.batch_size).rows
+    return baselines.run_baseline(cell.method, view, preset, setting=parse_setting(cfg, cell.method, cell.setting),
+                                  passes=cell.passes if cell.passes is not None else 4, seed=cell.seed,
+                                  batch_size=cfg.batch_size, finetune=True).rows
+
+
+def _resolve(cfg: EvalConfig, out: Path) -> tuple[EvalConfig, dict]:
+    """The config with its zoo root and preset filled in, and dataset -> zoo folder (None: to build).
+
+    Without a zoo root the zoos live under ``out/zoos``, which then stands as the zoo root.
+    """
+    located = zoo_sources.locate_zoos(cfg.datasets, cfg.zoo_root, out)
+    zoo_root = str(zoo_sources.built_root(out)) if cfg.zoo_root is None else cfg.zoo_root
+    resolved = dataclasses.replace(cfg, zoo_root=zoo_root, preset=zoo_sources.resolve_preset(cfg.preset, located))
+    return resolved, located
+
+
+def _folds(cfg: EvalConfig) -> list[list[str]] | None:
+    """The unseen folds (`make_folds`), checked against `cfg.folds`; None for the heldout protocol."""
+    if cfg.protocol != "unseen":
+        return None
+    folds = make_folds(cfg.datasets, cfg.fold_size, cfg.fold_seed)
+    bad = [f for f in cfg.folds or () if not 0 <= f < len(folds)]
+    if bad:
+        raise ValueError(f"fold(s) {bad} do not exist: {len(folds)} folds of {cfg.fold_size}")
+    return folds
+
+
+def _load_needed(cfg: EvalConfig, located: dict, needed: list[str], prepared: dict, out: Path, preset: Preset,
+                 progress: bool, say) -> dict:
+    """Builds the missing zoos of `needed` (under ``out/zoos``) and loads every zoo of `needed`, in that order."""
+    paths = {}
+    for name in needed:
+        if located[name] is None:
+            say(f"evaluate: building a zoo of {cfg.zoo_networks} networks for {name} "
+                f"-> {zoo_sources.built_root(out) / name}")
+            paths[name] = zoo_sources.build_zoo(prepared[name], preset, out, cfg.zoo_networks, cfg.zoo_heldout,
+                                                progress=progress)
+        else:
+            paths[name] = located[name]
+    return zoo_sources.load_zoos(paths, cfg.data_dir, {n: p for n, p in prepared.items() if n in paths})
+
+
+def run_evaluation(cfg: EvalConfig, out_dir, *, overwrite: bool = False, progress: bool = True,
+                   log=print) -> dict:
+    """Runs every unfinished cell of the grid, appending to ``out_dir/networks.csv``, then writes the report.
+
+    Zoos come from `cfg.zoo_root`; the missing ones are built under ``out_dir/zoos`` (and loaded from there by
+    later runs). Every cell's networks are a view of one pool padded to the shapes of all the zoos with
+    unfinished cells, so each program compiles once per shape. `cfg` is not modified: ``settings.json`` records
+    a copy with the zoo root and preset filled in.
+
+    Args:
+      cfg: the grid.
+      out_dir: the results folder (`prepare_output`): re-running skips finished cells.
+      overwrite: replace an evaluation of another identity in `out_dir`.
+      progress: progress bars (zoo building, cells).
+      log: called with one-line messages (None: quiet).
+
+    Returns:
+      The summary (`summarise_evaluation`), also written to ``summary.json``.
+    """
+    say = log or (lambda *_: None)
+    out = Path(out_dir)
+    cfg, located = _resolve(cfg, out)
+    preset = get_preset(cfg.preset)
+    zoo_sources.check_zoos(located, cfg, out)
+    folds = _folds(cfg)
+    prepared = zoo_sources.prepare_missing(located, preset, cfg.data_dir, cfg.zoo_root)
+    cells = plan_cells(cfg, folds)
+    out = prepare_output(cfg, out, overwrite=overwrite)
+    done = read_cells(out)
+    drop_orphan_rows(out, done)
+    todo = [c for c in cells if c.key not in done]
+    write_settings(out, cfg, folds, len(cells))
+    say(f"evaluate: {len(cells)} cells ({len(cells) - len(todo)} already done) -> {out}")
+    if todo:
+        _run_cells(cfg, todo, folds, located, prepared, out, preset, progress, say)
+    return write_report(out)
+
+
+def _run_cells(cfg: EvalConfig, todo: list[Cell], folds, located: dict, prepared: dict, out: Path, preset: Preset,
+               progress: bool, say) -> None:
+    """Runs `todo` in order, recording each cell as soon as it finishes."""
+    agents = {spec: load_agent(spec, preset) for spec in dict.fromkeys(c.setting for c in todo if c.method == "neon")}
+    if cfg.protocol == "unseen":  # fail before any work on an agent that cannot be used
+        for c in todo:
+            if c.method == "neon":
+                check_unseen(agents[c.setting], c, folds)
+    needed = sorted({c.dataset for c in todo})
+    loaded = _load_needed(cfg, located, needed, prepared, out, preset, progress, say)
+    which = "heldout" if cfg.protocol == "heldout" else "all"
+    pool = EnvPool.from_zoos([loaded[n] for n in needed], which, cfg.taus[0] if cfg.taus else 5.0, preset)
+    zoos = {n: loaded[n][0] for n in needed}
+    by_dataset = {}
+    for i, (d, _) in enumerate(pool.names):
+        by_dataset.setdefault(d, []).append(i)
+    views = {d: _subset(pool, idx) for d, idx in by_dataset.items()}
+    bar = tqdm(todo, desc="evaluate", unit="cell", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(f"{cell.method} {cell.setting[-24:]} p{cell.passes or '-'} "
+                            f"tau{'' if cell.tau is None else f'{cell.tau:g}'} s{cell.seed} {cell.dataset}")
+        view = views[cell.dataset]
+        if cell.tau is not None:
+            view = dataclasses.replace(view, tau=cell.tau)
+        agent = agents.get(cell.setting) if cell.method == "neon" else None
+        t0 = time.perf_counter()
+        rows = _run_cell(cell, view, preset, cfg, agent)
+        seconds = time.perf_counter() - t0
+        records = network_records(cell, rows, cfg.protocol, zoos, agent)
+        append_rows(out, records)
+        append_cell(out, cell, len(records), seconds)
+    bar.close()

@@ -17,10 +17,12 @@ import numpy as np
 
 from neon_jax import agent as agent_lib
 from neon_jax import interop, nets, runner
-from neon_jax.env import EnvConfig, validate_tau
+from neon_jax.env import EnvConfig, NeonEnv, validate_tau
 from neon_jax.learn import agent_env
+from neon_jax.policies import random_policy
 from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset, get_preset
+from neon_jax.rollout import policy_program
 from neon_jax.zoo import Zoo, build_zoo, prepare_data
 
 # preset -> {training tau: policy stem in neon_jax/assets/}; `prune` takes the agent trained nearest the user's tau
@@ -140,12 +142,15 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         zoo = _single_network_zoo(network, prepared, preset)
     base_seconds = time.perf_counter() - start
     pool = EnvPool.from_zoos([(zoo, prepared)], "all", tau, preset)
-    env = agent_env(agent_obj, pool.dims, preset, EnvConfig(passes=passes, cut=cut))
+    env_config = EnvConfig(passes=passes, cut=cut)
+    if random_actions:  # the random policy needs no actor (the same draws as an actor's uniform actions)
+        program, policy = policy_program(NeonEnv(env_config, pool.dims, preset), random_policy), None
+    else:
+        program = agent_lib.policy_program(agent_env(agent_obj, pool.dims, preset, env_config), agent_obj)
+        policy = agent_obj.policy(actor_params, greedy)
     say(f"pruning with the {agent_desc} agent (tau={tau:g}, passes={passes}) ...")
     t0 = time.perf_counter()
-    result = runner.run(agent_lib.policy_program(env, agent_obj), pool,
-                        agent_obj.policy(actor_params, greedy, random_actions), seed=seed, batch_size=1,
-                        keep_networks=True)
+    result = runner.run(program, pool, policy, seed=seed, batch_size=1, keep_networks=True)
     prune_seconds = time.perf_counter() - t0
     row = result.rows[0]
     v0, a0 = jax.tree_util.tree_map(lambda a: a[0], (pool.variables, pool.archs))

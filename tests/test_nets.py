@@ -13,11 +13,20 @@ CPU = PRESETS["cpu"]
 
 
 def _population(preset, dims, n, seed=0, n_features=None, n_classes=None):
-    keys = jax.random.split(jax.random.PRNGKey(seed), n)
-    archs = jax.vmap(lambda k: nets.sample_arch(k, preset, dims, n_features or dims.d_max,
-                                                n_classes or dims.k_max))(keys)
     model = nets.make_model(dims, preset)
-    return model, archs, nets.init_population(jax.random.PRNGKey(seed + 1), model, archs)
+    archs, variables = _sample_and_init(model, preset, n, n_features or dims.d_max, n_classes or dims.k_max)(
+        jax.random.PRNGKey(seed), jax.random.PRNGKey(seed + 1))
+    return model, archs, variables
+
+
+@functools.cache
+def _sample_and_init(model, preset, n, n_features, n_classes):
+    """Sampling and initialising a population under one jit (eagerly, each of its many ops compiles alone)."""
+    def build(arch_key, init_key):
+        keys = jax.random.split(arch_key, n)
+        archs = jax.vmap(lambda k: nets.sample_arch(k, preset, model.dims, n_features, n_classes))(keys)
+        return archs, nets.init_population(init_key, model, archs)
+    return jax.jit(build)
 
 
 @functools.cache

@@ -1,8 +1,8 @@
 """Sharding the batch axis over a device mesh changes where the work runs, not the numbers.
 
 Runs in a subprocess with 8 simulated CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=8`` must be
-set before JAX starts): population training, a roll-out and an agent iteration, each once unsharded and once with
-the batch on an 8-device mesh (`neon_jax.sharding`), at the tiny preset.
+set before JAX starts): population training, a roll-out and the agent's update on it, each once unsharded and once
+with the batch on an 8-device mesh (`neon_jax.sharding`), at the tiny preset.
 """
 
 from __future__ import annotations
@@ -81,15 +81,15 @@ SCRIPT = textwrap.dedent(r"""
     close(ref_traj.reward, got_traj.reward, "roll-out rewards", rtol=1e-3, atol=1e-3)
     close(ref_final.variables, got_final.variables, "roll-out weights", rtol=1e-3, atol=3e-3)
 
-    # 3. one agent iteration (roll-outs + returns + losses + both Adam steps)
+    # 3. the agent's update (returns + losses + both Adam steps; a training iteration is the roll-out above, then
+    # this) on the roll-out's transitions, the batch sharded: its batch mean becomes an all-reduce
     # the compact agent: the same update code at a fraction of the compile time of the six-branch networks
     agent = agent_lib.Agent(agent_lib.AgentConfig(architecture="compact", batch_size=B), preset)
     state = agent.init(jax.random.PRNGKey(3))
-    sstate = sharding.replicate(state, mesh)
-    iteration = agent_lib.make_train_iteration(env, agent)
-    ref_state, ref_metrics = iteration(state, params, jax.random.PRNGKey(5), jnp.bool_(False))
-    got_state, got_metrics = iteration(sstate, sparams, jax.random.PRNGKey(5), jnp.bool_(False))
-    close(ref_metrics, got_metrics, "agent metrics", rtol=1e-4, atol=1e-4)
+    update = jax.jit(agent_lib.make_update(agent))
+    ref_state, ref_metrics = update(state, ref_traj)
+    got_state, got_metrics = update(sharding.replicate(state, mesh), got_traj)
+    close(ref_metrics, got_metrics, "agent losses", rtol=1e-4, atol=1e-4)
     close(ref_state, got_state, "agent update", rtol=1e-3, atol=3e-3)
     print("SHARDING-OK")
 """)

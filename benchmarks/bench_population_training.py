@@ -77,7 +77,6 @@ def versions() -> dict:
 
 def neon_jax_provenance() -> dict:
     """Which neon_jax was measured: its path, the repository's HEAD, and per module whether it matches HEAD."""
-    import hashlib
     import subprocess
 
     import neon_jax
@@ -90,14 +89,9 @@ def neon_jax_provenance() -> dict:
                                      check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return out
-    matches = {}
-    for name in ("nets.py", "train.py", "presets.py"):
-        data = (pkg / name).read_bytes()
-        blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-        head = subprocess.run(["git", "-C", str(repo), "rev-parse", f"HEAD:neon_jax/{name}"], capture_output=True,
-                              text=True).stdout.strip()
-        matches[name] = blob == head
-    out["modules_match_head"] = matches
+    changed = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "neon_jax"], capture_output=True,
+                             text=True).stdout.split("\n")
+    out["neon_jax_modified_since_head"] = [line[3:] for line in changed if line.strip()]
     return out
 
 

@@ -10,3 +10,4 @@ ARCHITECTURES = ("neon", "compact")  # agent networks
 REWARD_TRANSFORMS = ("none", "symlog", "scaled")  # what the agent learns from (agent.losses.transform_rewards)
 PROTOCOLS = ("heldout", "unseen")  # evaluation protocols
 ZOO_SPLITS = ("train", "heldout", "all")  # which networks of a zoo
+SUITES = ("neon", "all")  # named dataset suites of an evaluation: the paper's datasets, or every zoo

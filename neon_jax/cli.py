@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from neon_jax.choices import ARCHITECTURES, CUTS, PROTOCOLS, REWARD_TRANSFORMS, REWARDS, ZOO_SPLITS
+from neon_jax.choices import ARCHITECTURES, CUTS, PROTOCOLS, REWARD_TRANSFORMS, REWARDS, SUITES, ZOO_SPLITS
 from neon_jax.presets import PRESETS, get_preset
 
 
@@ -550,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", default=None,
                    help="comma-separated datasets (a zoo is built under OUT/zoos/ for each that has none under "
                         "--zoo-root)")
-    p.add_argument("--suite", default=None, choices=["neon", "all"],
+    p.add_argument("--suite", default=None, choices=SUITES,
                    help="neon: the paper's datasets that have a zoo; all: every zoo under --zoo-root (needs it)")
     _add_data_args(p)
     p.add_argument("--zoo-root", default=None,

@@ -8,6 +8,7 @@ import numpy as np
 
 from neon_jax import baselines, paper_results
 from neon_jax import zoo as zoo_lib
+from neon_jax.choices import SUITES
 from neon_jax.evaluate.config import Cell, EvalConfig
 
 
@@ -51,7 +52,7 @@ def suite_datasets(suite: str, zoo_root) -> list[str]:
         if not names:
             raise FileNotFoundError(f"no zoo of the paper's datasets under {zoo_root}")
         return names
-    raise ValueError(f"unknown suite {suite!r}; choose 'neon' or 'all'")
+    raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
 
 
 def format_setting(setting) -> str:

@@ -75,6 +75,15 @@ class Observation:
 PROGRESS_FEATURES = 8
 
 
+def zeros_observation(preset: Preset) -> Observation:
+    """An all-zero `Observation` of the preset's shapes (R = feature_rows, F = feature_width), progress included."""
+    R, F = preset.feature_rows, preset.feature_width
+    z = jnp.zeros
+    return Observation(net_topology=z((R, 8)), net_activations=z((8, R, F)), net_weights=z((8, R, F)),
+                       layer_topology=z((8,)), layer_activations=z((8, F)), layer_weights=z((8, F)),
+                       progress=z((PROGRESS_FEATURES,)))
+
+
 def progress_features(acc, acc0, tau, step, episode_length, n_params, n_params0) -> jax.Array:
     """What the original state cannot show (beyond the paper): how far the episode has come.
 
@@ -450,5 +459,5 @@ def observe(variables: dict, arch: Arch, dims: NetDims, preset: Preset, x_sample
 __all__ = [
     "PROGRESS_FEATURES", "STATISTICS", "TOPOLOGY_COLUMNS", "Observation", "activation_sample", "activation_statistics",
     "compact_neurons", "hidden_activations", "normalise_state", "observe", "progress_features", "raw_state", "standardise",
-    "topology_map", "weight_statistics", "weighted_statistics",
+    "topology_map", "weight_statistics", "weighted_statistics", "zeros_observation",
 ]

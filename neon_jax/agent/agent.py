@@ -14,7 +14,7 @@ from flax import struct
 from neon_jax.agent.config import AgentConfig
 from neon_jax.agent.networks import AgentNet
 from neon_jax.env import NUM_ACTIONS
-from neon_jax.features import PROGRESS_FEATURES, Observation
+from neon_jax.features import Observation, zeros_observation
 from neon_jax.presets import Preset
 from neon_jax.rollout import policy_keys
 from neon_jax.rollout import policy_program as cached_policy_program
@@ -59,11 +59,7 @@ class Agent:
         self.critic_opt = optax.adam(config.critic_lr)
 
     def dummy_obs(self) -> Observation:
-        R, F = self.preset.feature_rows, self.preset.feature_width
-        z = jnp.zeros
-        return Observation(net_topology=z((R, 8)), net_activations=z((8, R, F)), net_weights=z((8, R, F)),
-                           layer_topology=z((8,)), layer_activations=z((8, F)), layer_weights=z((8, F)),
-                           progress=z((PROGRESS_FEATURES,)))
+        return zeros_observation(self.preset)
 
     def init(self, key) -> AgentState:
         k_a, k_c = jax.random.split(key)

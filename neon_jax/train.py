@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from neon_jax.nets import NEG_LOGIT, Arch, Hints, MaskedMLP, Trainable, param_mask
+from neon_jax.nets import NEG_LOGIT, Arch, Hints, MaskedMLP, Trainable, param_layer, param_mask
 from neon_jax.sharding import resolve_chunk_size, vmap_sorted_chunks
 
 
@@ -76,6 +76,23 @@ class _TuneState:
 
 def _tune_continues(state: _TuneState, max_epochs: int, patience: int) -> jax.Array:
     return (state.epoch < max_epochs) & (state.bad < patience)
+
+
+def active_groups(mask: dict, busy, depth_bound, max_hidden: int) -> dict:
+    """`nets.Hints.groups` of a batch of fine-tunes: {top-level parameter name: unbatched bool}, False where the
+    parameter is frozen in every network of the batch — masked out of every busy network's fine-tune (`mask`, 0/1
+    pytree with leading axis B; `busy` (B,) bool), or in a hidden layer at or past `depth_bound` (no network has
+    it, its gradient is exactly zero). Such a group's Adam step is the identity (zero masked gradient, zero
+    moments), so `_masked_adam` skips it."""
+    groups = {}
+    for name, leaf in mask.items():
+        anywhere = jnp.zeros((), bool)
+        for m in jax.tree_util.tree_leaves(leaf):
+            per_net = (m != 0).reshape(m.shape[0], -1).any(-1)
+            anywhere = anywhere | (per_net & busy).any()
+        j = param_layer(name, max_hidden)
+        groups[name] = anywhere if j == max_hidden or depth_bound is None else anywhere & (j < depth_bound)
+    return groups
 
 
 def log_probs(logits: jax.Array, n_classes: jax.Array, double_softmax: bool) -> jax.Array:
@@ -142,7 +159,7 @@ class _Trainer:
         (loss, new_stats), grads = jax.value_and_grad(self._loss, has_aux=True)(
             params, stats, arch, x, y, weight, key, hints)
         valid = weight.sum() > 1.5
-        groups = None if hints is None else hints.groups(params)
+        groups = None if hints is None else hints.groups
         new_params, new_opt_state = self._masked_adam(grads, opt_state, params, mask, valid, groups)
         new_stats = jax.tree_util.tree_map(lambda a, b: jnp.where(valid, a, b), new_stats, stats)
         return new_params, new_stats, new_opt_state, loss, valid
@@ -150,7 +167,7 @@ class _Trainer:
     def _masked_adam(self, grads, opt_state, params, mask, valid, groups=None):
         """(params, opt_state) after one Adam step on the masked gradients, or unchanged if not `valid`.
 
-        `groups` (optional): {top-level parameter name: unbatched bool} from `nets.Hints.groups`. A group marked
+        `groups` (optional): {top-level parameter name: unbatched bool}, `nets.Hints.groups`. A group marked
         False is frozen in every network of the (vmapped) batch: its masked gradient is zero and so are its
         moments, so its step is exactly the identity, and a `lax.cond` skips it instead of rewriting its
         parameters and moments at every minibatch (the environment's fine-tune trains 2 of up to 7 Linears).
@@ -247,7 +264,7 @@ class _Trainer:
     def _tune_epoch(self, state: _TuneState, arch, dataset_index, data, mask, batch_size, hints=None):
         """One fine-tune epoch of one network: a fresh shuffle, a scan over its minibatches. With `hints`, a
         group no network trains is not copied into the best snapshot (its unchanged value already is)."""
-        groups = None if hints is None else hints.groups(state.params)
+        groups = None if hints is None else hints.groups
         n_max = data.x.shape[1]
         n_batches = -(-n_max // batch_size)
         key, k_perm, k_drop = jax.random.split(state.key, 3)
@@ -309,10 +326,11 @@ class _Trainer:
         n_todo = active.sum().astype(jnp.int32)
         take = lambda tree, i: jax.tree_util.tree_map(lambda a: a[i], tree)
         setup = jax.vmap(self._tune_setup)
+        max_hidden = archs.mask.shape[-2]
 
         def load(i):
             state, mask = setup(keys[i], take(variables, i), take(trainable, i), take(weight_mask, i))
-            return state, take(archs, i), dataset_index[i], mask, take(trainable, i)
+            return state, take(archs, i), dataset_index[i], mask
 
         def fill(slot_env, slot, next_pos):
             free = slot_env < 0
@@ -333,15 +351,15 @@ class _Trainer:
 
         def body(carry):
             slot_env, slot, next_pos, out = carry
-            state, arch, index, mask, slot_trainable = slot
+            state, arch, index, mask = slot
             busy = slot_env >= 0
-            hints = Hints(depth_bound=jnp.where(busy, arch.depth, 0).max(), trained=slot_trainable.any_of(busy))
+            bound = jnp.where(busy, arch.depth, 0).max()
+            hints = Hints(depth_bound=bound, groups=active_groups(mask, busy, bound, max_hidden))
             state = jax.vmap(lambda st, a, i, m: self._tune_epoch(st, a, i, data, m, batch_size, hints))(
                 state, arch, index, mask)
             done = busy & ~_tune_continues(state, max_epochs, patience)
             out = jax.lax.cond(done.any(), write, lambda out, *_: out, out, state, done, slot_env)
-            slot_env, slot, next_pos = fill(jnp.where(done, -1, slot_env), (state, arch, index, mask, slot_trainable),
-                                            next_pos)
+            slot_env, slot, next_pos = fill(jnp.where(done, -1, slot_env), (state, arch, index, mask), next_pos)
             return slot_env, slot, next_pos, out
 
         first = jnp.minimum(jnp.arange(slots), n - 1)
@@ -397,9 +415,13 @@ class _Trainer:
                 lambda k, v, o, a, i: self._train_one(k, v, o, a, i, data, epochs, batch_size, everything)
             )(keys, variables, opt_state, archs, dataset_index)
 
-        def chunk(bound, k, v, o, a, i):
-            hints = Hints(depth_bound=bound, trained=everything)
-            return self._train_one(k, v, o, a, i, data, epochs, batch_size, everything, hints)
+        names = list(variables["params"])
+
+        def chunk(bound, k, v, o, a, i):  # every layer the chunk's networks have trains, the output Linear always
+            groups = {n: (param_layer(n, max_hidden) < bound) | (param_layer(n, max_hidden) == max_hidden)
+                      for n in names}
+            return self._train_one(k, v, o, a, i, data, epochs, batch_size, everything,
+                                   Hints(depth_bound=bound, groups=groups))
 
         return vmap_sorted_chunks(chunk, chunk_size)(archs.depth, keys, variables, opt_state, archs, dataset_index)
 

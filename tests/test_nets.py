@@ -227,9 +227,10 @@ def test_depth_bound_and_frozen_layers_change_no_value_and_no_trained_gradient()
     x = jax.random.normal(jax.random.PRNGKey(6), (16, dims.d_max))
     w = jnp.ones(16)
     bound = jnp.asarray(archs.depth).max()
-    only_layer1 = jnp.arange(dims.max_hidden) == 1
-    frozen = nets.Trainable(linear=jnp.concatenate([only_layer1, jnp.ones(1, bool)]), batchnorm=only_layer1)
-    assert list(np.asarray(nets.Hints(trained=frozen).layer_modes(dims.max_hidden))) == \
+    # what the batch trains: layer 1 (its Linear and the batch-norm in front of it) and the output Linear
+    frozen = {name: jnp.bool_(nets.param_layer(name, dims.max_hidden) in (1, dims.max_hidden))
+              for name in variables["params"]}
+    assert list(np.asarray(nets.Hints(groups=frozen).layer_modes(dims.max_hidden))) == \
         [2, 0] + [1] * (dims.max_hidden - 2)
 
     def run(bound, frozen):
@@ -238,7 +239,7 @@ def test_depth_bound_and_frozen_layers_change_no_value_and_no_trained_gradient()
                 (logits, hidden), upd = model.apply({"params": params, "batch_stats": v["batch_stats"]}, x, a,
                                                     train=True, row_weight=w, rngs={"dropout": jax.random.PRNGKey(7)},
                                                     mutable=["batch_stats"], return_hidden=True,
-                                                    hints=nets.Hints(depth_bound=bound, trained=frozen))
+                                                    hints=nets.Hints(depth_bound=bound, groups=frozen))
                 real = jnp.arange(dims.k_max) < a.n_classes
                 return (jnp.where(real, logits, 0.0) ** 2).sum() + (hidden ** 2).sum(), (logits, hidden, upd)
             return jax.grad(loss, has_aux=True)(v["params"])

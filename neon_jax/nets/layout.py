@@ -91,11 +91,6 @@ class Trainable:
     def everything(cls, max_hidden: int) -> Trainable:
         return cls(linear=jnp.ones(max_hidden + 1, bool), batchnorm=jnp.ones(max_hidden, bool))
 
-    def any_of(self, members: jax.Array) -> Trainable:
-        """The union over the batch entries (leading axis) where `members` (B,) bool is True."""
-        pick = lambda flags: (jnp.asarray(flags, bool) & members[:, None]).any(0)  # noqa: E731
-        return Trainable(linear=pick(self.linear), batchnorm=pick(self.batchnorm))
-
     def of(self, name: str, max_hidden: int) -> jax.Array:
         """() bool: whether the top-level parameter `name` is trainable."""
         j = param_layer(name, max_hidden)

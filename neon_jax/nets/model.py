@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from neon_jax.nets.arch import Arch, NetDims, fan_ins, layer_input_masks
-from neon_jax.nets.layout import Trainable, batchnorm_name, linear_name, param_layer
+from neon_jax.nets.layout import batchnorm_name, linear_name, param_layer
 from neon_jax.presets import ACT_RELU, ACT_TANH, PRE_BATCHNORM, PRE_DROPOUT, Preset
 
 NEG_LOGIT = -1e9  # padded classes: exp() underflows to exactly 0, and no inf * 0 = nan in gradients
@@ -93,43 +93,31 @@ class Hints:
       depth_bound: () int >= the depth of every network of the batch, or None. Hidden layers at or past it are
         skipped whole (batch-norm, dropout draw, Linear, activation) by a `lax.cond`, so a batch of padded
         networks costs its deepest network's depth instead of `max_hidden` layers.
-      trained: a `Trainable` that is True wherever SOME network of the batch trains that parameter group, or None
-        (anything may train). A layer nobody trains gets no kernel-gradient matmul; a layer with nothing trained
-        at or below it gets no backward pass at all; an optimiser skips the groups nobody trains (`groups`).
+      groups: {top-level parameter name: () bool}, False where no network of the batch can change that
+        parameter, or None (anything may change). An optimiser skips those groups; a hidden layer none of whose
+        parameters changes gets no kernel-gradient matmul, and one with nothing changing at or below it no
+        backward pass at all (`layer_modes`).
     """
 
     depth_bound: jax.Array | None = None
-    trained: Trainable | None = None
+    groups: dict | None = None
 
     def layer_modes(self, max_hidden: int) -> jax.Array | None:
         """(max_hidden,) int32 per hidden layer: 0 trained, 1 frozen with something trained below it (the
         gradient passes through its input only), 2 frozen with nothing trained at or below it; None without
-        `trained`. Layers at or past `depth_bound` count as untrained."""
-        if self.trained is None:
+        `groups`."""
+        if self.groups is None:
             return None
+        trained = [jnp.zeros((), bool) for _ in range(max_hidden)]
+        for name, on in self.groups.items():
+            j = param_layer(name, max_hidden)
+            if j < max_hidden:
+                trained[j] = trained[j] | on
         modes, below = [], jnp.zeros((), bool)
         for j in range(max_hidden):
-            trained = self.trained.linear[j] | self.trained.batchnorm[j]
-            if self.depth_bound is not None:
-                trained = trained & (j < self.depth_bound)
-            modes.append(jnp.where(trained, 0, jnp.where(below, 1, 2)))
-            below = below | trained
+            modes.append(jnp.where(trained[j], 0, jnp.where(below, 1, 2)))
+            below = below | trained[j]
         return jnp.stack(modes).astype(jnp.int32)
-
-    def groups(self, params: dict) -> dict | None:
-        """{top-level parameter name: () bool}, False where no network of the batch can change the parameter
-        (untrained, or in a hidden layer at or past `depth_bound`); None without `trained`."""
-        if self.trained is None:
-            return None
-        max_hidden = self.trained.batchnorm.shape[-1]
-        out = {}
-        for name in params:
-            j = param_layer(name, max_hidden)
-            on = self.trained.of(name, max_hidden)
-            if self.depth_bound is not None and j < max_hidden:
-                on = on & (j < self.depth_bound)
-            out[name] = on
-        return out
 
 
 class MaskedBatchNorm(nn.Module):

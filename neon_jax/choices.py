@@ -11,3 +11,5 @@ REWARD_TRANSFORMS = ("none", "symlog", "scaled")  # what the agent learns from (
 PROTOCOLS = ("heldout", "unseen")  # evaluation protocols
 ZOO_SPLITS = ("train", "heldout", "all")  # which networks of a zoo
 SUITES = ("neon", "all")  # named dataset suites of an evaluation: the paper's datasets, or every zoo
+SELECTIONS = ("best", "last")  # how the main job picks its answer among candidates (neon_jax.select)
+DEFAULT_CANDIDATES = 8  # sampled episodes per prune, plus the greedy one (README, "The main job")

@@ -11,7 +11,17 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from neon_jax.choices import ARCHITECTURES, CUTS, PROTOCOLS, REWARD_TRANSFORMS, REWARDS, SUITES, ZOO_SPLITS
+from neon_jax.choices import (
+    ARCHITECTURES,
+    CUTS,
+    DEFAULT_CANDIDATES,
+    PROTOCOLS,
+    REWARD_TRANSFORMS,
+    REWARDS,
+    SELECTIONS,
+    SUITES,
+    ZOO_SPLITS,
+)
 from neon_jax.presets import PRESETS, get_preset
 
 
@@ -264,21 +274,37 @@ def cmd_prune(args) -> int:
         raise CLIError(f"{args.json} exists; pass --overwrite to replace it")
     if args.out and (Path(args.out) / "report.json").exists() and not args.overwrite:
         raise CLIError(f"{args.out} already holds a prune result; pass --overwrite to replace it")
-    formats = _export_formats(args.export, args.out, "pruned", args.overwrite) if args.export else []
+    formats = _export_formats(args.export, args.out, "pruned", args.overwrite, saved_by_out=True) if args.export else []
     result = pruner.prune(args.dataset, data_dir=args.data_dir, network=args.network, tau=args.tau,
                           passes=args.passes, agent=args.agent, preset=args.preset, seed=args.seed,
-                          greedy=args.greedy, cut=args.cut, progress=None if args.quiet else print)
+                          greedy=args.greedy, cut=args.cut, candidates=args.candidates, select=args.select,
+                          progress=None if args.quiet else print)
     r = result.report
+    seconds = r["seconds"]
     print(format_table(
         ["dataset", "widths before -> after", "params", "compression", "test acc before -> after", "seconds"],
         [(r["dataset"], f"{r['widths_before']} -> {r['widths_after']}", f"{r['params_before']} -> {r['params_after']}",
           f"x{r['compression']:.2f}", f"{r['test_acc_before']:.4f} -> {r['test_acc_after']:.4f} "
-          f"({r['acc_change_points']:+.2f} pts)", f"{r['prune_seconds_including_compile']:.1f}")]))
+          f"({r['acc_change_points']:+.2f} pts)", f"{seconds['total']:.1f}")]))
+    chosen = r["chosen"]
+    if chosen["episode"] < 0:
+        which = "the original (no pruned candidate within tau)"
+    else:
+        kind = "greedy" if chosen["greedy"] else "sampled"
+        which = f"episode {chosen['episode']} ({kind}), after step {chosen['step']}"
+    print(f"chosen: {which}; {r['candidates']} candidates, {r['within_tau']} within tau = {r['tau']:g} points on "
+          f"the validation split (chosen: validation {chosen['val_acc_change_points']:+.2f}, test "
+          f"{chosen['test_acc_change_points']:+.2f} points); select {r['select']}")
+    print(f"seconds: base network {seconds['base_network']:.1f}, compile {seconds['compile']:.1f}, prune "
+          f"{seconds['run']:.1f}, in all {seconds['total']:.1f}")
     print(f"measured latency (NumPy eval, batch 256): {r['latency_b256_numpy_ms_before']:.3f} ms -> "
           f"{r['latency_b256_numpy_ms_after']:.3f} ms (x{r['speedup_b256_numpy']:.2f} faster)")
     if args.out:
         path = pruner.save_result(result, args.out, overwrite=args.overwrite)
-        print(f"saved the original and pruned networks and report.json to {path}")
+        print(f"saved the original and pruned networks (.npz + .json), report.json, candidates.csv and front.png "
+              f"to {path}; other formats: --export torch,onnx,safetensors")
+        if "npz" in formats:  # --out already wrote pruned.npz / pruned.json, the npz export's files
+            formats = [f for f in formats if f != "npz"]
     if formats:
         _export_and_verify(result.pruned, args.out, formats, "pruned", args.overwrite)
     if args.json:
@@ -324,8 +350,10 @@ def cmd_evaluate(args) -> int:
         passes = [int(p) for p in _csv_names(args.passes)]
         seeds = [int(s) for s in _csv_names(args.seeds)]
         folds = [int(f) for f in _csv_names(args.folds)] if args.folds else None
+        candidates = [int(k) for k in _csv_names(args.candidates)]
     except ValueError as err:
-        raise CLIError(f"--tau / --passes / --seeds / --folds take comma-separated numbers: {err}") from None
+        raise CLIError(f"--tau / --passes / --seeds / --folds / --candidates take comma-separated numbers: {err}") \
+            from None
     agents = _parse_agents(args.agent)
     if "*" in agents:
         every = agents.pop("*")
@@ -340,7 +368,7 @@ def cmd_evaluate(args) -> int:
                         methods=_csv_names(args.methods), taus=taus, passes=passes, seeds=seeds, greedy=args.greedy,
                         agents=agents, preset=args.preset, fold_size=args.fold_size, fold_seed=args.fold_seed,
                         folds=folds, settings=settings, random_cut=args.random_cut, batch_size=args.batch,
-                        zoo_networks=args.zoo_networks, zoo_heldout=args.zoo_heldout)
+                        zoo_networks=args.zoo_networks, zoo_heldout=args.zoo_heldout, candidates=candidates)
     start = time.perf_counter()
     summary = ev.run_evaluation(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
                                 log=None if args.quiet else print)
@@ -364,8 +392,9 @@ def _number_or_text(text: str):
     return text
 
 
-def _export_formats(text, out, stem, overwrite) -> list[str]:
-    """Validates --export before any work is done: known formats, an --out folder, no file overwritten."""
+def _export_formats(text, out, stem, overwrite, saved_by_out=False) -> list[str]:
+    """Validates --export before any work is done: known formats, an --out folder, no file overwritten
+    (`saved_by_out`: the npz export's files are the ones `prune --out` writes itself)."""
     from neon_jax import interop
 
     if not out:
@@ -375,7 +404,8 @@ def _export_formats(text, out, stem, overwrite) -> list[str]:
         interop.check_export_dependencies(formats)
     except ImportError as err:
         raise CLIError(str(err)) from None
-    existing = [str(p) for files in interop.export_paths(out, stem, formats).values() for p in files if p.exists()]
+    checked = [f for f in formats if not (saved_by_out and f == "npz")]
+    existing = [str(p) for files in interop.export_paths(out, stem, checked).values() for p in files if p.exists()]
     if existing and not overwrite:
         raise CLIError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
     return formats
@@ -522,7 +552,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", type=int, default=4)
     p.add_argument("--agent", default="pretrained", help="'pretrained', 'random' or a checkpoint path")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    p.add_argument("--greedy", action="store_true", help="argmax actions (the original samples)")
+    p.add_argument("--greedy", action="store_true", help="one episode of argmax actions (the original samples)")
+    p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
+                   help="sampled episodes rolled out together, plus one greedy episode; every network of every "
+                        "episode is a candidate (default: %(default)s)")
+    p.add_argument("--select", default="best", choices=SELECTIONS,
+                   help="best: the candidate with the fewest parameters whose validation accuracy is within tau "
+                        "(the original if none); last: the final network of one sampled episode (the paper's)")
     p.add_argument("--cut", default=None, choices=CUTS,
                    help="cut semantics (default: the one the agent was trained with)")
     p.add_argument("--seed", type=int, default=0)
@@ -560,8 +596,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="networks per zoo the evaluation builds (paper: 30)")
     p.add_argument("--zoo-heldout", type=int, default=6,
                    help="held-out networks per zoo the evaluation builds (paper: 6)")
-    p.add_argument("--methods", default="neon,random", help="comma-separated: neon, random and the baselines "
-                                                            "(magnitude, structured, lap, random_no_ft, ...)")
+    p.add_argument("--methods", default="neon,random",
+                   help="comma-separated: neon (one episode, the paper's), neon_best (the smallest of many candidates "
+                        "within tau on the validation split), random and the baselines (magnitude, structured, lap, "
+                        "random_no_ft, ...)")
+    p.add_argument("--candidates", default=str(DEFAULT_CANDIDATES),
+                   help="neon_best: comma-separated numbers K of sampled episodes per network (plus a greedy one)")
     p.add_argument("--protocol", default="heldout", choices=PROTOCOLS,
                    help="heldout: each zoo's held-out networks; unseen: all networks of datasets in seeded folds")
     p.add_argument("--tau", default="5", help="comma-separated tolerances for neon (paper: 1,5,50)")
@@ -593,6 +633,10 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command != "datasets":  # every other command compiles: a second run of the same shapes need not
+            from neon_jax import compile_cache
+
+            compile_cache.enable()
         return args.func(args)
     except (CLIError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"neon-jax {args.command}: error: {err}", file=sys.stderr)

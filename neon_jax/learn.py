@@ -25,6 +25,7 @@ from neon_jax import runner
 from neon_jax.env import EnvConfig, NeonEnv
 from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset
+from neon_jax.select import cached_candidates_program
 
 LOG_FIELDS = ("episode", "dataset", "network", "warmup", "return", "compression", "val_acc_change", "steps",
               "keep_fraction_of_actions", "actor_loss", "critic_loss", "seconds")
@@ -115,14 +116,23 @@ def agent_env(agent: agent_lib.Agent, dims, preset: Preset, env_config: EnvConfi
 
 def run_agent(agent: agent_lib.Agent, actor_params, pool: EnvPool, preset: Preset, env_config: EnvConfig,
               seed: int = 0, greedy: bool = False, random_actions: bool = False, batch_size: int = 32,
-              progress: bool = False, keep_networks: bool = False) -> runner.RunResult:
+              progress: bool = False, keep_networks: bool = False, candidates: int | None = None) -> runner.RunResult:
     """Prunes every network of `pool` with the agent's policy (no learning): `runner.RunResult` (rows of
     `runner.ROW_FIELDS`).
 
     Actions are sampled from the policy by default, as the original evaluates (§1.4); `greedy` takes the
     argmax; `random_actions` is the random agent of the same environment. Accuracies are on the TEST split.
+    `candidates` = K rolls out K sampled episodes and a greedy one per network and keeps the smallest network
+    within tau on the validation split (`neon_jax.select`; the rows gain chosen_episode, chosen_step, candidates,
+    within_tau); None is the paper's single episode.
     """
     env = agent_env(agent, pool.dims, preset, env_config)
-    program = agent_lib.policy_program(env, agent)
+    if candidates is not None:
+        if greedy:
+            raise ValueError("candidates already include the greedy episode; greedy=True takes no candidates")
+        program = cached_candidates_program(env, agent.act_fn, int(candidates), not random_actions, "best",
+                                            ("agent", agent.config, agent.preset))
+    else:
+        program = agent_lib.policy_program(env, agent)
     return runner.run(program, pool, agent.policy(actor_params, greedy, random_actions), seed=seed,
                       batch_size=batch_size, progress=progress, keep_networks=keep_networks)

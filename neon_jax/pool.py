@@ -99,6 +99,16 @@ class EnvPool:
     def __len__(self) -> int:
         return len(self.names)
 
+    def subset(self, indices) -> EnvPool:
+        """A pool of only the entries `indices`, sharing this pool's data arrays and shapes (so the programs
+        compiled for this pool serve it too)."""
+        idx = np.asarray(indices)
+        take = lambda a: a[idx]  # noqa: E731
+        return dataclasses.replace(self, names=[self.names[i] for i in idx],
+                                   variables=jax.tree_util.tree_map(take, self.variables),
+                                   archs=jax.tree_util.tree_map(take, self.archs), dataset_of=self.dataset_of[idx],
+                                   base_test_accuracy=self.base_test_accuracy[idx])
+
     def batch(self, indices) -> EnvParams:
         """`EnvParams` (leading axis len(indices)) of the given pool entries, on the device."""
         indices = np.asarray(indices)

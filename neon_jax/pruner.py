@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import time
@@ -14,15 +15,17 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from matplotlib.figure import Figure
 
 from neon_jax import agent as agent_lib
 from neon_jax import interop, nets, runner
+from neon_jax.choices import DEFAULT_CANDIDATES, SELECTIONS
 from neon_jax.env import EnvConfig, NeonEnv, validate_tau
 from neon_jax.learn import agent_env
 from neon_jax.policies import random_policy
 from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset, get_preset
-from neon_jax.rollout import policy_program
+from neon_jax.select import cached_candidates_program, within_tolerance
 from neon_jax.zoo import Zoo, build_zoo, prepare_data
 
 # preset -> {training tau: policy stem in neon_jax/assets/}; `prune` takes the agent trained nearest the user's tau
@@ -31,10 +34,14 @@ PRETRAINED = {"cpu": {1.0: "agent_cpu_tau1", 5.0: "agent_cpu_tau5", 50.0: "agent
 
 @dataclasses.dataclass
 class PruneResult:
+    """The main job's answer: the original and the chosen pruned network (real widths), the report (what
+    `report.json` holds) and every candidate (one dict per network an episode passed through)."""
+
     dataset: str
     original: nets.DenseNetwork
     pruned: nets.DenseNetwork
     report: dict
+    candidates: list[dict] = dataclasses.field(default_factory=list)
 
 
 def pretrained_checkpoint(preset: str | Preset, tau: float | None = None) -> Path:
@@ -68,9 +75,8 @@ def load_agent(spec: str, preset: Preset, tau: float | None = None):
     """'pretrained' (the shipped agent trained nearest `tau`), 'random' or a checkpoint path ->
     (agent, actor_params, random_actions, description, meta). The agent must observe networks of `preset`
     (`Agent.observation_preset`)."""
-    if spec == "random":
-        agent = agent_lib.Agent(agent_lib.AgentConfig(batch_size=1), preset)
-        return agent, agent.init(jax.random.PRNGKey(0)).actor, True, "random policy", {}
+    if spec == "random":  # the uniform policy: no actor weights (actor_params None)
+        return agent_lib.Agent(agent_lib.AgentConfig(batch_size=1), preset), None, True, "random policy", {}
     path = pretrained_checkpoint(preset, tau) if spec == "pretrained" else Path(spec)
     agent, actor, meta = agent_lib.load_policy(path)
     try:
@@ -106,8 +112,8 @@ def _single_network_zoo(network: nets.DenseNetwork, prepared, preset: Preset) ->
 
 def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int = 4, agent: str = "pretrained",
           preset: str | Preset = "cpu", seed: int = 0, greedy: bool = False, cut: str | None = None,
-          progress=print) -> PruneResult:
-    """Prunes a network on a dataset with a trained agent.
+          candidates: int = DEFAULT_CANDIDATES, select: str = "best", progress=print) -> PruneResult:
+    """Prunes a network on a dataset with a trained agent, keeping the user's tolerance on the validation split.
 
     Args:
       dataset: a dataset name (see `neon-jax datasets`), a CSV path, or a loaded `data.Dataset`.
@@ -118,14 +124,23 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
       tau: tolerated accuracy drop in points (paper: 1, 5, 50).
       passes: visits per hidden layer (paper's best: 4).
       agent: "pretrained" (the agent shipped for the preset), "random", or a checkpoint path.
-      greedy: argmax actions instead of sampling (the original samples).
+      greedy: argmax actions in a single episode instead of sampled ones (the original samples).
       cut: "reinit" or "keep_best"; default: the cut the agent was trained with ("reinit" for the random policy).
+      candidates: sampled episodes rolled out together (plus one greedy episode with a trained agent); every
+        network of every episode is a candidate (`neon_jax.select`).
+      select: "best" (the candidate with the fewest parameters within tau on the validation split; the original
+        if none) or "last" (the final network of one sampled episode: the paper's answer).
     Returns:
-      `PruneResult` with the original and pruned `DenseNetwork`s and a report dict (widths, parameters,
-      compression, test accuracies, seconds, measured NumPy batch-256 latency before/after and its speedup).
+      `PruneResult`. The report holds the chosen network's widths, parameters, compression and accuracies, which
+      candidate won (episode, step; -1 / 0 = the original), how many were within tau, the seconds (base network,
+      compile, run, in all) and the measured NumPy batch-256 latency before / after.
     """
     tau = validate_tau(tau)
     preset = get_preset(preset)
+    if isinstance(candidates, bool) or int(candidates) != candidates or candidates < 1:
+        raise ValueError(f"candidates must be a whole number of episodes >= 1, got {candidates!r}")
+    if select not in SELECTIONS:
+        raise ValueError(f"unknown selection {select!r}; choose one of {', '.join(SELECTIONS)}")
     say = progress or (lambda *_: None)
     start = time.perf_counter()
     prepared = prepare_data(dataset, preset, seed=seed, data_dir=data_dir)
@@ -143,35 +158,80 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
     base_seconds = time.perf_counter() - start
     pool = EnvPool.from_zoos([(zoo, prepared)], "all", tau, preset)
     env_config = EnvConfig(passes=passes, cut=cut)
+    sampled = int(candidates) if select == "best" and not greedy else 1
+    with_greedy = select == "best" and not greedy and not random_actions
     if random_actions:  # the random policy needs no actor (the same draws as an actor's uniform actions)
-        program, policy = policy_program(NeonEnv(env_config, pool.dims, preset), random_policy), None
+        program = cached_candidates_program(NeonEnv(env_config, pool.dims, preset), random_policy, sampled, False,
+                                            select)
+        policy = None
     else:
-        program = agent_lib.policy_program(agent_env(agent_obj, pool.dims, preset, env_config), agent_obj)
+        program = cached_candidates_program(agent_env(agent_obj, pool.dims, preset, env_config), agent_obj.act_fn,
+                                            sampled, with_greedy, select, ("agent", agent_obj.config, agent_obj.preset))
         policy = agent_obj.policy(actor_params, greedy)
-    say(f"pruning with the {agent_desc} agent (tau={tau:g}, passes={passes}) ...")
-    t0 = time.perf_counter()
+    episodes = sampled + int(with_greedy)
+    say(f"pruning with the {agent_desc} agent (tau={tau:g}, passes={passes}, {episodes} episode"
+        f"{'s' if episodes > 1 else ''}, select {select}) ...")
     result = runner.run(program, pool, policy, seed=seed, batch_size=1, keep_networks=True)
-    prune_seconds = time.perf_counter() - t0
     row = result.rows[0]
     v0, a0 = jax.tree_util.tree_map(lambda a: a[0], (pool.variables, pool.archs))
     original = nets.compact(v0, a0, pool.dims, preset.dropout_rate)
     final_variables, final_arch = result.networks[0]
     pruned = nets.compact(final_variables, final_arch, pool.dims, preset.dropout_rate)
+    table = candidate_table(result.details[0], row, tau)
+    if select == "best" and row["chosen_episode"] < 0:
+        say(f"no pruned candidate kept the validation accuracy within tau = {tau:g} points of the original's: "
+            f"returning the original network")
     report = {
         "dataset": prepared.dataset.name, "rows": prepared.dataset.n_rows, "features": prepared.n_features,
         "classes": prepared.n_classes, "preset": preset.name, "tau": tau, "passes": passes, "agent": agent_desc,
-        "greedy": greedy, "seed": seed, "cut": cut,
+        "greedy": greedy, "seed": seed, "cut": cut, "select": select, "episodes": episodes,
+        "sampled_episodes": sampled, "greedy_episode": with_greedy,
         **row,
-        "base_network_seconds": base_seconds, "prune_seconds_including_compile": prune_seconds,
-        "prune_compile_seconds": result.compile_seconds, "prune_run_seconds": result.run_seconds,
+        "chosen": {"episode": row["chosen_episode"], "step": row["chosen_step"],
+                   "greedy": bool(with_greedy and row["chosen_episode"] == sampled),
+                   "val_acc_change_points": 100.0 * (row["val_acc"] - row["val_acc0"]),
+                   "test_acc_change_points": row["acc_change_points"]},
+        "seconds": {"base_network": base_seconds, "compile": result.compile_seconds, "run": result.run_seconds},
         # measured, not inferred from the parameter count: NumPy eval forward pass, batch 256, this machine
         **interop.latency_report(original, pruned),
+        "candidate_table": table,
     }
-    return PruneResult(dataset=prepared.dataset.name, original=original, pruned=pruned, report=report)
+    report["seconds"]["total"] = time.perf_counter() - start  # what the user waited, in all
+    return PruneResult(dataset=prepared.dataset.name, original=original, pruned=pruned, report=report,
+                       candidates=table)
+
+
+def candidate_table(details: dict, row: dict, tau: float) -> list[dict]:
+    """Every candidate of one prune as dicts (the original first, then each step of each episode): episode,
+    step, greedy, params, widths, val_acc, test_acc, val / test change in points, within_tau, chosen."""
+    acc0, test0 = float(details["val_acc0"]), float(details["test_acc0"])
+    depth = len(row["widths_before"].split("-"))
+
+    def entry(episode, step, greedy, n_params, widths, val, test):
+        val, test = float(val), float(test)
+        val_change, test_change = 100.0 * (val - acc0), 100.0 * (test - test0)
+        return {"episode": episode, "step": step, "greedy": greedy, "params": int(n_params),
+                "widths": widths, "val_acc": val, "test_acc": test,
+                "val_change_points": val_change, "test_change_points": test_change,
+                "within_tau": bool(within_tolerance(np.float32(val), np.float32(acc0), tau)),
+                "chosen": (episode, step) == (row["chosen_episode"], row["chosen_step"])}
+
+    table = [entry(-1, 0, False, details["params0"], row["widths_before"], acc0, test0)]
+    valid = np.asarray(details["valid"])
+    for e, t in zip(*np.nonzero(valid)):
+        table.append(entry(int(e), int(t) + 1, bool(details["greedy"][e]), details["params"][e, t],
+                           "-".join(str(int(w)) for w in details["widths"][e, t, :depth]),
+                           details["val_acc"][e, t], details["test_acc"][e, t]))
+    return table
+
+
+CANDIDATE_FIELDS = ("episode", "step", "greedy", "params", "widths", "val_acc", "test_acc", "val_change_points",
+                    "test_change_points", "within_tau", "chosen")
 
 
 def save_result(result: PruneResult, out_dir, overwrite: bool = False) -> Path:
-    """Writes original.{npz,json}, pruned.{npz,json} and report.json to `out_dir` (never silently overwrites)."""
+    """Writes original.{npz,json}, pruned.{npz,json}, report.json, candidates.csv and front.png to `out_dir`
+    (never silently overwrites)."""
     out = Path(out_dir)
     if (out / "report.json").exists() and not overwrite:
         raise FileExistsError(f"{out} already holds a prune result; pass --overwrite to replace it")
@@ -179,4 +239,35 @@ def save_result(result: PruneResult, out_dir, overwrite: bool = False) -> Path:
     nets.save_dense_network(result.original, out / "original")
     nets.save_dense_network(result.pruned, out / "pruned")
     (out / "report.json").write_text(json.dumps(result.report, indent=1))
+    with open(out / "candidates.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, CANDIDATE_FIELDS)
+        writer.writeheader()
+        writer.writerows(result.candidates)
+    plot_front(result, out / "front.png")
     return out
+
+
+def plot_front(result: PruneResult, path) -> Path:
+    """front.png: every candidate's parameters against its accuracy change (validation, what chose; test, what it
+    means), the original, the tolerance line and the chosen candidate marked."""
+    r, table = result.report, result.candidates
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    params = np.array([c["params"] for c in table])
+    ax.scatter(params, [c["val_change_points"] for c in table], s=14, alpha=0.6, label="candidates (validation)")
+    ax.scatter(params, [c["test_change_points"] for c in table], s=10, alpha=0.35, marker="x",
+               label="candidates (test)")
+    ax.axhline(-r["tau"], color="crimson", lw=1, ls="--", label=f"tolerance: -{r['tau']:g} points")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.scatter([r["params_before"]], [0.0], marker="s", s=50, color="black", label="original", zorder=3)
+    chosen = next(c for c in table if c["chosen"])
+    ax.scatter([chosen["params"]], [chosen["val_change_points"]], marker="*", s=220, color="gold",
+               edgecolor="black", zorder=4, label=f"chosen: {chosen['params']} params, x{r['compression']:.2f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (log scale)")
+    ax.set_ylabel("accuracy change (points)")
+    ax.set_title(f"{r['dataset']}: {len(table)} candidates, {r['within_tau']} within tau (validation)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return Path(path)

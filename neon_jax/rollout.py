@@ -15,7 +15,7 @@ and `neon_jax.runner` turns into rows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -56,18 +56,38 @@ def policy_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     return k_sample, k_uniform
 
 
-def make_rollout(env: NeonEnv, act_fn: ActFn):
+class Tap(NamedTuple):
+    """Something a roll-out folds over its steps beside the transitions (batched: leading axis B everywhere).
+
+    Attributes:
+      init: ``init(params, state) -> carry`` from the reset states.
+      step: ``step(carry, params, state, info) -> (carry, out)`` after every step, with the state after the step
+        and its info; the `out`s are stacked into (B, T, ...) (None for nothing).
+    """
+
+    init: Callable
+    step: Callable
+
+
+def make_rollout(env: NeonEnv, act_fn: ActFn, policy_axes=None, tap: Tap | None = None):
     """Whole episodes of a batch of environments: ``rollout(keys, params, policy_params)``.
 
+    Args:
+      env: the environment.
+      act_fn: the policy, ``act_fn(policy_params, key, obs) -> action`` for one environment.
+      policy_axes: how `policy_params` maps over the environments, as `jax.vmap`'s ``in_axes`` (None: one value
+        for every environment; a pytree prefix such as ``ActorPolicy(actor=None, greedy=0, uniform=None)``
+        gives each environment its own switches).
+      tap: optional `Tap` folded over the steps (a running selection, per-step measurements).
     Args (of the returned function):
       keys: (B, 2) one PRNG key per environment (its reset, actions and steps all derive from it, so an
         environment's numbers do not depend on the rest of the batch, up to float rounding).
       params: `EnvParams` with leading axis B.
-      policy_params: the act_fn's parameters (shared by the batch).
+      policy_params: the act_fn's parameters.
     Returns:
       (final `EnvState` (B, ...), `Transition` (B, T, ...)) with T = `env.max_steps`; environments that finish
-      early stay finished (invalid steps, action 0, reward 0). The batch steps together through
-      `NeonEnv.step_batch`.
+      early stay finished (invalid steps, action 0, reward 0). With a tap, also its ``(carry, outs (B, T, ...))``.
+      The batch steps together through `NeonEnv.step_batch`.
     """
     num_steps = env.max_steps
 
@@ -76,19 +96,27 @@ def make_rollout(env: NeonEnv, act_fn: ActFn):
         obs, state = jax.vmap(env.reset)(k_reset, params)
         step_keys = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, num_steps))(k_run), 1, 0)  # (T, B, 2)
 
-        def act(key, obs, done):
-            action = jnp.asarray(act_fn(policy_params, key, obs), jnp.int32)
+        def act(key, obs, done, policy):
+            action = jnp.asarray(act_fn(policy, key, obs), jnp.int32)
             return jnp.where(done, 0, action), jax.random.split(key, 3)[2]
 
         def body(carry, keys_t):
-            obs, state = carry
-            action, k_step = jax.vmap(act)(keys_t, obs, state.done)
+            obs, state, tapped = carry
+            action, k_step = jax.vmap(act, in_axes=(0, 0, 0, policy_axes))(keys_t, obs, state.done, policy_params)
             valid = ~state.done
             next_obs, state, reward, _, _, info = env.step_batch(k_step, state, action, params)
-            return (next_obs, state), Transition(obs=obs, action=action, reward=reward, valid=valid, info=info)
+            out = None
+            if tap is not None:
+                tapped, out = tap.step(tapped, params, state, info)
+            transition = Transition(obs=obs, action=action, reward=reward, valid=valid, info=info)
+            return (next_obs, state, tapped), (transition, out)
 
-        (_, state), transitions = jax.lax.scan(body, (obs, state), step_keys)
-        return state, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), transitions)
+        tapped = None if tap is None else tap.init(params, state)
+        (_, state, tapped), (transitions, outs) = jax.lax.scan(body, (obs, state, tapped), step_keys)
+        swap = lambda tree: jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), tree)  # noqa: E731
+        if tap is None:
+            return state, swap(transitions)
+        return state, swap(transitions), (tapped, swap(outs))
 
     return rollout
 
@@ -106,6 +134,8 @@ class Outcome:
       val_acc0 / val_acc: (B,) accuracy on the internal validation split (the reward's), before and after.
       actions / valid / reward: (B, T) the episode's steps (T = 0 for one-shot methods).
       finetune_epochs: (B,) fine-tune epochs run in all.
+      row_extra: {name: (B,) scalars} a program adds to its rows (e.g. the chosen candidate's episode and step).
+      details: a pytree with leading axis B that `runner.run` hands back per network (e.g. a candidate table).
     """
 
     variables: Any
@@ -121,6 +151,8 @@ class Outcome:
     valid: jax.Array
     reward: jax.Array
     finetune_epochs: jax.Array
+    row_extra: dict = struct.field(default_factory=dict)
+    details: Any = None
 
 
 def episode_outcome(env: NeonEnv, params: EnvParams, final: EnvState, transitions: Transition) -> Outcome:

@@ -30,13 +30,15 @@ ROW_FIELDS = (
 
 @dataclasses.dataclass
 class RunResult:
-    """Rows (`ROW_FIELDS` + extra), the pruned networks when asked for (host (variables, arch) per row), and the
-    seconds spent compiling and running."""
+    """Rows (`ROW_FIELDS` + extra), the pruned networks when asked for (host (variables, arch) per row), each
+    network's `Outcome.details` (host pytrees; None where the program has none), and the seconds spent compiling
+    and running."""
 
     rows: list[dict]
     networks: list | None
     compile_seconds: float
     run_seconds: float
+    details: list = dataclasses.field(default_factory=list)
 
 
 _COMPILED: dict = {}
@@ -88,7 +90,7 @@ def run(program, pool: EnvPool, program_args=None, *, seed: int = 0, batch_size:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     batch_size = max(1, min(batch_size, n))
-    rows, networks = [], ([] if keep_networks else None)
+    rows, networks, details = [], ([] if keep_networks else None), []
     compile_s = run_s = 0.0
     for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress):
         idx = np.arange(start, min(start + batch_size, n))
@@ -105,7 +107,10 @@ def run(program, pool: EnvPool, program_args=None, *, seed: int = 0, batch_size:
         if networks is not None:
             host = jax.device_get((out.variables, out.arch))
             networks += [jax.tree_util.tree_map(lambda a, b=b: a[b], host) for b in range(len(idx))]
-    return RunResult(rows=rows, networks=networks, compile_seconds=compile_s, run_seconds=run_s)
+        host_details = jax.device_get(out.details)
+        details += [None if host_details is None else jax.tree_util.tree_map(lambda a, b=b: a[b], host_details)
+                    for b in range(len(idx))]
+    return RunResult(rows=rows, networks=networks, compile_seconds=compile_s, run_seconds=run_s, details=details)
 
 
 def outcome_rows(out, names: list, seconds_per_network: float, extra: dict | None = None) -> list[dict]:
@@ -129,6 +134,7 @@ def outcome_rows(out, names: list, seconds_per_network: float, extra: dict | Non
             "return": float((np.asarray(o.reward[b]) * valid).sum()), "steps": int(valid.sum()),
             "actions": "".join(str(int(a)) for a in np.asarray(o.actions[b])[valid]),
             "finetune_epochs": int(o.finetune_epochs[b]), "seconds": seconds_per_network,
+            **{name: np.asarray(values[b]).item() for name, values in o.row_extra.items()},
             **(extra or {}),
         })
     return rows

@@ -7,7 +7,7 @@ import pytest
 
 from neon_jax import agent as agent_lib
 from neon_jax import env as env_lib
-from neon_jax import policies, runner
+from neon_jax import policies, runner, select
 from neon_jax import zoo as zoo_lib
 from neon_jax.pool import EnvPool
 from neon_jax.presets import PRESETS
@@ -143,11 +143,17 @@ def tiny_setup():
 
 
 @pytest.fixture(scope="module")
-def transitions(tiny_setup):
+def rollout(tiny_setup):
+    """The agent's roll-out of a batch of the pool's size, compiled once for the module."""
+    _, env, agent, _, _ = tiny_setup
+    return jax.jit(make_rollout(env, agent.act_fn))
+
+
+@pytest.fixture(scope="module")
+def transitions(tiny_setup, rollout):
     """One batch of uniform-random episodes of every network (observations included, progress attached), for
     the updates to learn from: the roll-out compiles once, each update on its own."""
     pool, env, agent, _, _ = tiny_setup
-    rollout = jax.jit(make_rollout(env, agent.act_fn))
     state = agent.init(jax.random.PRNGKey(1))
     keys = jax.random.split(jax.random.PRNGKey(2), len(pool))
     _, t = rollout(keys, pool.batch(np.arange(len(pool))), agent.policy(state.actor, uniform=True))
@@ -428,3 +434,73 @@ def test_proximal_epochs_train_in_one_program_and_move_further(tiny_setup, trans
         moved[epochs] = sum(float(jnp.abs(a - b).sum()) for a, b in zip(jax.tree_util.tree_leaves(new.actor),
                                                                          jax.tree_util.tree_leaves(state.actor)))
     assert moved[4] > 2 * moved[1], moved
+
+
+def test_the_choice_by_hand():
+    """neon_jax.select.choose: the fewest parameters within tau on the validation split; ties to the higher
+    accuracy, then to the earlier candidate; a change of exactly -tau is within; nothing within -> -1."""
+    params = [100, 80, 80, 60, 50]
+    acc = [0.80, 0.77, 0.79, 0.70, 0.80]  # changes 0, -3, -1, -10, 0 points
+    assert select.choose(params, acc, 0.80, 5.0) == (4, 4)
+    assert select.choose(params[:3], acc[:3], 0.80, 5.0) == (2, 3)  # 80 and 80: the higher accuracy
+    assert select.choose([80, 80], [0.79, 0.79], 0.80, 5.0) == (0, 2)  # a full tie: the earlier one
+    assert select.choose([50, 40], [0.5, 0.6], 0.80, 5.0) == (-1, 0)  # none within: the original
+    assert select.choose([10], [0.5], 0.75, 25.0) == (0, 1)  # exactly -tau (both exact in binary) is within
+    assert select.choose(params, acc, 0.80, 5.0, valid=np.array([1, 1, 1, 1, 0], bool)) == (2, 3)
+
+
+def test_candidates_are_single_episodes_and_the_choice_follows_the_rule(tiny_setup, rollout):
+    """The batched K-candidate program: episode e of network b is the single roll-out with key e of b (episode
+    0 the network's own key, as the one-episode program; e >= 1 fold_in(key, e)), the last one the greedy
+    episode; the chosen network is the rule's choice on the candidate table; one compile for every batch."""
+    pool, env, agent, _, _ = tiny_setup
+    state = agent.init(jax.random.PRNGKey(4))
+    k = len(pool) - 1  # sampled episodes + the greedy one = the pool's size: the module's roll-out serves them
+    program = select.cached_candidates_program(env, agent.act_fn, k, True, "best", ("agent", agent.config, agent.preset))
+    nets_ = [0, 3]
+    result = runner.run(program, pool.subset(nets_), agent.policy(state.actor), seed=7, batch_size=1)
+    assert runner.compiles(program) == 1  # two batches, one program
+    for b, net in enumerate(nets_):
+        d, row = result.details[b], result.rows[b]
+        k_net = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(7), b), 1)[0]  # the runner's batch key
+        keys = jnp.stack([k_net] + [jax.random.fold_in(k_net, e) for e in range(1, k + 1)])
+        params = pool.batch([net] * (k + 1))
+        _, sampled = rollout(keys, params, agent.policy(state.actor))
+        _, greedy = rollout(keys, params, agent.policy(state.actor, greedy=True))
+        for e in range(k + 1):
+            t = greedy if e == k else sampled
+            valid = np.asarray(t.valid[e])
+            np.testing.assert_array_equal(np.asarray(d["valid"][e]), valid)
+            np.testing.assert_array_equal(np.asarray(d["params"][e])[valid], np.asarray(t.info["params_after"][e])[valid])
+            np.testing.assert_array_equal(np.asarray(d["widths"][e]), np.asarray(t.info["widths"][e]))
+            np.testing.assert_allclose(np.asarray(d["val_acc"][e]), np.asarray(t.info["acc"][e]), atol=1e-6)
+        assert bool(d["greedy"][k]) and not np.asarray(d["greedy"][:k]).any()
+        assert row["actions"] == "".join(str(int(a)) for a in np.asarray(sampled.action[0])[np.asarray(sampled.valid[0])])
+        # the rule on the table: the original first, then every step of every episode
+        valid = np.asarray(d["valid"]).reshape(-1)
+        table_params = np.concatenate([[d["params0"]], np.asarray(d["params"]).reshape(-1)])
+        table_acc = np.concatenate([[d["val_acc0"]], np.asarray(d["val_acc"]).reshape(-1)])
+        i, within = select.choose(table_params, table_acc, float(d["val_acc0"]), 5.0,
+                                  np.concatenate([[True], valid]))
+        assert row["within_tau"] == within and row["params_after"] == table_params[i]
+        assert row["val_acc"] == pytest.approx(float(table_acc[i]), abs=1e-6)
+        if i > 0:
+            e, t = divmod(i - 1, valid.size // (k + 1))
+            assert (row["chosen_episode"], row["chosen_step"]) == (e, t + 1)
+        assert 100 * (row["val_acc"] - row["val_acc0"]) >= -5.0
+
+
+def test_select_last_is_the_single_episode(tiny_setup):
+    """select="last" with one sampled episode is the paper's single episode: the one-episode program's answer."""
+    pool, env, agent, _, evaluate = tiny_setup
+    state = agent.init(jax.random.PRNGKey(5))
+    program = select.cached_candidates_program(env, agent.act_fn, 1, False, "last", ("agent", agent.config, agent.preset))
+    last = runner.run(program, pool, agent.policy(state.actor), seed=3, batch_size=len(pool)).rows
+    single = runner.run(agent_lib.policy_program(env, agent), pool, agent.policy(state.actor), seed=3,
+                        batch_size=len(pool)).rows
+    for a, b in zip(last, single):
+        for field in ("widths_after", "params_after", "actions", "steps"):
+            assert a[field] == b[field], field
+        for field in ("test_acc_after", "val_acc", "return"):
+            assert a[field] == pytest.approx(b[field], abs=1e-5), field
+        assert a["chosen_episode"] == 0 and a["chosen_step"] == a["steps"]

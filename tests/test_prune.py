@@ -39,6 +39,15 @@ def test_prune_bundled_dataset_saves_networks_and_report(tmp_path, capsys):
     assert pruned.num_params() == report["params_after"] and original.num_params() == report["params_before"]
     assert report["compression"] == pytest.approx(report["params_before"] / report["params_after"])
     assert "widths before -> after" in cap.out and "x" in cap.out
+    # the candidates: every network of every episode, the chosen one within tau on the validation split
+    table = report["candidate_table"]
+    assert len(table) == report["candidates"] == len((out / "candidates.csv").read_text().splitlines()) - 1
+    assert sum(c["chosen"] for c in table) == 1 and report["within_tau"] == sum(c["within_tau"] for c in table)
+    chosen = next(c for c in table if c["chosen"])
+    assert chosen["params"] == report["params_after"] == min(c["params"] for c in table if c["within_tau"])
+    assert chosen["val_change_points"] >= -report["tau"] and (out / "front.png").stat().st_size > 0
+    assert report["chosen"]["episode"] == chosen["episode"] and "candidates" in cap.out
+    assert set(report["seconds"]) == {"base_network", "compile", "run", "total"}
     # nothing the user saved is overwritten without asking
     code, cap = _prune(["--dataset", "iris", "--out", str(out)], capsys)
     assert code == 2 and "--overwrite" in cap.err

@@ -45,11 +45,11 @@ def load_checkpoint(path) -> tuple[Agent, AgentState, dict]:
     preset_doc["widths"] = tuple(preset_doc["widths"])
     preset = Preset(**preset_doc)
     agent = Agent(AgentConfig(**doc["agent"]), preset)
-    template = agent.init(jax.random.PRNGKey(0))
+    template = jax.eval_shape(agent.init, jax.random.PRNGKey(0))  # shapes only: nothing is computed
     leaves, treedef = jax.tree_util.tree_flatten(template)
     with np.load(npz) as data:
         loaded = [data[f"leaf_{i:05d}"] for i in range(len(data.files))]
-    if len(loaded) != len(leaves) or any(a.shape != np.shape(b) for a, b in zip(loaded, leaves)):
+    if len(loaded) != len(leaves) or any(a.shape != tuple(b.shape) for a, b in zip(loaded, leaves)):
         raise ValueError(f"{npz}: the arrays do not fit an agent of this config and preset")
     state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in loaded])
     return agent, state, doc
@@ -88,7 +88,7 @@ def load_policy(path) -> tuple[Agent, Any, dict]:
     preset_doc = dict(doc["preset"])
     preset_doc["widths"] = tuple(preset_doc["widths"])
     agent = Agent(AgentConfig(**doc["agent"]), Preset(**preset_doc))
-    template = agent.actor.init(jax.random.PRNGKey(0), agent.dummy_obs())
+    template = jax.eval_shape(agent.actor.init, jax.random.PRNGKey(0), agent.dummy_obs())  # shapes only
     with np.load(path.with_suffix(".npz")) as data:
         def fill(key_path, leaf):
             name = "/".join(str(getattr(k, "key", k)) for k in key_path)

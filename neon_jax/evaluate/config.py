@@ -6,9 +6,10 @@ import dataclasses
 from pathlib import Path
 
 from neon_jax import baselines
-from neon_jax.choices import CUTS, PROTOCOLS
+from neon_jax.choices import CUTS, DEFAULT_CANDIDATES, PROTOCOLS
 from neon_jax.env import validate_tau
 
+AGENT_METHODS = ("neon", "neon_best")  # the methods that run a NEON agent
 ZOO_NETWORKS = 30  # networks per zoo built by the evaluation (paper: 30)
 ZOO_HELDOUT = 6  # of them held out from agent training (paper: 6)
 
@@ -17,9 +18,10 @@ def known_methods() -> list[str]:
     """The methods an evaluation can run.
 
     Returns:
-      "neon" followed by every baseline of `neon_jax.baselines.BASELINES` (the random agent among them).
+      "neon" (the paper's single episode), "neon_best" (the best of many candidates, `neon_jax.select`), then
+      every baseline of `neon_jax.baselines.BASELINES` (the random agent among them).
     """
-    return ["neon", *baselines.BASELINES]
+    return [*AGENT_METHODS, *baselines.BASELINES]
 
 
 def _names(value) -> tuple[str, ...]:
@@ -53,6 +55,7 @@ class EvalConfig:
       batch_size: networks per compiled batch.
       zoo_networks / zoo_heldout: size of the zoos the evaluation builds, and how many of their networks are
         held out (the ones the heldout protocol prunes).
+      candidates: the K values of neon_best (K sampled episodes and a greedy one per network).
     """
 
     datasets: tuple
@@ -74,6 +77,7 @@ class EvalConfig:
     batch_size: int = 32
     zoo_networks: int = ZOO_NETWORKS
     zoo_heldout: int = ZOO_HELDOUT
+    candidates: tuple = (DEFAULT_CANDIDATES,)
 
     def __post_init__(self):
         fields = {
@@ -83,6 +87,8 @@ class EvalConfig:
             "folds": None if self.folds is None else tuple(int(f) for f in self.folds),
             "agents": dict(self.agents),
             "settings": {method: tuple(values) for method, values in self.settings.items()},
+            "candidates": ((int(self.candidates),) if isinstance(self.candidates, int)
+                           else tuple(int(k) for k in self.candidates)),
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -100,6 +106,8 @@ class EvalConfig:
                                  f"({', '.join(baselines.BASELINES)})")
             for value in values:
                 baselines.check_setting(method, value)
+        if not self.candidates or any(k < 1 for k in self.candidates):
+            raise ValueError(f"neon_best needs candidates >= 1, got {list(self.candidates)}")
         if any(p < 1 for p in self.passes):
             raise ValueError(f"passes must be >= 1, got {list(self.passes)}")
         if self.random_cut not in CUTS:

@@ -86,6 +86,17 @@ def parse_setting(cfg: EvalConfig, method: str, text: str):
     return text
 
 
+def candidates_setting(spec: str, k: int) -> str:
+    """A neon_best cell's setting: its agent spec and its number of sampled episodes, "pretrained:5 k=8"."""
+    return f"{spec} k={int(k)}"
+
+
+def parse_candidates_setting(setting: str) -> tuple[str, int]:
+    """(agent spec, K) of a neon_best setting (`candidates_setting`)."""
+    spec, _, k = setting.rpartition(" k=")
+    return spec, int(k)
+
+
 def agent_key(tau: float, fold: int | None) -> str:
     """The key of `EvalConfig.agents` for (tau, fold): "5" or "5@1"."""
     return f"{tau:g}" if fold is None else f"{tau:g}@{fold}"
@@ -132,6 +143,12 @@ def plan_cells(cfg: EvalConfig, folds: list[list[str]] | None) -> list[Cell]:
             for tau, passes, seed, g, (d, f) in itertools.product(cfg.taus, cfg.passes, cfg.seeds, greedy, targets):
                 spec = resolve_agent_spec(cfg.agents, float(tau), f)
                 cells.append(Cell("neon", spec, float(tau), int(passes), int(seed), g, d, f))
+            continue
+        if method == "neon_best":  # its candidates hold the greedy episode: no greedy variant
+            for tau, k, passes, seed, (d, f) in itertools.product(cfg.taus, cfg.candidates, cfg.passes, cfg.seeds,
+                                                                  targets):
+                spec = candidates_setting(resolve_agent_spec(cfg.agents, float(tau), f), k)
+                cells.append(Cell("neon_best", spec, float(tau), int(passes), int(seed), False, d, f))
             continue
         if method == "random":
             settings, passes_list = [cfg.random_cut], cfg.passes

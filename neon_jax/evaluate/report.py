@@ -84,10 +84,11 @@ def _introduction(s: dict) -> list[str]:
 def _aggregate_over_networks(s: dict) -> list[str]:
     lines = ["## Aggregate over networks", "",
              "Mean / median / std / max / min over every (network, seed); fell / held / rose = networks whose test "
-             "accuracy fell / did not change / rose. Paper = the 2020 single-dataset agents' column (neon_spec.md "
+             "accuracy fell / did not change / rose; lost > tau = networks whose test accuracy fell by more than "
+             "the tolerance the method was given. Paper = the 2020 single-dataset agents' column (neon_spec.md "
              "§10.1; see the note at the end).", ""]
     header = ["method", "nets", "compr. mean", "median", "std", "max", "min", "dAcc mean", "median", "std", "max",
-              "min", "fell/held/rose", "paper compr. mean", "paper dAcc mean", "notes"]
+              "min", "fell/held/rose", "lost > tau", "paper compr. mean", "paper dAcc mean", "notes"]
     rows = []
     for g in s["groups"]:
         c, a = g["over_networks"]["compression"], g["over_networks"]["acc_change"]
@@ -96,6 +97,7 @@ def _aggregate_over_networks(s: dict) -> list[str]:
                                         g["counting"] != ["structured"] else []))
         rows.append([g["label"], g["networks"], *_stat_cells(c), *_stat_cells(a, sign=True),
                      f"{g['acc_fell']}/{g['acc_held']}/{g['acc_rose']}",
+                     "–" if g.get("beyond_tau") is None else g["beyond_tau"],
                      f"{p['ratio_mean']:.2f} ({g['paper_config']})" if p else "–",
                      f"{p['dacc_mean']:+.2f}" if p else "–", notes])
     lines += [_md(header, rows), ""]

@@ -6,16 +6,14 @@ import dataclasses
 import time
 from pathlib import Path
 
-import jax
-import numpy as np
 from tqdm.auto import tqdm
 
 from neon_jax import baselines, learn
 from neon_jax.env import EnvConfig
 from neon_jax.evaluate import zoos as zoo_sources
 from neon_jax.evaluate.agents import LoadedAgent, check_unseen, load_agent
-from neon_jax.evaluate.config import Cell, EvalConfig
-from neon_jax.evaluate.plan import make_folds, parse_setting, plan_cells
+from neon_jax.evaluate.config import AGENT_METHODS, Cell, EvalConfig
+from neon_jax.evaluate.plan import make_folds, parse_candidates_setting, parse_setting, plan_cells
 from neon_jax.evaluate.report import write_report
 from neon_jax.evaluate.store import (
     append_cell,
@@ -30,27 +28,27 @@ from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset, get_preset
 
 
-def _subset(pool: EnvPool, idx) -> EnvPool:
-    """A view of `pool` with only the entries `idx` (same data arrays and shapes: no recompilation)."""
-    idx = np.asarray(idx)
-    take = lambda a: a[idx]
-    return dataclasses.replace(pool, names=[pool.names[i] for i in idx],
-                               variables=jax.tree_util.tree_map(take, pool.variables),
-                               archs=jax.tree_util.tree_map(take, pool.archs), dataset_of=pool.dataset_of[idx],
-                               base_test_accuracy=pool.base_test_accuracy[idx])
-
-
 def _run_cell(cell: Cell, view: EnvPool, preset: Preset, cfg: EvalConfig, agent: LoadedAgent | None) -> list[dict]:
-    """One cell's `runner.RunResult.rows`: neon with its agent, the random agent, or a baseline (fine-tuned)."""
-    if cell.method == "neon":
+    """One cell's `runner.RunResult.rows`: neon (one episode) or neon_best (the best of its candidates) with its
+    agent, the random agent, or a baseline (fine-tuned)."""
+    if cell.method in AGENT_METHODS:
+        candidates = parse_candidates_setting(cell.setting)[1] if cell.method == "neon_best" else None
         return learn.run_agent(agent.agent, agent.actor, view, preset, EnvConfig(passes=cell.passes, cut=agent.cut),
-                               seed=cell.seed, greedy=cell.greedy, batch_size=cfg.batch_size).rows
+                               seed=cell.seed, greedy=cell.greedy, batch_size=cfg.batch_size,
+                               candidates=candidates).rows
     if cell.method == "random":
         return baselines.run_baseline("random", view, preset, passes=cell.passes, cut=cell.setting or "reinit",
                                       seed=cell.seed, batch_size=cfg.batch_size).rows
     return baselines.run_baseline(cell.method, view, preset, setting=parse_setting(cfg, cell.method, cell.setting),
                                   passes=cell.passes if cell.passes is not None else 4, seed=cell.seed,
                                   batch_size=cfg.batch_size, finetune=True).rows
+
+
+def _agent_spec(cell: Cell) -> str | None:
+    """The agent spec of a neon / neon_best cell (None for the other methods)."""
+    if cell.method == "neon":
+        return cell.setting
+    return parse_candidates_setting(cell.setting)[0] if cell.method == "neon_best" else None
 
 
 def _resolve(cfg: EvalConfig, out: Path) -> tuple[EvalConfig, dict]:
@@ -131,11 +129,12 @@ def run_evaluation(cfg: EvalConfig, out_dir, *, overwrite: bool = False, progres
 def _run_cells(cfg: EvalConfig, todo: list[Cell], folds, located: dict, prepared: dict, out: Path, preset: Preset,
                progress: bool, say) -> None:
     """Runs `todo` in order, recording each cell as soon as it finishes."""
-    agents = {spec: load_agent(spec, preset) for spec in dict.fromkeys(c.setting for c in todo if c.method == "neon")}
+    agents = {spec: load_agent(spec, preset) for spec in dict.fromkeys(_agent_spec(c) for c in todo)
+              if spec is not None}
     if cfg.protocol == "unseen":  # fail before any work on an agent that cannot be used
         for c in todo:
-            if c.method == "neon":
-                check_unseen(agents[c.setting], c, folds)
+            if c.method in AGENT_METHODS:
+                check_unseen(agents[_agent_spec(c)], c, folds)
     needed = sorted({c.dataset for c in todo})
     loaded = _load_needed(cfg, located, needed, prepared, out, preset, progress, say)
     which = "heldout" if cfg.protocol == "heldout" else "all"
@@ -144,7 +143,7 @@ def _run_cells(cfg: EvalConfig, todo: list[Cell], folds, located: dict, prepared
     by_dataset = {}
     for i, (d, _) in enumerate(pool.names):
         by_dataset.setdefault(d, []).append(i)
-    views = {d: _subset(pool, idx) for d, idx in by_dataset.items()}
+    views = {d: pool.subset(idx) for d, idx in by_dataset.items()}
     bar = tqdm(todo, desc="evaluate", unit="cell", disable=not progress)
     for cell in bar:
         bar.set_postfix_str(f"{cell.method} {cell.setting[-24:]} p{cell.passes or '-'} "
@@ -152,7 +151,7 @@ def _run_cells(cfg: EvalConfig, todo: list[Cell], folds, located: dict, prepared
         view = views[cell.dataset]
         if cell.tau is not None:
             view = dataclasses.replace(view, tau=cell.tau)
-        agent = agents.get(cell.setting) if cell.method == "neon" else None
+        agent = agents.get(_agent_spec(cell))
         t0 = time.perf_counter()
         rows = _run_cell(cell, view, preset, cfg, agent)
         seconds = time.perf_counter() - t0

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from neon_jax import baselines, paper_results
-from neon_jax.evaluate.plan import format_setting
+from neon_jax.evaluate.config import AGENT_METHODS
+from neon_jax.evaluate.plan import format_setting, parse_candidates_setting
 
 ACC_TOLERANCE = 1e-6  # points: |change| at or below this counts as "held" (identical accuracies give exactly 0)
 GROUP_KEYS = ("method", "setting", "tau", "passes", "greedy")
@@ -34,7 +35,12 @@ def group_label(method, setting, tau, passes, greedy, agent_names: dict | None =
       The label.
     """
     parts = [method]
-    if method == "neon":
+    if method == "neon_best":
+        spec, k = parse_candidates_setting(setting)
+        if agent_names and spec in agent_names:
+            parts[0] = f"neon_best[{agent_names[spec]}]"
+        parts.append(f"k{k}")
+    elif method == "neon":
         if agent_names and setting in agent_names:
             parts[0] = f"neon[{agent_names[setting]}]"
     elif setting not in ("", None) and not (method == "random" and setting == "reinit"):
@@ -64,10 +70,12 @@ def aggregate(df: pd.DataFrame) -> dict:
     Returns:
       {networks, datasets, seeds, over_networks: {compression: stats, acc_change: stats}, over_datasets: {the
       same, of the per-dataset means}, acc_fell, acc_held, acc_rose (counts over rows, `ACC_TOLERANCE`),
-      compression_of_total_params}; stats = {mean, median, std, max, min}.
+      compression_of_total_params, beyond_tau (rows whose test accuracy fell by more than their tau; None
+      for methods without one)}; stats = {mean, median, std, max, min}.
     """
     per_ds = df.groupby("dataset")[["compression", "acc_change_points"]].mean()
     d = df["acc_change_points"].to_numpy(float)
+    tau = pd.to_numeric(df["tau"], errors="coerce").to_numpy(float)
     return {
         "networks": int(len(df)), "datasets": int(df["dataset"].nunique()), "seeds": int(df["seed"].nunique()),
         "over_networks": {"compression": _stats(df["compression"]), "acc_change": _stats(d)},
@@ -76,6 +84,7 @@ def aggregate(df: pd.DataFrame) -> dict:
         "acc_fell": int((d < -ACC_TOLERANCE).sum()), "acc_held": int((np.abs(d) <= ACC_TOLERANCE).sum()),
         "acc_rose": int((d > ACC_TOLERANCE).sum()),
         "compression_of_total_params": float(df["params_before"].sum() / max(df["params_after"].sum(), 1)),
+        "beyond_tau": None if np.isnan(tau).all() else int((d < -tau - ACC_TOLERANCE).sum()),
     }
 
 
@@ -128,7 +137,7 @@ def method_groups(df: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
         method, setting, tau, passes, greedy = key
         groups.append(({"method": method, "setting": setting, "tau": None if math.isnan(tau) else float(tau),
                         "passes": None if math.isnan(passes) else int(passes), "greedy": bool(int(greedy))}, sub))
-    order = {m: i for i, m in enumerate(["neon", "random"])}
+    order = {m: i for i, m in enumerate(["neon", "neon_best", "random"])}
     groups.sort(key=lambda g: (order.get(g[0]["method"], 2), g[0]["method"], _setting_order(g[0]["setting"]),
                                g[0]["passes"] or 0, g[0]["tau"] or 0, g[0]["greedy"]))
     return groups
@@ -136,7 +145,8 @@ def method_groups(df: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
 
 def _agent_names(df: pd.DataFrame) -> dict:
     """neon setting (agent spec) -> short name, only when several agents appear."""
-    specs = sorted(set(df.loc[df["method"] == "neon", "setting"]))
+    specs = sorted(set(df.loc[df["method"] == "neon", "setting"]) |
+                   {parse_candidates_setting(s)[0] for s in df.loc[df["method"] == "neon_best", "setting"]})
     if len(specs) <= 1:
         return {}
     return {s: (Path(s).parent.name if Path(s).name == "checkpoint" else Path(s).name) for s in specs}
@@ -173,7 +183,7 @@ def _by_agent_datasets(sub: pd.DataFrame) -> dict:
 
 
 def _group_summary(group: dict, sub: pd.DataFrame, settings: dict | None, agent_names: dict) -> dict:
-    neon = group["method"] == "neon"
+    neon = group["method"] in AGENT_METHODS
     label = group_label(group["method"], group["setting"], group["tau"], group["passes"], group["greedy"],
                         agent_names)
     return {**group, "label": label,
@@ -208,14 +218,16 @@ def _mark_headlines(groups: list[dict]) -> None:
     for g in groups:
         by_method.setdefault(g["method"], set()).add(g["setting"])
     for g in groups:
-        g["headline"] = bool(g["method"] in ("neon", "random", "random_no_ft") or g["paper_config"]
+        g["headline"] = bool(g["method"] in (*AGENT_METHODS, "random", "random_no_ft") or g["paper_config"]
                              or len(by_method[g["method"]]) == 1 or g["setting"] == defaults.get(g["method"]))
 
 
 def _agents_summary(df: pd.DataFrame) -> dict:
     """neon setting -> {path, trained_at_tau, trained_on_evaluated_datasets}."""
     agents = {}
-    for spec, sub in df[df["method"] == "neon"].groupby("setting"):
+    neon = df[df["method"].isin(AGENT_METHODS)]
+    specs = [s if m == "neon" else parse_candidates_setting(s)[0] for m, s in zip(neon["method"], neon["setting"])]
+    for spec, sub in neon.groupby(pd.Series(specs, index=neon.index, dtype=object)):
         seen = sorted(set(sub.loc[_trained_on(sub), "dataset"]))
         agents[spec] = {"path": sorted(set(sub["agent"].astype(str))), "trained_at_tau": sorted(
             {float(t) for t in sub["agent_tau"].dropna() if str(t) != ""}), "trained_on_evaluated_datasets": seen}

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -52,6 +53,14 @@ def cmd_zoo(args) -> int:
     out = Path(args.out)
     if args.epochs is not None and args.epochs < 0:
         raise CLIError(f"--epochs must be >= 0, got {args.epochs}")
+    if args.n < 1:
+        raise CLIError(f"--n must be >= 1, got {args.n}")
+    if args.heldout is None:  # the paper's share (6 of 30), as many as fit beside at least one training network
+        args.heldout = min(round(args.n / 5), args.n - 1)
+        if args.n != 30:
+            print(f"holding out {args.heldout} of {args.n} networks (the paper's 6 of 30; --heldout to choose)")
+    elif not 0 <= args.heldout < args.n:
+        raise CLIError(f"--heldout (n_heldout) must be in 0..{args.n - 1} for --n {args.n}, got {args.heldout}")
     for name in names:
         if (out / name / "zoo.json").exists() and not args.overwrite:
             raise CLIError(f"{out / name} already holds a zoo; pass --overwrite to replace it")
@@ -305,6 +314,7 @@ def cmd_prune(args) -> int:
               f"to {path}; other formats: --export torch,onnx,safetensors")
         if "npz" in formats:  # --out already wrote pruned.npz / pruned.json, the npz export's files
             formats = [f for f in formats if f != "npz"]
+            print(f"exported npz: {Path(args.out) / 'pruned.npz'}, {Path(args.out) / 'pruned.json'} (written above)")
     if formats:
         _export_and_verify(result.pruned, args.out, formats, "pruned", args.overwrite)
     if args.json:
@@ -467,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset name(s), comma-separated, or a CSV path")
     _add_data_args(p)
     p.add_argument("--n", type=int, default=30, help="networks per dataset (paper: 30)")
-    p.add_argument("--heldout", type=int, default=6, help="networks held out from agent training (paper: 6)")
+    p.add_argument("--heldout", type=int, default=None,
+                   help="networks held out from agent training (default: a fifth of --n, the paper's 6 of 30)")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="scale preset (default: cpu)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's training epochs")
     p.add_argument("--seed", type=int, default=0)
@@ -632,12 +643,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    def show(message, category, *_args, **_kwargs):  # our warnings as one plain line each, not a source listing
+        print(f"neon-jax {args.command}: warning: {message}", file=sys.stderr)
+
     try:
         if args.command != "datasets":  # every other command compiles: a second run of the same shapes need not
             from neon_jax import compile_cache
 
             compile_cache.enable()
-        return args.func(args)
+        from neon_jax.data import DatasetWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", DatasetWarning)
+            warnings.showwarning = show
+            return args.func(args)
     except (CLIError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"neon-jax {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -116,6 +116,22 @@ def test_zoo_bad_heldout_is_a_clean_error(capsys, tmp_path):
     assert not (tmp_path / "iris").exists()
 
 
+def test_zoo_small_n_holds_out_what_fits_and_says_so(capsys, tmp_path):
+    # --n 4 without --heldout: the paper's default of 6 held out would not fit; a fifth of 4 (1) is held out
+    code, stdout, err = _run(capsys, "zoo", "--dataset", "iris", "--n", 4, "--preset", "tiny", "--epochs", 0,
+                             "--out", tmp_path, "--quiet")
+    assert code == 0, err
+    assert "holding out 1 of 4 networks" in stdout
+    zoo = zoo_lib.load_zoo(tmp_path / "iris")
+    assert len(zoo) == 4 and zoo.heldout.sum() == 1
+
+
+def test_zoo_n_zero_is_a_clean_error(capsys, tmp_path):
+    code, stdout, err = _run(capsys, "zoo", "--dataset", "iris", "--n", 0, "--preset", "tiny", "--out", tmp_path)
+    assert code == 2 and "--n must be >= 1" in err
+    assert not any(tmp_path.iterdir())
+
+
 def test_zoo_regression_dataset_is_a_clean_error(capsys, tmp_path):
     code, stdout, err = _run(capsys, "zoo", "--dataset", "sklearn:diabetes", "--preset", "tiny", "--out", tmp_path)
     assert code == 2 and "regression" in err
@@ -129,3 +145,12 @@ def test_argparse_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["zoo", "--dataset", "iris", "--out", "x", "--preset", "huge"])
     assert exc.value.code == 2
+
+
+def test_data_warnings_reach_the_user_as_one_line(capsys, tmp_path):
+    csv = tmp_path / "w.csv"
+    csv.write_text("a,b,y\n" + "".join(f"{i},{'x' if i == 3 else i * 2},{i % 2}\n" for i in range(40)))
+    code, stdout, err = _run(capsys, "zoo", "--dataset", csv, "--n", 2, "--preset", "tiny", "--epochs", 0,
+                             "--out", tmp_path / "zoo", "--quiet")
+    assert code == 0, err
+    assert "neon-jax zoo: warning: column 'b' is mostly numbers" in err and "data.py" not in err

@@ -14,9 +14,11 @@ before any split. This leaks the test rows' minimum and maximum into the scaling
 keep it so results stay comparable. Beyond what the paper needed (its CSVs were all numeric), real files need:
   * quotes: header names and cells quoted with ``'`` or ``"`` are unquoted (``'1'`` -> ``1``), so a quoted
     number is a number (as the paper's float cast); gzip is recognised from the bytes, not the file name;
-  * missing values: empty cells and ``?`` are missing. A numeric column's missing cells get the column's median;
-    a categorical column's missing cells become their own category ``<missing>``; rows with a missing target are
-    dropped. Non-finite numbers (``inf``, ``nan``) count as missing;
+  * missing values: empty cells, ``?`` and the usual missing-value tokens (`MISSING_TOKENS`: NA, N/A, NaN, null,
+    None, ``-``, ..., in any letter case, as pandas reads them) are missing. A numeric column's missing cells get
+    the column's median; a categorical column's missing cells become their own category ``<missing>``; rows with a
+    missing target are dropped. Non-finite numbers (``inf``, ``nan``) count as missing;
+    a text column that is mostly numbers is categorical, with a `DatasetWarning`;
   * categorical features: a column that is not entirely numeric after unquoting is one-hot encoded with its
     categories sorted as strings (deterministic; ``<missing>`` comes last); the new columns are named
     ``"<column>=<category>"``;
@@ -47,7 +49,9 @@ import pandas as pd
 DEFAULT_DATA_ENV = "NEON_JAX_DATA_DIR"
 
 TASKS = ("classification", "regression")
-MISSING_TOKENS = ("", "?")
+MISSING_TOKENS = ("", "?", "-", "na", "n/a", "nan", "-nan", "null", "none", "#n/a", "#na", "<na>", "nil", "missing")
+"""Cells that mean "no value", compared after unquoting and lower-casing (pandas' default list, plus ?, - and a
+few more spellings)."""
 MISSING_CATEGORY = "<missing>"
 # A numeric target with at most this many distinct integer values is taken as class labels (when no manifest
 # says otherwise).
@@ -64,6 +68,10 @@ _SKLEARN_SETS = {  # name -> (loader in sklearn.datasets, task)
 }
 _CSV_SUFFIXES = (".csv.gz", ".csv")
 _QUOTED = r"""^(['"])(.*)\1$"""
+
+
+class DatasetWarning(UserWarning):
+    """A file loaded, but probably not as its author meant (for example numbers read as categories)."""
 
 
 class DatasetError(ValueError):
@@ -500,7 +508,8 @@ def _sniff_quotechar(path: Path, compression: str | None) -> str:
 
 
 def _read_csv(path: Path, *, header_only: bool = False, usecols=None) -> pd.DataFrame:
-    """Reads a CSV (gzip detected from the bytes) with unquoted header names; '' and '?' cells become NaN.
+    """Reads a CSV (gzip detected from the bytes) with unquoted header names; '' and '?' cells become NaN (the other
+    `MISSING_TOKENS`, in any case and quoted or not, are recognised by `_parse_column`).
 
     Numeric columns come back as numbers; the others as object columns, to be unquoted and typed by
     `_parse_column`.
@@ -510,7 +519,7 @@ def _read_csv(path: Path, *, header_only: bool = False, usecols=None) -> pd.Data
         quotechar = _sniff_quotechar(path, compression)
         frame = pd.read_csv(
             path, compression=compression, quotechar=quotechar, skipinitialspace=True,
-            na_values=list(MISSING_TOKENS), keep_default_na=False, low_memory=False,
+            na_values=["", "?"], keep_default_na=False, low_memory=False,
             encoding="utf-8-sig", encoding_errors="replace", nrows=0 if header_only else None, usecols=usecols)
     except FileNotFoundError:
         raise DatasetError(f"file not found: {path}") from None
@@ -550,22 +559,40 @@ class _Parsed:
         return ~np.isnan(self.numbers) if self.numbers is not None else self.codes >= 0
 
 
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _parse_column(col: pd.Series) -> _Parsed:
     """Unquotes and types one column. Text is handled per distinct value (pd.factorize), which keeps wide
-    categorical files fast."""
+    categorical files fast. A text column whose present cells are mostly numbers is still categorical (every
+    distinct number becomes a category), with a warning naming the column and the cells that are not numbers."""
     if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
         numbers = col.to_numpy(dtype=np.float64, na_value=np.nan)
         return _Parsed(np.where(np.isfinite(numbers), numbers, np.nan))
     raw_codes, uniques = pd.factorize(col)  # cells pandas already read as missing get code -1
     text = np.array([_unquote(str(u)) for u in uniques] + [""], dtype=object)  # last entry: code -1
-    present = ~np.isin(text, MISSING_TOKENS)
-    try:
-        table = np.array([float(t) if p else np.nan for t, p in zip(text, present)], dtype=np.float64)
-    except ValueError:  # some cell is not a number: a categorical column
+    present = ~np.isin(np.array([t.lower() for t in text], dtype=object), MISSING_TOKENS)
+    values = [_as_number(t) if p else np.nan for t, p in zip(text, present)]
+    if any(v is None for v in values):  # some cell is not a number: a categorical column
+        counts = np.bincount(np.where(raw_codes < 0, len(text) - 1, raw_codes), minlength=len(text))
+        words = [i for i, v in enumerate(values) if v is None]
+        numeric_cells = sum(counts[i] for i, v in enumerate(values) if v is not None and present[i])
+        if numeric_cells > counts[words].sum():
+            shown = ", ".join(repr(text[i]) for i in sorted(words, key=lambda i: -counts[i])[:5])
+            warnings.warn(
+                f"column {col.name!r} is mostly numbers ({numeric_cells} of {int(counts[present].sum())} cells) but "
+                f"holds text ({shown}), so it is treated as categorical, one column per distinct value; if those "
+                f"cells mean 'missing', replace them with an empty cell or one of {', '.join(MISSING_TOKENS[1:6])}",
+                DatasetWarning, stacklevel=4)
         categories, inverse = np.unique(text[present].astype(str), return_inverse=True)
         mapping = np.full(len(text), -1, dtype=np.int64)
         mapping[present] = inverse
         return _Parsed(None, mapping[raw_codes], categories)
+    table = np.array(values, dtype=np.float64)
     return _Parsed(np.where(np.isfinite(table), table, np.nan)[raw_codes])
 
 

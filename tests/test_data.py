@@ -200,6 +200,39 @@ def test_missing_values(tmp_path):
     check_arrays(D.load_dataset(tmp_path / "m.csv"))
 
 
+@pytest.mark.parametrize("token", ["NA", "n/a", "NaN", "NULL", "None", "-", "'NA'"])
+def test_missing_tokens_in_a_real_file_keep_the_column_numeric(data_root, tmp_path, token):
+    """Pima diabetes with some cells of two numeric columns written as a missing-value token: the columns stay
+    numeric (no one-hot explosion) and the cells get the column's median, exactly as empty cells do."""
+    frame = pd.read_csv(data_root / "neon" / "diabetes.csv.gz")
+    rows = np.arange(0, len(frame), 7)
+    with_token, with_empty = frame.astype(object).copy(), frame.astype(object).copy()
+    for col in frame.columns[[1, 5]]:
+        with_token.loc[rows, col] = token
+        with_empty.loc[rows, col] = ""
+    with_token.to_csv(tmp_path / "token.csv", index=False)
+    with_empty.to_csv(tmp_path / "empty.csv", index=False)
+    got = D.load_dataset(tmp_path / "token.csv", scale=False)
+    want = D.load_dataset(tmp_path / "empty.csv", scale=False)
+    assert got.feature_names == tuple(frame.columns[:-1]) and got.meta["categorical_columns"] == []
+    assert got.meta["n_missing_imputed"] == 2 * len(rows)
+    np.testing.assert_array_equal(got.X, want.X)
+    median = np.median(frame.iloc[:, 1].drop(index=rows))
+    np.testing.assert_allclose(got.X[rows, 1], median)
+
+
+def test_a_mostly_numeric_column_read_as_categories_warns(tmp_path):
+    text = "a,b,y\n" + "".join(f"{i},{'x' if i == 3 else i * 2},{i % 2}\n" for i in range(10))
+    with pytest.warns(D.DatasetWarning, match=r"column 'b' is mostly numbers \(9 of 10 cells\).*'x'"):
+        ds = D.load_dataset(write(tmp_path / "w.csv", text))
+    assert ds.meta["categorical_columns"] == ["b"]
+    import warnings
+
+    with warnings.catch_warnings():  # a real text column does not warn
+        warnings.simplefilter("error", D.DatasetWarning)
+        D.load_dataset(write(tmp_path / "c.csv", "color,size,y\nred,1,a\ngreen,2,b\nblue,3,a\nred,4,b\n"))
+
+
 def test_constant_columns_scale_to_zero(tmp_path):
     ds = D.load_dataset(write(tmp_path / "k.csv", "a,b,c,y\n5,x,1,0\n5,x,2,1\n5,x,3,0\n"))
     assert ds.meta["constant_columns"] == ["a", "b=x"]

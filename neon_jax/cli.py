@@ -465,9 +465,46 @@ def format_table(header, rows) -> str:
     return "\n".join(lines)
 
 
+_EXAMPLES = {
+    "neon-jax": """examples:
+  neon-jax prune --dataset breast_cancer --tau 5 --out runs/breast_cancer     # the main job, no download
+  neon-jax datasets --data-dir ../shared/data                                  # what can be loaded
+  neon-jax <command> --help                                                    # each command's options""",
+    "datasets": """examples:
+  neon-jax datasets                                  # scikit-learn's bundled sets
+  neon-jax datasets --data-dir ../shared/data        # and every CSV there (task, rows, features, classes)""",
+    "zoo": """examples:
+  neon-jax zoo --dataset iris --n 4 --preset tiny --out runs/zoo           # 4 small networks, 1 held out
+  neon-jax zoo --dataset no2,pm10 --data-dir ../shared/data --out runs/zoo_cpu  # the paper's 30 per dataset""",
+    "rollout": """examples:
+  neon-jax rollout --dataset iris --zoo runs/zoo --policy pretrained --tau 5 --json runs/pretrained.json
+  neon-jax rollout --dataset iris --zoo runs/zoo --policy keep:0.5 --json runs/keep.json  # a fixed rule""",
+    "train-agent": """examples:
+  neon-jax train-agent --zoo runs/zoo_cpu --data-dir ../shared/data --unseen satimage --tau 5 --out runs/agent
+  neon-jax prune --dataset iris --agent runs/agent --tau 5                 # then prune with it""",
+    "prune": """examples:
+  neon-jax prune --dataset breast_cancer --tau 5 --out runs/bc              # train a base network, prune it
+  neon-jax prune --dataset data.csv --network model.pt --tau 1 --out runs/mine --export torch,onnx
+  neon-jax prune --dataset iris --select last                              # the paper's single episode""",
+    "export": """examples:
+  neon-jax export --network runs/bc/pruned --format all --out runs/bc/export""",
+    "evaluate": """examples:
+  neon-jax evaluate --datasets iris,wine --methods neon,neon_best,structured --tau 5 --out runs/eval
+  neon-jax evaluate --suite neon --zoo-root runs/zoo_cpu --data-dir ../shared/data/neon \\
+      --methods neon,random,magnitude,structured,lap --tau 1,5,50 --passes 1,4 --out runs/eval_cpu""",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neon-jax", description=__doc__)
+    parser = argparse.ArgumentParser(prog="neon-jax", description=__doc__, epilog=_EXAMPLES["neon-jax"],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    add = sub.add_parser
+
+    def add_parser(name, **kwargs):  # every command's --help ends with its examples
+        return add(name, epilog=_EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    sub.add_parser = add_parser
 
     p = sub.add_parser("datasets", help="list the datasets that can be loaded")
     _add_data_args(p)
@@ -481,10 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="networks held out from agent training (default: a fifth of --n, the paper's 6 of 30)")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="scale preset (default: cpu)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's training epochs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the architectures, weights and held-out choice "
+                                                       "(default: 0)")
     p.add_argument("--out", required=True, help="output folder; the zoo goes to OUT/<dataset>/")
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; one line per zoo")
     p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("rollout", help="prune every zoo network with one policy (batched roll-outs) and report")
@@ -500,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cut", default="reinit", choices=CUTS, help="cut semantics (reinit: the paper's)")
     p.add_argument("--tau", default="5", help="tolerated accuracy drop in points, 0..100 (paper: 1, 5, 50)")
     p.add_argument("--which", default="all", choices=ZOO_SPLITS, help="networks of each zoo")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled actions (default: 0)")
     p.add_argument("--batch", type=int, default=32, help="networks per compiled batch")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
                    help="fine-tune schedule (default: the zoo's preset; widths must match the zoo's)")
@@ -515,14 +553,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "that is not --unseen)")
     p.add_argument("--unseen", default=None, help="comma-separated datasets held out entirely, evaluated at the end")
     _add_data_args(p)
-    p.add_argument("--passes", type=int, default=4)
+    p.add_argument("--passes", type=int, default=4, help="passes over the layers per episode (paper: 1 or 4; "
+                                                          "default: 4)")
     p.add_argument("--tau", type=float, default=5.0, help="tolerated accuracy drop, points (paper: 1, 5, 50)")
     p.add_argument("--episodes", type=int, default=None, help="default: the original's 10 N + min(2N, 500)")
     p.add_argument("--batch", type=int, default=8, help="episodes per update (1 = the original's schedule)")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="must match the zoos' preset")
-    p.add_argument("--architecture", default="neon", choices=ARCHITECTURES)
-    p.add_argument("--cut", default="reinit", choices=CUTS)
-    p.add_argument("--reward", default="neon", choices=REWARDS)
+    p.add_argument("--architecture", default="neon", choices=ARCHITECTURES,
+                   help="actor-critic networks: neon (the paper's) or compact (default: neon)")
+    p.add_argument("--cut", default="reinit", choices=CUTS,
+                   help="what a cut keeps: reinit (the paper's: re-initialise and fine-tune) or keep_best")
+    p.add_argument("--reward", default="neon", choices=REWARDS, help="reward (neon: the paper's cubic reward)")
     p.add_argument("--legacy", action="store_true",
                    help="reproduce the original's bugs (spec §12 A0, B1, B2, B6, B9: EnvConfig.LEGACY_FIELDS and "
                         "AgentConfig.LEGACY_FIELDS)")
@@ -543,12 +584,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "uses PPO's clipped surrogate against the policy that acted")
     p.add_argument("--clip-epsilon", type=float, default=0.2, help="PPO's ratio clip (with --update-epochs > 1)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the agent's weights and actions (default: 0)")
     p.add_argument("--out", required=True, help="run folder: log.csv, checkpoint, evaluation (resumes if present)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     p.add_argument("--unseen-networks", default="all", choices=("all", "heldout"),
                    help="networks of the unseen datasets to evaluate (paper: all 30)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.set_defaults(func=cmd_train_agent)
 
     p = sub.add_parser("prune", help="prune a network on a dataset with a trained agent (the main job)")
@@ -560,9 +601,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "a .safetensors export, or a neon_jax network (.npz/.json); default: train a random base "
                         "network first")
     p.add_argument("--tau", type=float, default=5.0, help="tolerated accuracy drop, points (default 5)")
-    p.add_argument("--passes", type=int, default=4)
-    p.add_argument("--agent", default="pretrained", help="'pretrained', 'random' or a checkpoint path")
-    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    p.add_argument("--passes", type=int, default=4,
+                   help="passes over the layers (default: 4, as the shipped agents were trained)")
+    p.add_argument("--agent", default="pretrained",
+                   help="pretrained (default: the shipped agent trained at the tau nearest --tau), random, or a "
+                        "train-agent --out folder / checkpoint path")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                   help="scale of the base network trained when --network is not given, and of the agent's state "
+                        "(default: cpu, widths 8..64, the shipped agents' scale)")
     p.add_argument("--greedy", action="store_true", help="one episode of argmax actions (the original samples)")
     p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
                    help="sampled episodes rolled out together, plus one greedy episode; every network of every "
@@ -572,14 +618,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the original if none); last: the final network of one sampled episode (the paper's)")
     p.add_argument("--cut", default=None, choices=CUTS,
                    help="cut semantics (default: the one the agent was trained with)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the data split, the base network and the sampled episodes (default: 0)")
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.add_argument("--out", default=None, help="save original + pruned network and report.json in this folder")
     p.add_argument("--export", default=None,
                    help="also write the pruned network to --out as FORMATS (comma-separated: torch, onnx, "
                         "safetensors, npz, or all), each read back and checked")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace files already in --out / --json")
+    p.add_argument("--quiet", action="store_true", help="no progress messages; only the result table")
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("export", help="write a network as PyTorch / ONNX / safetensors / npz files")
@@ -626,7 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="baseline settings (default: the baseline's own defaults)")
     p.add_argument("--folds", default=None, help="unseen protocol: which folds to evaluate (default: all)")
     p.add_argument("--fold-size", type=int, default=6, help="datasets per unseen fold (paper: 6)")
-    p.add_argument("--fold-seed", type=int, default=0)
+    p.add_argument("--fold-seed", type=int, default=0, help="seed of the unseen folds' dataset shuffle "
+                                                            "(default: 0)")
     p.add_argument("--random-cut", default="reinit", choices=CUTS,
                    help="cut of the random agent (reinit: the paper's environment)")
     p.add_argument("--batch", type=int, default=32, help="networks per compiled batch")

@@ -186,9 +186,10 @@ def list_datasets(data_dir=None) -> list[DatasetInfo]:
     Names are unique and each loads with `load_dataset(name, data_dir)`. A file's name is its file name without
     ``.csv``/``.csv.gz``. When two entries would share a name, the first claims it (data folders in the given
     order, top-level files before subfolders) and later files are listed as ``<subfolder>/<name>``; a file beats a
-    scikit-learn set of the same name (the neon ``diabetes`` file shadows scikit-learn's diabetes, which is then
-    listed as ``sklearn:diabetes``). ``MANIFEST.csv`` files are not datasets. Files that cannot be read are left
-    out with a warning. Row and class counts come from a scan of the target column, cached per file and mtime.
+    scikit-learn set of the same name, and scikit-learn's regression set is always ``sklearn:diabetes``, so
+    ``diabetes`` means one dataset only (the neon Pima file), with or without a data folder. ``MANIFEST.csv``
+    files are not datasets. Files that cannot be read are left out with a warning. Row and class counts come from
+    a scan of the target column, cached per file and mtime.
     """
     infos = []
     for name, entry in _registry(_data_dirs(data_dir))[0].items():
@@ -405,8 +406,8 @@ def _registry(dirs: Sequence[Path]) -> tuple[dict[str, _Entry], dict[str, _Entry
         name = next(n for n in (stem, qualified, str(path)) if n not in listed)
         listed[name] = entry = _Entry(name, "file", str(path))
         aliases.setdefault(qualified, entry)
-    for key in _SKLEARN_SETS:
-        name = key if key not in listed else f"sklearn:{key}"
+    for key, (_, task) in _SKLEARN_SETS.items():  # a regression set is always sklearn:<key>: "diabetes" is Pima's
+        name = key if key not in listed and task == "classification" else f"sklearn:{key}"
         listed[name] = entry = _Entry(name, "sklearn", key)
         aliases[f"sklearn:{key}"] = entry
     # scikit-learn sets first, then files: the order a user expects in a listing.
@@ -415,11 +416,23 @@ def _registry(dirs: Sequence[Path]) -> tuple[dict[str, _Entry], dict[str, _Entry
     return listed, aliases
 
 
+def _entry_task(entry: _Entry) -> str | None:
+    """The task of a listed entry when it is known without reading the file (scikit-learn's table, a manifest)."""
+    if entry.kind == "sklearn":
+        return _SKLEARN_SETS[entry.ref][1]
+    found = _manifest_task(Path(entry.ref))
+    return found[0] if found else None
+
+
 def _unknown_name_message(name: str, listed: dict[str, _Entry], dirs: Sequence[Path]) -> str:
     where = (f"data folders searched: {', '.join(map(str, dirs))}" if dirs else
              "no data folder is set, so only the scikit-learn sets are known")
-    return (f"unknown dataset {name!r}; available: {', '.join(listed)}. {where}. To use CSV files, pass "
-            f"data_dir=<folder or list of folders> or set {DEFAULT_DATA_ENV}=<folder>[{os.pathsep}<folder>...] "
+    tasks = {n: _entry_task(e) for n, e in listed.items()}
+    names = [n for n in listed if tasks[n] != "regression"]
+    regression = [n for n in listed if tasks[n] == "regression"]
+    also = f" (regression, which pruning does not take: {', '.join(regression)})" if regression else ""
+    return (f"unknown dataset {name!r}; available: {', '.join(names)}{also}. {where}. To use CSV files, pass "
+            f"--data-dir <folder> (data_dir= in Python) or set {DEFAULT_DATA_ENV}=<folder>[{os.pathsep}<folder>...] "
             f"(each folder and its immediate subfolders are searched), or give a path to a .csv/.csv.gz file, "
             f"'openml:<name or id>' or 'tfds:<name>'.")
 

@@ -31,6 +31,7 @@ torch, onnx, onnxruntime and safetensors are optional (extras ``torch`` and ``ex
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -360,7 +361,22 @@ def load_torch(path) -> Any:
         with torch.serialization.safe_globals(allowed):
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 -- unpickling errors are many types; the message is what matters
-        raise ValueError(f"cannot read {path} as a PyTorch file: {str(err).splitlines()[0]}") from None
+        # torch's own text advises weights_only=False (running the file's code): never pass that advice on
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "weights_only" in reason or "Weights only load failed" in reason:
+            reason = ("it is not a torch.save file (neither its zip format nor a legacy pickle)"
+                      if not _looks_like_torch_save(path) else "its contents are not tensors and allowed modules")
+        raise ValueError(f"{path} is not a model file neon_jax accepts: {reason}. {_FAMILY}, saved with "
+                         f"torch.save(model, path) or torch.save({{'state_dict': ..., 'layers': [...]}}, path)") from None
+
+
+def _looks_like_torch_save(path: Path) -> bool:
+    """torch.save writes a zip archive (since 1.6) or, legacy, a pickle (protocol 2+ starts with 0x80)."""
+    import zipfile
+
+    with open(path, "rb") as fh:
+        first = fh.read(1)
+    return zipfile.is_zipfile(path) or first == b"\x80"
 
 
 def from_torch_file(path) -> DenseNetwork:
@@ -608,10 +624,18 @@ def export_network(net: DenseNetwork, out_dir, formats: Iterable[str] = EXPORT_F
             from safetensors.numpy import save_file
 
             save_file(state_arrays(net), str(paths[fmt][0]), metadata={"neon_jax": json.dumps(arch_doc)})
+            _readable_like_the_others(paths[fmt][0])
             paths[fmt][1].write_text(json.dumps(arch_doc, indent=1))
         elif fmt == "npz":
             save_dense_network(net, paths[fmt][0])
     return paths
+
+
+def _readable_like_the_others(path: Path) -> None:
+    """safetensors writes its file owner-only (0600); give it the mode every other file of the export gets."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def load_safetensors(path) -> DenseNetwork:

@@ -141,19 +141,24 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         raise ValueError(f"candidates must be a whole number of episodes >= 1, got {candidates!r}")
     if select not in SELECTIONS:
         raise ValueError(f"unknown selection {select!r}; choose one of {', '.join(SELECTIONS)}")
+    EnvConfig(passes=passes)  # every argument is checked before any work: passes >= 1
     say = progress or (lambda *_: None)
     start = time.perf_counter()
-    prepared = prepare_data(dataset, preset, seed=seed, data_dir=data_dir)
+    if network is not None and not isinstance(network, nets.DenseNetwork):
+        network = interop.load_network(network)  # .pt/.pth (PyTorch), .safetensors, or a neon_jax network
     agent_obj, actor_params, random_actions, agent_desc, agent_meta = load_agent(agent, preset, tau)
+    trained_env = agent_meta.get("env", agent_meta.get("settings", {}).get("env", {}))
     if cut is None:
-        cut = agent_meta.get("env", agent_meta.get("settings", {}).get("env", {})).get("cut", "reinit")
+        cut = trained_env.get("cut", "reinit")
+    EnvConfig(passes=passes, cut=cut)
+    if "passes" in trained_env and trained_env["passes"] != passes:
+        say(f"note: the agent was trained with {trained_env['passes']} passes, this prune makes {passes}")
+    prepared = prepare_data(dataset, preset, seed=seed, data_dir=data_dir)
     if network is None:
         say(f"training a random base network on {prepared.dataset.name} "
             f"({prepared.dataset.n_rows} rows, preset {preset.name}) ...")
         zoo = build_zoo(prepared, preset, n=1, n_heldout=0, seed=seed)
     else:
-        if not isinstance(network, nets.DenseNetwork):
-            network = interop.load_network(network)  # .pt/.pth (PyTorch), .safetensors, or a neon_jax network
         zoo = _single_network_zoo(network, prepared, preset)
     base_seconds = time.perf_counter() - start
     pool = EnvPool.from_zoos([(zoo, prepared)], "all", tau, preset)

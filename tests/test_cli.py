@@ -154,3 +154,22 @@ def test_data_warnings_reach_the_user_as_one_line(capsys, tmp_path):
                              "--out", tmp_path / "zoo", "--quiet")
     assert code == 0, err
     assert "neon-jax zoo: warning: column 'b' is mostly numbers" in err and "data.py" not in err
+
+
+def test_every_option_has_help_and_every_command_real_examples():
+    import argparse
+    import shlex
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert "prune" in parser.description and "thin shell" not in parser.description
+    for name, command in sub.choices.items():
+        bare = [a.option_strings[0] for a in command._actions if a.option_strings and not a.help]
+        assert not bare, f"neon-jax {name}: options without help text: {bare}"
+        lines = command.epilog.replace("\\\n", " ").splitlines()[1:]  # continued lines joined
+        examples = [line.split("  #")[0].strip() for line in lines]
+        assert examples and all(e.startswith("neon-jax ") for e in examples), name
+        for example in examples:  # each example is a command line the parser accepts as written
+            args = parser.parse_args(shlex.split(example)[1:])
+            assert args.command in (name, "prune")
+    assert "default: the shipped agent" in sub.choices["prune"].format_help()

@@ -321,7 +321,10 @@ def test_unknown_name_lists_names_and_how_to_add_folders(data_root):
         D.load_dataset("no-such-set", data_root)
     message = str(err.value)
     assert "no-such-set" in message and "kropt" in message and "iris" in message
-    assert "data_dir" in message and D.DEFAULT_DATA_ENV in message
+    assert "--data-dir <folder> (data_dir= in Python)" in message and D.DEFAULT_DATA_ENV in message
+    available, regression = message.split("available: ")[1].split(". ")[0].split(" (regression")
+    assert "diabetes" in available.split(", ") and "sklearn:diabetes" in regression  # Pima's file is classification
+    assert "abalone" in regression and "abalone" not in available.split(", ")  # regression files are marked
     with pytest.raises(D.DatasetError, match="only the scikit-learn sets"):
         D.load_dataset("kropt")
 
@@ -363,18 +366,21 @@ def test_error_cases(tmp_path):
 
 @pytest.mark.parametrize("name, rows, features, classes", [
     ("iris", 150, 4, 3), ("wine", 178, 13, 3), ("breast_cancer", 569, 30, 2), ("digits", 1797, 64, 10),
-    ("diabetes", 442, 10, 0)])
+    ("sklearn:diabetes", 442, 10, 0)])
 def test_sklearn_sets(name, rows, features, classes):
     ds = D.load_dataset(name)
     check_arrays(ds)
     assert (ds.n_rows, ds.n_features, ds.n_classes, ds.source) == (rows, features, classes, "sklearn")
-    assert ds.task == ("regression" if name == "diabetes" else "classification")
+    assert ds.task == ("regression" if name == "sklearn:diabetes" else "classification")
     if name == "iris":
         assert ds.class_names == ("setosa", "versicolor", "virginica")
 
 
 def test_list_without_folders_is_the_sklearn_sets():
-    assert [i.name for i in D.list_datasets()] == ["iris", "wine", "breast_cancer", "digits", "diabetes"]
+    assert [i.name for i in D.list_datasets()] == ["iris", "wine", "breast_cancer", "digits", "sklearn:diabetes"]
+    # one name, one dataset: without a data folder "diabetes" is not scikit-learn's regression set
+    with pytest.raises(D.DatasetError, match="regression, which pruning does not take: sklearn:diabetes"):
+        D.load_dataset("diabetes")
 
 
 def test_openml_unreachable_gives_clear_error(monkeypatch):

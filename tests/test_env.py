@@ -502,8 +502,9 @@ def test_vmapped_batch_equals_each_env_alone(world):
     np.testing.assert_array_equal(np.asarray(bstate.step), np.asarray(final.step))
     # Rewards, accuracies and widths above agree step by step; the weights after a dozen fine-tunes differ in the
     # last bits (batched and single matmuls reduce in another order, and Adam's g / sqrt(v) magnifies that on
-    # near-zero gradients), so they are compared at 1e-3 absolute.
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3),
+    # near-zero gradients), so they are compared at 3e-3 absolute (one of 128 weights of one layer differed by
+    # 1.09e-3 on a machine where the earlier 1e-3 had held; the code at bffff86 gives the same difference there).
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=3e-3),
                            bstate.variables, final.variables)
 
 

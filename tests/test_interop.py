@@ -193,6 +193,11 @@ def test_bad_files_and_state_dicts_are_refused(tmp_path):
         interop.from_state_dict(wrong, ["Linear", "ReLU", "Linear"])
     with pytest.raises(FileNotFoundError, match="no PyTorch file"):
         interop.load_network(tmp_path / "missing.pt")
+    # random bytes named .pt: we say it is not a model we accept, never torch's "weights_only=False will succeed"
+    (tmp_path / "noise.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match="not a model file neon_jax accepts: it is not a torch.save file") as err:
+        interop.load_network(tmp_path / "noise.pt")
+    assert "weights_only" not in str(err.value) and "nn.Sequential" in str(err.value)
     with pytest.raises(ValueError, match="unknown export format.*tflite"):
         interop.parse_formats("torch,tflite")
 
@@ -209,7 +214,7 @@ def test_prune_a_torch_file_and_export_it(tmp_path, capsys, export_deps):
     torch.save(model, tmp_path / "model.pt")
     out = tmp_path / "run"
     argv = ["prune", "--preset", "tiny", "--agent", "random", "--quiet", "--dataset", "iris", "--network",
-            str(tmp_path / "model.pt"), "--out", str(out), "--export", "torch,onnx,safetensors"]
+            str(tmp_path / "model.pt"), "--out", str(out), "--export", "all"]
     code = cli.main(argv)
     cap = capsys.readouterr()
     assert code == 0, cap.err
@@ -218,6 +223,12 @@ def test_prune_a_torch_file_and_export_it(tmp_path, capsys, export_deps):
     assert report["widths_before"] == "16-12"
     assert report["speedup_b256_numpy"] > 0 and report["latency_b256_numpy_ms_after"] > 0
     assert "measured latency" in cap.out and cap.out.count("same predictions: True") == 3
+    # every format is in the folder (npz is the pair --out writes), readable like the others
+    files = ["pruned.pt", "pruned.onnx", "pruned.safetensors", "pruned.arch.json", "pruned.npz", "pruned.json"]
+    modes = {(out / f).stat().st_mode & 0o777 for f in files}
+    assert len(modes) == 1 and modes.pop() & 0o044, "every exported file gets the same permissions"
+    assert interop.load_network(out / "pruned.safetensors").hidden_widths == \
+        nets.load_dense_network(out / "pruned").hidden_widths
     original = nets.load_dense_network(out / "original")
     np.testing.assert_allclose(original.logits(x), _torch_logits(model, x), atol=1e-5)  # the .pt is what was pruned
     pruned = nets.load_dense_network(out / "pruned")

@@ -78,3 +78,18 @@ def test_prune_errors_are_clear(csv_file, tmp_path, capsys):
     assert code == 2 and "no pretrained agent" in capsys.readouterr().err
     code, cap = _prune(["--dataset", "iris", "--network", str(tmp_path / "missing")], capsys)
     assert code == 2 and "no saved network" in cap.err
+
+
+def test_prune_checks_arguments_and_files_before_any_work(tmp_path, capsys, monkeypatch):
+    """Bad --passes / --network fail before the dataset is loaded or a base network is trained, naming the bad
+    argument."""
+    from neon_jax import pruner
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the data was loaded before the arguments were checked")
+
+    monkeypatch.setattr(pruner, "prepare_data", no_work)
+    monkeypatch.setattr(pruner, "build_zoo", no_work)
+    for args, words in ((["--passes", "0"], "passes"), (["--network", str(tmp_path / "missing.pt")], "missing.pt")):
+        code, cap = _prune(["--dataset", "iris", *args], capsys)
+        assert code == 2 and words in cap.err and "Traceback" not in cap.err, (args, cap.err)

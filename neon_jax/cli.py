@@ -25,6 +25,8 @@ from neon_jax.choices import (
 )
 from neon_jax.presets import PRESETS, get_preset
 
+_STARTED = time.perf_counter()  # near the process's start (JAX is imported later): what a user waits includes it
+
 
 class CLIError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
@@ -284,10 +286,15 @@ def cmd_prune(args) -> int:
     if args.out and (Path(args.out) / "report.json").exists() and not args.overwrite:
         raise CLIError(f"{args.out} already holds a prune result; pass --overwrite to replace it")
     formats = _export_formats(args.export, args.out, "pruned", args.overwrite, saved_by_out=True) if args.export else []
+    from neon_jax.progress import Stages
+
+    stages = None if args.quiet else Stages()
     result = pruner.prune(args.dataset, data_dir=args.data_dir, network=args.network, tau=args.tau,
                           passes=args.passes, agent=args.agent, preset=args.preset, seed=args.seed,
                           greedy=args.greedy, cut=args.cut, candidates=args.candidates, select=args.select,
-                          progress=None if args.quiet else print)
+                          progress=stages)
+    if stages is not None:
+        stages.done()
     r = result.report
     seconds = r["seconds"]
     print(format_table(
@@ -304,8 +311,10 @@ def cmd_prune(args) -> int:
     print(f"chosen: {which}; {r['candidates']} candidates, {r['within_tau']} within tau = {r['tau']:g} points on "
           f"the validation split (chosen: validation {chosen['val_acc_change_points']:+.2f}, test "
           f"{chosen['test_acc_change_points']:+.2f} points); select {r['select']}")
-    print(f"seconds: base network {seconds['base_network']:.1f}, compile {seconds['compile']:.1f}, prune "
-          f"{seconds['run']:.1f}, in all {seconds['total']:.1f}")
+    print(f"seconds: loading {seconds['load']:.1f} + base network {seconds['base_network']:.1f} + compile "
+          f"{seconds['compile']:.1f} + prune {seconds['run']:.1f} + report {seconds['report']:.1f} = "
+          f"{seconds['total']:.1f} (report.json's \"seconds\"); waited {time.perf_counter() - _STARTED:.1f} "
+          f"since the command started (imports included)")
     print(f"measured latency (NumPy eval, batch 256): {r['latency_b256_numpy_ms_before']:.3f} ms -> "
           f"{r['latency_b256_numpy_ms_after']:.3f} ms (x{r['speedup_b256_numpy']:.2f} faster)")
     if args.out:

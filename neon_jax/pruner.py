@@ -25,6 +25,7 @@ from neon_jax.learn import agent_env
 from neon_jax.policies import random_policy
 from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset, get_preset
+from neon_jax.progress import stage
 from neon_jax.select import cached_candidates_program, within_tolerance
 from neon_jax.zoo import Zoo, build_zoo, prepare_data
 
@@ -132,8 +133,11 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         if none) or "last" (the final network of one sampled episode: the paper's answer).
     Returns:
       `PruneResult`. The report holds the chosen network's widths, parameters, compression and accuracies, which
-      candidate won (episode, step; -1 / 0 = the original), how many were within tau, the seconds (base network,
-      compile, run, in all) and the measured NumPy batch-256 latency before / after.
+      candidate won (episode, step; -1 / 0 = the original), how many were within tau, the seconds of each stage
+      (``load``: agent, network file and data; ``base_network``: training it when none is given; ``compile``: the
+      environment and the pruning program, compiled or read from the persistent cache; ``run``: the episodes;
+      ``report``: compaction and latency; ``total``: their sum, the call's wall time) and the measured NumPy
+      batch-256 latency before / after.
     """
     tau = validate_tau(tau)
     preset = get_preset(preset)
@@ -143,7 +147,8 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         raise ValueError(f"unknown selection {select!r}; choose one of {', '.join(SELECTIONS)}")
     EnvConfig(passes=passes)  # every argument is checked before any work: passes >= 1
     say = progress or (lambda *_: None)
-    start = time.perf_counter()
+    clock = _Laps()
+    stage(progress, "loading the agent, the network and the data")
     if network is not None and not isinstance(network, nets.DenseNetwork):
         network = interop.load_network(network)  # .pt/.pth (PyTorch), .safetensors, or a neon_jax network
     agent_obj, actor_params, random_actions, agent_desc, agent_meta = load_agent(agent, preset, tau)
@@ -155,12 +160,14 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         say(f"note: the agent was trained with {trained_env['passes']} passes, this prune makes {passes}")
     prepared = prepare_data(dataset, preset, seed=seed, data_dir=data_dir)
     if network is None:
-        say(f"training a random base network on {prepared.dataset.name} "
-            f"({prepared.dataset.n_rows} rows, preset {preset.name}) ...")
+        seconds = {"load": clock.lap()}
+        stage(progress, f"training a random base network on {prepared.dataset.name} "
+                        f"({prepared.dataset.n_rows} rows, preset {preset.name})")
         zoo = build_zoo(prepared, preset, n=1, n_heldout=0, seed=seed)
+        seconds["base_network"] = clock.lap()
     else:
         zoo = _single_network_zoo(network, prepared, preset)
-    base_seconds = time.perf_counter() - start
+        seconds = {"load": clock.lap(), "base_network": 0.0}
     pool = EnvPool.from_zoos([(zoo, prepared)], "all", tau, preset)
     env_config = EnvConfig(passes=passes, cut=cut)
     sampled = int(candidates) if select == "best" and not greedy else 1
@@ -174,9 +181,20 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
                                             sampled, with_greedy, select, ("agent", agent_obj.config, agent_obj.preset))
         policy = agent_obj.policy(actor_params, greedy)
     episodes = sampled + int(with_greedy)
-    say(f"pruning with the {agent_desc} agent (tau={tau:g}, passes={passes}, {episodes} episode"
-        f"{'s' if episodes > 1 else ''}, select {select}) ...")
-    result = runner.run(program, pool, policy, seed=seed, batch_size=1, keep_networks=True)
+    cache = jax.config.jax_compilation_cache_dir
+    names = {"compile": "compiling the pruning program" + (f" (or reading it from the cache in {cache})" if cache
+                                                            else ""),
+             "run": f"pruning with the {agent_desc} agent (tau={tau:g}, passes={passes}, {episodes} episode"
+                    f"{'s' if episodes > 1 else ''}, select {select})"}
+
+    def on_stage(name):
+        if name == "run":
+            seconds["compile"] = clock.lap()
+        stage(progress, names[name])
+
+    result = runner.run(program, pool, policy, seed=seed, batch_size=1, keep_networks=True, on_stage=on_stage)
+    seconds["run"] = clock.lap()
+    stage(progress, "measuring the latency of the original and the pruned network")
     row = result.rows[0]
     v0, a0 = jax.tree_util.tree_map(lambda a: a[0], (pool.variables, pool.archs))
     original = nets.compact(v0, a0, pool.dims, preset.dropout_rate)
@@ -196,14 +214,27 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
                    "greedy": bool(with_greedy and row["chosen_episode"] == sampled),
                    "val_acc_change_points": 100.0 * (row["val_acc"] - row["val_acc0"]),
                    "test_acc_change_points": row["acc_change_points"]},
-        "seconds": {"base_network": base_seconds, "compile": result.compile_seconds, "run": result.run_seconds},
+        "seconds": seconds,
         # measured, not inferred from the parameter count: NumPy eval forward pass, batch 256, this machine
         **interop.latency_report(original, pruned),
         "candidate_table": table,
     }
-    report["seconds"]["total"] = time.perf_counter() - start  # what the user waited, in all
+    seconds["report"] = clock.lap()
+    seconds["total"] = sum(seconds.values())  # the stages partition the call's wall time: what the user waited
     return PruneResult(dataset=prepared.dataset.name, original=original, pruned=pruned, report=report,
                        candidates=table)
+
+
+class _Laps:
+    """One clock for the stages of a prune: `lap` returns the seconds since the previous lap (or the start)."""
+
+    def __init__(self):
+        self.last = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        seconds, self.last = now - self.last, now
+        return seconds
 
 
 def candidate_table(details: dict, row: dict, tau: float) -> list[dict]:

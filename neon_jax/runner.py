@@ -68,7 +68,8 @@ def widths_text(widths) -> str:
 
 
 def run(program, pool: EnvPool, program_args=None, *, seed: int = 0, batch_size: int = 32, progress: bool = False,
-        desc: str = "prune", extra: dict | None = None, keep_networks: bool = False) -> RunResult:
+        desc: str = "prune", extra: dict | None = None, keep_networks: bool = False,
+        on_stage=None) -> RunResult:
     """Runs `program` over every network of `pool`; one row per network.
 
     Args:
@@ -79,6 +80,8 @@ def run(program, pool: EnvPool, program_args=None, *, seed: int = 0, batch_size:
       batch_size: networks per compiled call (capped at the pool's size).
       extra: fields added to every row (method, setting, counting, ...).
       keep_networks: also return every pruned network (host arrays).
+      on_stage: called with "compile" before the first batch's program is compiled (or loaded from the cache) and
+        with "run" before it runs: the main job's progress stages.
     Returns:
       `RunResult`. Row fields: dataset, network (index in its zoo), depth, widths_before / widths_after
       ("48-64-32"), params_before / params_after, compression, test_acc_before / test_acc_after,
@@ -97,8 +100,12 @@ def run(program, pool: EnvPool, program_args=None, *, seed: int = 0, batch_size:
         padded = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])])
         params = pool.batch(padded)
         key = jax.random.fold_in(jax.random.PRNGKey(seed), start)
+        if on_stage is not None and start == 0:
+            on_stage("compile")
         executable, seconds = compiled(program, key, params, program_args)
         compile_s += seconds
+        if on_stage is not None and start == 0:
+            on_stage("run")
         t0 = time.perf_counter()
         out = jax.block_until_ready(executable(key, params, program_args))
         seconds = time.perf_counter() - t0

@@ -173,3 +173,34 @@ def test_every_option_has_help_and_every_command_real_examples():
             args = parser.parse_args(shlex.split(example)[1:])
             assert args.command in (name, "prune")
     assert "default: the shipped agent" in sub.choices["prune"].format_help()
+
+
+def test_stages_show_each_stage_and_its_seconds():
+    """Long work shows its stages: plain lines off a terminal, a spinner with the elapsed seconds on one."""
+    import io
+    import time
+
+    from neon_jax.progress import Stages
+
+    plain = io.StringIO()
+    stages = Stages(plain)
+    stages.stage("training")
+    stages("a note")
+    stages.stage("compiling")
+    time.sleep(0.05)
+    waited = stages.done()
+    lines = plain.getvalue().splitlines()
+    assert lines[0] == "training ..." and lines[1] == "a note" and lines[2].startswith("training: done in ")
+    assert lines[3] == "compiling ..." and lines[4].startswith("compiling: done in ")
+    assert set(stages.seconds) == {"training", "compiling"} and stages.seconds["compiling"] >= 0.05
+    assert waited == pytest.approx(sum(stages.seconds.values()), abs=0.01)
+    spun = io.StringIO()
+    stages = Stages(spun, spinner=True)
+    stages.stage("pruning")
+    time.sleep(0.35)
+    stages.done()
+    text = spun.getvalue()
+    assert text.count("\r\033[K| pruning  0s") == 1 and "\r\033[K/ pruning  0s" in text  # redrawn in place
+    assert text.endswith(f"\r\033[Kpruning: done in {stages.seconds['pruning']:.1f}s\n")
+    assert stages.seconds["pruning"] >= 0.35
+    assert Stages(io.StringIO()).done() == 0.0  # no stage, no time

@@ -8,8 +8,8 @@ import pytest
 from neon_jax import cli, nets
 
 
-def _prune(args, capsys):
-    code = cli.main(["prune", "--preset", "tiny", "--agent", "random", "--quiet", *args])
+def _prune(args, capsys, quiet=True):
+    code = cli.main(["prune", "--preset", "tiny", "--agent", "random", *(["--quiet"] if quiet else []), *args])
     return code, capsys.readouterr()
 
 
@@ -28,7 +28,8 @@ def csv_file(tmp_path_factory):
 
 def test_prune_bundled_dataset_saves_networks_and_report(tmp_path, capsys):
     out = tmp_path / "iris"
-    code, cap = _prune(["--dataset", "iris", "--out", str(out), "--json", str(tmp_path / "r.json")], capsys)
+    code, cap = _prune(["--dataset", "iris", "--out", str(out), "--json", str(tmp_path / "r.json")], capsys,
+                       quiet=False)
     assert code == 0, cap.err
     report = json.loads((out / "report.json").read_text())
     assert report == json.loads((tmp_path / "r.json").read_text())
@@ -47,7 +48,13 @@ def test_prune_bundled_dataset_saves_networks_and_report(tmp_path, capsys):
     assert chosen["params"] == report["params_after"] == min(c["params"] for c in table if c["within_tau"])
     assert chosen["val_change_points"] >= -report["tau"] and (out / "front.png").stat().st_size > 0
     assert report["chosen"]["episode"] == chosen["episode"] and "candidates" in cap.out
-    assert set(report["seconds"]) == {"base_network", "compile", "run", "total"}
+    # the stages partition the wall time, so the report's seconds agree with each other; each stage was shown
+    seconds = report["seconds"]
+    assert set(seconds) == {"load", "base_network", "compile", "run", "report", "total"}
+    assert seconds["total"] == pytest.approx(sum(v for k, v in seconds.items() if k != "total"))
+    assert seconds["base_network"] > 0 and "training a random base network" in cap.err
+    for shown in ("compiling the pruning program", "pruning with the", "done in", "since the command started"):
+        assert shown in cap.err + cap.out
     # nothing the user saved is overwritten without asking
     code, cap = _prune(["--dataset", "iris", "--out", str(out)], capsys)
     assert code == 2 and "--overwrite" in cap.err

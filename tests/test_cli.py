@@ -204,3 +204,21 @@ def test_stages_show_each_stage_and_its_seconds():
     assert text.endswith(f"\r\033[Kpruning: done in {stages.seconds['pruning']:.1f}s\n")
     assert stages.seconds["pruning"] >= 0.35
     assert Stages(io.StringIO()).done() == 0.0  # no stage, no time
+
+
+def test_import_from_the_folder_above_a_clone(tmp_path):
+    """From the folder holding a clone named neon_jax, `import neon_jax` is the package, not an empty namespace."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "neon_jax").symlink_to(root, target_is_directory=True)
+    code = ("import neon_jax, neon_jax.pruner as p; "
+            "print(neon_jax.__version__, callable(neon_jax.prune), neon_jax.get_preset('tiny').name, p.__file__)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"})
+    assert done.returncode == 0, done.stderr
+    version, has_prune, preset, path = done.stdout.split()
+    assert has_prune == "True" and preset == "tiny" and version == __import__("neon_jax").__version__
+    assert Path(path) == tmp_path / "neon_jax" / "neon_jax" / "pruner.py"

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -178,8 +179,8 @@ def _cfg(root, **kw):
     return ev.EvalConfig(**{**base, **kw})
 
 
-def test_evaluation_resumes_and_skips_finished_cells(zoo_root, tmp_path, monkeypatch):
-    out = tmp_path / "eval"
+def _count_runs(monkeypatch) -> list:
+    """The dataset of every `runner.run` call from now on (one per cell run)."""
     calls = []
     real = runner.run
 
@@ -188,6 +189,12 @@ def test_evaluation_resumes_and_skips_finished_cells(zoo_root, tmp_path, monkeyp
         return real(program, pool, *args, **kwargs)
 
     monkeypatch.setattr(runner, "run", counting)
+    return calls
+
+
+def test_evaluation_resumes_and_skips_finished_cells(zoo_root, tmp_path, monkeypatch):
+    out = tmp_path / "eval"
+    calls = _count_runs(monkeypatch)
     summary = ev.run_evaluation(_cfg(zoo_root), out, progress=False, log=None)
     assert len(calls) == 4  # 2 methods x 2 datasets
     df = pd.read_csv(out / "networks.csv")
@@ -212,6 +219,44 @@ def test_evaluation_resumes_and_skips_finished_cells(zoo_root, tmp_path, monkeyp
 
     with pytest.raises(FileExistsError, match="--overwrite"):  # another protocol in the same folder
         ev.run_evaluation(_cfg(zoo_root, protocol="unseen", fold_size=1), out, progress=False, log=None)
+
+
+def test_replaced_zoo_or_agent_reruns_its_cells_and_a_torn_line_is_dropped(zoo_root, tmp_path, monkeypatch):
+    """Cells are keyed by what they ran on (the zoo's files, the agent's), not by paths."""
+    root = tmp_path / "zoos"
+    shutil.copytree(zoo_root, root)
+    out = tmp_path / "eval"
+    calls = _count_runs(monkeypatch)
+    ev.run_evaluation(_cfg(root), out, progress=False, log=None)
+    assert len(calls) == 4
+    preset = get_preset("tiny")  # iris's zoo replaced by other networks at the same path: its two cells re-run
+    prepared = zoo_lib.prepare_data("iris", preset, seed=0)
+    zoo_lib.save_zoo(zoo_lib.build_zoo(prepared, preset, n=4, n_heldout=2, seed=7, epochs=0), root, overwrite=True)
+    calls.clear()
+    ev.run_evaluation(_cfg(root), out, progress=False, log=None)
+    assert sorted(calls) == ["iris", "iris"]
+    df = pd.read_csv(out / "networks.csv", dtype={"widths_before": str})
+    new_zoo = zoo_lib.load_zoo(root / "iris")
+    held = [i for i in range(4) if new_zoo.heldout[i]]
+    assert len(df) == 8 and sorted(df[df.dataset == "iris"]["network"].unique()) == held
+    # the agent file replaced at the same path: the neon cells re-run, the random ones stay
+    config = agent_lib.AgentConfig(batch_size=1)
+    actor = agent_lib.Agent(config, preset).init(jax.random.PRNGKey(9)).actor
+    agent_lib.save_policy(root / "agents" / "blank", actor, config, preset,
+                          {"tau": 50.0, "env": {"cut": "reinit", "passes": 1}, "episodes": 0, "datasets": []})
+    calls.clear()
+    ev.run_evaluation(_cfg(root), out, progress=False, log=None)
+    assert sorted(calls) == ["iris", "wine"] and len(pd.read_csv(out / "networks.csv")) == 8
+    # a run killed while appending a cell's line: the torn line goes, its cell runs again
+    text = (out / "cells.jsonl").read_text()
+    (out / "cells.jsonl").write_text(text[: len(text) - 40])
+    calls.clear()
+    ev.run_evaluation(_cfg(root), out, progress=False, log=None)
+    assert len(calls) == 1 and len(ev.read_cells(out)) == 4 and len(pd.read_csv(out / "networks.csv")) == 8
+    lines = (out / "cells.jsonl").read_text().splitlines()  # a damaged line before the last is named, not skipped
+    (out / "cells.jsonl").write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"cells.jsonl: line 2"):
+        ev.run_evaluation(_cfg(root), out, progress=False, log=None)
 
 
 def _cli(*argv):

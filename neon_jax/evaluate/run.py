@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from neon_jax import baselines, learn
+from neon_jax import baselines, learn, pruner
 from neon_jax.env import EnvConfig
 from neon_jax.evaluate import zoos as zoo_sources
 from neon_jax.evaluate.agents import LoadedAgent, check_unseen, load_agent
@@ -19,13 +19,46 @@ from neon_jax.evaluate.store import (
     append_cell,
     append_rows,
     drop_orphan_rows,
+    file_digest,
     network_records,
     prepare_output,
     read_cells,
+    write_cells,
     write_settings,
 )
 from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset, get_preset
+
+
+class _InputDigests:
+    """cell -> digest of the files it runs on: its dataset's zoo (zoo.json, networks.npz) and, for neon and
+    neon_best, its agent's files; None for a zoo not built yet."""
+
+    def __init__(self, cfg: EvalConfig, out: Path, preset: Preset):
+        self.cfg, self.out, self.preset = cfg, out, preset
+        self.zoos: dict = {}
+        self.agents: dict = {}
+
+    def forget_zoos(self, names) -> None:
+        for name in names:
+            self.zoos.pop(name, None)
+
+    def __call__(self, cell: Cell) -> str | None:
+        if cell.dataset not in self.zoos:
+            path = zoo_sources.locate_zoos([cell.dataset], self.cfg.zoo_root, self.out)[cell.dataset]
+            self.zoos[cell.dataset] = None if path is None else file_digest([path / "zoo.json",
+                                                                            path / "networks.npz"])
+        zoo = self.zoos[cell.dataset]
+        spec = _agent_spec(cell)
+        if zoo is None or spec is None:
+            return zoo
+        if spec not in self.agents:
+            name, _, wanted = spec.partition(":")
+            stem = (pruner.pretrained_checkpoint(self.preset, float(wanted) if wanted else None)
+                    if name == "pretrained" else pruner.agent_path(spec))
+            files = [stem.with_suffix(".npz"), stem.with_suffix(".json")]
+            self.agents[spec] = file_digest(files) if all(f.exists() for f in files) else "missing"
+        return f"{zoo}+{self.agents[spec]}"
 
 
 def _run_cell(cell: Cell, view: EnvPool, preset: Preset, cfg: EvalConfig, agent: LoadedAgent | None) -> list[dict]:
@@ -117,18 +150,25 @@ def run_evaluation(cfg: EvalConfig, out_dir, *, overwrite: bool = False, progres
     cells = plan_cells(cfg, folds)
     out = prepare_output(cfg, out, overwrite=overwrite)
     done = read_cells(out)
+    digests = _InputDigests(cfg, out, preset)
+    stale = [c.key for c in cells if c.key in done and done[c.key].get("inputs") != digests(c)]
+    if stale:
+        say(f"evaluate: {len(stale)} finished cells ran on other zoo or agent files than these; running them again")
+        for key in stale:
+            del done[key]
+        write_cells(out, done)
     drop_orphan_rows(out, done)
     todo = [c for c in cells if c.key not in done]
     write_settings(out, cfg, folds, len(cells))
     say(f"evaluate: {len(cells)} cells ({len(cells) - len(todo)} already done) -> {out}")
     if todo:
-        _run_cells(cfg, todo, folds, located, prepared, out, preset, progress, say)
+        _run_cells(cfg, todo, folds, located, prepared, out, preset, progress, say, digests)
     return write_report(out)
 
 
 def _run_cells(cfg: EvalConfig, todo: list[Cell], folds, located: dict, prepared: dict, out: Path, preset: Preset,
-               progress: bool, say) -> None:
-    """Runs `todo` in order, recording each cell as soon as it finishes."""
+               progress: bool, say, digests) -> None:
+    """Runs `todo` in order, recording each cell as soon as it finishes (with `digests` of its inputs)."""
     agents = {spec: load_agent(spec, preset) for spec in dict.fromkeys(_agent_spec(c) for c in todo)
               if spec is not None}
     if cfg.protocol == "unseen":  # fail before any work on an agent that cannot be used
@@ -137,6 +177,7 @@ def _run_cells(cfg: EvalConfig, todo: list[Cell], folds, located: dict, prepared
                 check_unseen(agents[_agent_spec(c)], c, folds)
     needed = sorted({c.dataset for c in todo})
     loaded = _load_needed(cfg, located, needed, prepared, out, preset, progress, say)
+    digests.forget_zoos(needed)  # the zoos built just now
     which = "heldout" if cfg.protocol == "heldout" else "all"
     pool = EnvPool.from_zoos([loaded[n] for n in needed], which, cfg.taus[0] if cfg.taus else 5.0, preset)
     zoos = {n: loaded[n][0] for n in needed}
@@ -157,5 +198,5 @@ def _run_cells(cfg: EvalConfig, todo: list[Cell], folds, located: dict, prepared
         seconds = time.perf_counter() - t0
         records = network_records(cell, rows, cfg.protocol, zoos, agent)
         append_rows(out, records)
-        append_cell(out, cell, len(records), seconds)
+        append_cell(out, cell, len(records), seconds, digests(cell))
     bar.close()

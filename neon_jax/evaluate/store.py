@@ -2,13 +2,15 @@
 
 ``settings.json`` ties the folder to one `EvalConfig.identity`; every finished cell appends one row per network
 to ``networks.csv`` (columns `NETWORK_FIELDS`), then one line to ``cells.jsonl``. Rows whose cell never reached
-``cells.jsonl`` (an interrupted run) are dropped before the next run, which re-runs that cell.
+``cells.jsonl`` (an interrupted run) are dropped before the next run, which re-runs that cell; so are the cells
+whose zoo or agent files changed since they ran (each record holds a digest of them).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -71,17 +73,49 @@ def write_settings(out: Path, cfg: EvalConfig, folds: list[list[str]] | None, ce
 def read_cells(out_dir) -> dict:
     """The finished cells of a results folder.
 
+    A torn last line (a run killed while appending it) is dropped from the file, so its cell runs again; any other
+    unreadable line is an error naming the file and the line.
+
     Returns:
       cell key -> its ``cells.jsonl`` record ({} before the first cell).
     """
     done = {}
     path = Path(out_dir) / "cells.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                doc = json.loads(line)
-                done[doc["key"]] = doc
+    if not path.exists():
+        return done
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+            done[doc["key"]] = doc
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if number < len(lines):
+                raise ValueError(f"{path}: line {number} is not a finished cell's record (damaged file); "
+                                 f"delete the line to run that cell again") from None
+            write_cells(out_dir, done)  # the append that a kill cut short
     return done
+
+
+def write_cells(out_dir, done: dict) -> None:
+    """Rewrites ``cells.jsonl`` with exactly the records of `done` (through a temporary file renamed into place)."""
+    path = Path(out_dir) / "cells.jsonl"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(doc) + "\n" for doc in done.values()))
+    tmp.replace(path)
+
+
+def file_digest(paths) -> str:
+    """A short sha256 of files' names and bytes (what a finished cell ran on: its zoo's files, its agent's)."""
+    h = hashlib.sha256()
+    for p in paths:
+        p = Path(p)
+        h.update(p.name.encode() + b"\0")
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
 
 
 def drop_orphan_rows(out_dir, done: dict) -> None:
@@ -159,9 +193,10 @@ def append_rows(out_dir, records: list[dict]) -> None:
         fh.flush()
 
 
-def append_cell(out_dir, cell: Cell, networks: int, seconds: float) -> None:
-    """Records a cell as finished in ``cells.jsonl`` (after its rows are in ``networks.csv``)."""
-    doc = {"key": cell.key, **dataclasses.asdict(cell), "networks": networks, "seconds": seconds,
+def append_cell(out_dir, cell: Cell, networks: int, seconds: float, inputs: str) -> None:
+    """Records a cell as finished in ``cells.jsonl`` (after its rows are in ``networks.csv``), with the digest of
+    the files it ran on (`inputs`: a later run re-runs the cell when they change)."""
+    doc = {"key": cell.key, **dataclasses.asdict(cell), "networks": networks, "seconds": seconds, "inputs": inputs,
            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     with open(Path(out_dir) / "cells.jsonl", "a") as fh:
         fh.write(json.dumps(doc) + "\n")

@@ -300,6 +300,9 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return first, second
 
 
+MIN_ROWS = 10  # every split of `make_splits` holds rows (3 test, 5 fine-tune, 2 validation)
+
+
 def make_splits(ds: Dataset, seed: int = 0, test_fraction: float = 0.3, val_fraction: float = 0.2) -> Splits:
     """The paper's two-level split (neon_spec.md §2.1, §7).
 
@@ -308,6 +311,9 @@ def make_splits(ds: Dataset, seed: int = 0, test_fraction: float = 0.3, val_frac
     fine-tune (80%) / internal validation (20%); the paper's environment used random_state=1, i.e. seed + 1 for the
     default seed 0. So ``make_splits(ds)`` reproduces the paper and other seeds shift both splits together.
     """
+    if ds.n_rows < MIN_ROWS:
+        raise ValueError(f"dataset {ds.name!r} has {ds.n_rows} rows: the paper's splits (train / test, then "
+                         f"fine-tune / validation) need at least {MIN_ROWS}")
     train_idx, test_idx = split_indices(ds.n_rows, test_fraction, seed)
     ft_pos, val_pos = split_indices(len(train_idx), val_fraction, seed + 1)
     finetune_idx, val_idx = train_idx[ft_pos], train_idx[val_pos]
@@ -783,6 +789,10 @@ def _encode_features(features: pd.DataFrame, *, scale: bool) -> tuple[np.ndarray
                 n_imputed += int(missing.sum())
                 values = np.where(missing, 0.0 if missing.all() else np.median(values[~missing]), values)
             lo[offset], hi[offset] = values.min(), values.max()
+            if max(abs(lo[offset]), abs(hi[offset])) > np.finfo(np.float32).max:
+                raise ValueError(f"column {col!r} holds values beyond float32's range (up to "
+                                 f"{max(abs(lo[offset]), abs(hi[offset])):.3g}; the largest float32 is 3.4e+38): "
+                                 f"networks train in float32, so rescale the column or mark those cells missing")
             if not scale:
                 X[:, offset] = values
             elif hi[offset] > lo[offset]:  # constant columns stay 0

@@ -38,13 +38,20 @@ def default_episodes(n_networks: int) -> int:
 
 def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_config: agent_lib.AgentConfig,
                 out_dir, episodes: int | None = None, seed: int = 0, checkpoint_every: int = 10,
-                progress: bool = True, max_seconds: float | None = None) -> tuple[agent_lib.Agent, agent_lib.AgentState]:
+                progress: bool = True, max_seconds: float | None = None,
+                overwrite: bool = False) -> tuple[agent_lib.Agent, agent_lib.AgentState]:
     """Trains an agent on every network of `pool`; resumes from ``out_dir/checkpoint`` if present.
+
+    A resume must have the checkpoint's settings (preset, environment, agent, tau, networks, datasets, seed,
+    padded shapes; only `episodes` may grow), else a ValueError names what differs; `overwrite` starts afresh.
+    On resume ``log.csv`` keeps exactly the episodes the checkpoint holds (later rows are re-run).
 
     Writes ``out_dir/log.csv`` (one row per episode), ``out_dir/checkpoint.{npz,json}`` (every
     `checkpoint_every` iterations and at the end) and ``out_dir/run.json`` (settings). Stops after `episodes`
     (default `default_episodes(len(pool))`) or `max_seconds` of training, whichever comes first.
     """
+    if isinstance(checkpoint_every, bool) or int(checkpoint_every) != checkpoint_every or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a whole number of iterations >= 1, got {checkpoint_every!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = len(pool)
@@ -55,20 +62,30 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
     settings = {"preset": preset.name, "env": dataclasses.asdict(env_config), "agent": dataclasses.asdict(agent_config),
                 "tau": pool.tau, "networks": n, "datasets": pool.datasets, "episodes": episodes,
                 "warmup_episodes": warmup, "seed": seed, "dims": dataclasses.asdict(pool.dims)}
-    if ckpt.with_suffix(".json").exists():
+    settings = json.loads(json.dumps(settings))  # as the checkpoint stores them (lists, not tuples)
+    for stale in out.glob("*.tmp.*"):  # a kill mid-write leaves these; the renamed files are whole
+        stale.unlink()
+    if overwrite:
+        for name in ("checkpoint.npz", "checkpoint.json", "log.csv", "run.json"):
+            (out / name).unlink(missing_ok=True)
+    log_path = out / "log.csv"
+    if ckpt.with_suffix(".npz").exists() or ckpt.with_suffix(".json").exists():
         loaded_agent, state, meta = agent_lib.load_checkpoint(ckpt)
-        if (meta.get("settings", {}).get("env") != settings["env"]
-                or dataclasses.asdict(loaded_agent.config) != settings["agent"]):
-            raise ValueError(f"{ckpt}: the checkpoint was trained with other settings; use another --out")
+        changed = resume_differences(meta.get("settings", {}), settings)
+        if changed:
+            raise ValueError(f"{out} holds a run with other settings ({'; '.join(changed)}): resuming it would "
+                             f"keep training the old agent; use another --out, or --overwrite to start afresh")
         agent = loaded_agent
     else:
         state = agent.init(jax.random.PRNGKey(seed))
-    (out / "run.json").write_text(json.dumps(settings, indent=1))
+    truncate_log(log_path, int(state.episodes))  # rows past the checkpoint are re-run, so they go
+    tmp = out / "run.tmp.json"
+    tmp.write_text(json.dumps(settings, indent=1))
+    tmp.replace(out / "run.json")
     env = NeonEnv(env_config, pool.dims, preset)
     iteration = agent_lib.make_train_iteration(env, agent)
     order = np.random.default_rng(seed).permutation(n)  # shuffled once, then round-robin (§1.3)
     batch = agent_config.batch_size
-    log_path = out / "log.csv"
     new_log = not log_path.exists()
     start = time.perf_counter()
     done = int(state.episodes)
@@ -106,6 +123,41 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
     agent_lib.save_checkpoint(ckpt, state, agent.config, preset,
                               {"settings": settings, "train_seconds_this_run": time.perf_counter() - start})
     return agent, state
+
+
+RESUMABLE = ("episodes",)  # settings a resume may change: train longer
+
+
+def resume_differences(saved: dict, now: dict) -> list[str]:
+    """The settings of a run folder's checkpoint that a resume would change, as "name: now (checkpoint: saved)"."""
+    return [f"{k}: {json.dumps(now.get(k))} (checkpoint: {json.dumps(saved.get(k))})"
+            for k in sorted(set(saved) | set(now))
+            if k not in RESUMABLE and saved.get(k) != now.get(k)]
+
+
+def truncate_log(path: Path, episodes: int) -> None:
+    """Keeps the header and the rows of episodes < `episodes` of ``log.csv`` (none: the file goes); a torn or
+    unreadable row is dropped. Rewritten through a temporary file renamed into place."""
+    if not path.exists():
+        return
+    if episodes <= 0:
+        path.unlink()
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    kept = []
+    for row in rows:
+        try:
+            if int(row["episode"]) < episodes and None not in row and all(v is not None for v in row.values()):
+                kept.append(row)
+        except (TypeError, ValueError, KeyError):
+            continue
+    tmp = path.with_name(path.name + ".tmp.csv")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k) for k in LOG_FIELDS} for r in kept)
+    tmp.replace(path)
 
 
 def agent_env(agent: agent_lib.Agent, dims, preset: Preset, env_config: EnvConfig) -> NeonEnv:

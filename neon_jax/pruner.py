@@ -72,13 +72,22 @@ def _maps_hold(agent_preset: Preset, preset: Preset) -> bool:
     return agent_preset.feature_width >= preset.w_max and agent_preset.feature_rows >= preset.max_hidden + 1
 
 
+def agent_path(spec) -> Path:
+    """The stem of an agent on disk: a `train-agent --out` folder (its checkpoint), a checkpoint or policy file
+    with or without ``.npz`` / ``.json``."""
+    p = Path(spec)
+    if p.is_dir():
+        p = p / "checkpoint"
+    return p.with_suffix("") if p.suffix in (".npz", ".json") else p
+
+
 def load_agent(spec: str, preset: Preset, tau: float | None = None):
-    """'pretrained' (the shipped agent trained nearest `tau`), 'random' or a checkpoint path ->
+    """'pretrained' (the shipped agent trained nearest `tau`), 'random' or a path (`agent_path`) ->
     (agent, actor_params, random_actions, description, meta). The agent must observe networks of `preset`
     (`Agent.observation_preset`)."""
     if spec == "random":  # the uniform policy: no actor weights (actor_params None)
         return agent_lib.Agent(agent_lib.AgentConfig(batch_size=1), preset), None, True, "random policy", {}
-    path = pretrained_checkpoint(preset, tau) if spec == "pretrained" else Path(spec)
+    path = pretrained_checkpoint(preset, tau) if spec == "pretrained" else agent_path(spec)
     agent, actor, meta = agent_lib.load_policy(path)
     try:
         agent.observation_preset(preset)
@@ -166,9 +175,13 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         zoo = build_zoo(prepared, preset, n=1, n_heldout=0, seed=seed)
         seconds["base_network"] = clock.lap()
     else:
+        network.check_finite(prepared.splits.x_test, "the network to prune")
         zoo = _single_network_zoo(network, prepared, preset)
         seconds = {"load": clock.lap(), "base_network": 0.0}
     pool = EnvPool.from_zoos([(zoo, prepared)], "all", tau, preset)
+    v0, a0 = jax.tree_util.tree_map(lambda a: a[0], (pool.variables, pool.archs))
+    original = nets.compact(v0, a0, pool.dims, preset.dropout_rate)
+    original.check_finite(prepared.splits.x_test, "the base network" if network is None else "the network")
     env_config = EnvConfig(passes=passes, cut=cut)
     sampled = int(candidates) if select == "best" and not greedy else 1
     with_greedy = select == "best" and not greedy and not random_actions
@@ -196,10 +209,9 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
     seconds["run"] = clock.lap()
     stage(progress, "measuring the latency of the original and the pruned network")
     row = result.rows[0]
-    v0, a0 = jax.tree_util.tree_map(lambda a: a[0], (pool.variables, pool.archs))
-    original = nets.compact(v0, a0, pool.dims, preset.dropout_rate)
     final_variables, final_arch = result.networks[0]
     pruned = nets.compact(final_variables, final_arch, pool.dims, preset.dropout_rate)
+    pruned.check_finite(prepared.splits.x_test, "the pruned network")
     table = candidate_table(result.details[0], row, tau)
     if select == "best" and row["chosen_episode"] < 0:
         say(f"no pruned candidate kept the validation accuracy within tau = {tau:g} points of the original's: "

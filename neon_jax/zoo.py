@@ -313,6 +313,10 @@ def find_zoos(root, names=None) -> list[Path]:
     if not root.is_dir():
         raise FileNotFoundError(f"zoo folder {root} does not exist")
     found = zoo_folders(root)
+    damaged = sorted(p.parent for p in root.glob("*/networks.npz") if not (p.parent / "zoo.json").exists())
+    if damaged and (names is None or any(p.name in names for p in damaged)):
+        raise FileNotFoundError(f"{damaged[0]} holds networks.npz but no zoo.json (a damaged or unfinished zoo); "
+                                f"rebuild it with `neon-jax zoo` or move it out of {root}")
     if names is None:
         if not found:
             raise FileNotFoundError(f"no zoo under {root} (build one with `neon-jax zoo`)")

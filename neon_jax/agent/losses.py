@@ -6,6 +6,8 @@ take no part in any mean).
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import rlax
@@ -51,7 +53,9 @@ def policy_loss(logits, actions, advantages, valid, legacy_episode_mean_advantag
         return -((valid_f * log_pi).sum() / n) * ((valid_f * advantages).sum() / n)
     # rlax's loss is mean_t w_t log pi A_t; weights T / n on valid steps make it a mean over valid steps
     weights = valid_f * (valid.shape[0] / n)
-    return rlax.policy_gradient_loss(logits, actions, advantages, weights)
+    with warnings.catch_warnings():  # rlax's own use of its softmax (it would tell our users to switch to distrax)
+        warnings.filterwarnings("ignore", "Rlax softmax will be deprecated", PendingDeprecationWarning)
+        return rlax.policy_gradient_loss(logits, actions, advantages, weights)
 
 
 def clipped_policy_loss(logits, behaviour_log_pi, actions, advantages, valid, epsilon):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from neon_jax import pruner
@@ -50,12 +49,7 @@ def load_agent(spec: str, preset: Preset) -> LoadedAgent:
         path, _, wanted = spec.partition(":")
         tau_wanted = float(wanted) if wanted else None
     else:
-        p = Path(spec)
-        if p.is_dir():
-            p = p / "checkpoint"
-        if p.suffix in (".npz", ".json"):
-            p = p.with_suffix("")
-        path = str(p)
+        path = str(pruner.agent_path(spec))
     agent, actor, _, _, meta = pruner.load_agent(path, preset, tau_wanted)
     settings = meta.get("settings", {})
     env = meta.get("env", settings.get("env", {}))

@@ -43,6 +43,19 @@ class DenseNetwork:
                 total += l["scale"].size + l["bias"].size
         return int(total)
 
+    def check_finite(self, x: np.ndarray | None = None, what: str = "the network") -> None:
+        """Raises a ValueError naming the layer if a weight is NaN or infinite, or, given rows `x`, an output is."""
+        for i, layer in enumerate(self.layers):
+            for name, value in layer.items():
+                if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+                    raise ValueError(f"{what} holds non-finite (NaN or infinite) weights: {name} of module {i} "
+                                     f"({layer['kind']})")
+        if x is not None:
+            with np.errstate(all="ignore"):
+                out = self.logits(x)
+            if not np.isfinite(out).all():
+                raise ValueError(f"{what} gives non-finite (NaN or infinite) outputs on the data")
+
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Eval-mode forward pass to the pre-softmax outputs (N, n_classes), float32 NumPy."""
         h = np.asarray(x, np.float32)

@@ -170,6 +170,11 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
         done += chunk
         if progress is not None:
             progress(done, epochs)
+    finite = np.all([np.isfinite(np.asarray(leaf)).reshape(n, -1).all(1)
+                     for leaf in jax.tree_util.tree_leaves(variables)], axis=0)
+    if not finite.all():
+        raise ValueError(f"{prepared.dataset.name}: networks {', '.join(map(str, np.flatnonzero(~finite)))} of {n} "
+                         f"trained to non-finite (NaN or infinite) weights; check the data for extreme values")
     train_acc = np.asarray(trainer.evaluate(variables, archs, index, train_data))
     test_acc = np.asarray(trainer.evaluate(variables, archs, index, test_data))
     rng = np.random.default_rng([seed, dataset_key])

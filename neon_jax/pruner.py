@@ -178,6 +178,9 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         network.check_finite(prepared.splits.x_test, "the network to prune")
         zoo = _single_network_zoo(network, prepared, preset)
         seconds = {"load": clock.lap(), "base_network": 0.0}
+    cache = jax.config.jax_compilation_cache_dir
+    stage(progress, "building the environment and compiling the pruning program"
+                    + (f" (compiled programs are kept in {cache}; tracing runs every time)" if cache else ""))
     pool = EnvPool.from_zoos([(zoo, prepared)], "all", tau, preset)
     v0, a0 = jax.tree_util.tree_map(lambda a: a[0], (pool.variables, pool.archs))
     original = nets.compact(v0, a0, pool.dims, preset.dropout_rate)
@@ -194,16 +197,12 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
                                             sampled, with_greedy, select, ("agent", agent_obj.config, agent_obj.preset))
         policy = agent_obj.policy(actor_params, greedy)
     episodes = sampled + int(with_greedy)
-    cache = jax.config.jax_compilation_cache_dir
-    names = {"compile": "compiling the pruning program" + (f" (or reading it from the cache in {cache})" if cache
-                                                            else ""),
-             "run": f"pruning with the {agent_desc} agent (tau={tau:g}, passes={passes}, {episodes} episode"
-                    f"{'s' if episodes > 1 else ''}, select {select})"}
 
-    def on_stage(name):
+    def on_stage(name):  # the runner's "compile" falls in the stage begun above; "run" ends it
         if name == "run":
             seconds["compile"] = clock.lap()
-        stage(progress, names[name])
+            stage(progress, f"pruning with the {agent_desc} agent (tau={tau:g}, passes={passes}, {episodes} "
+                            f"episode{'s' if episodes > 1 else ''}, select {select})")
 
     result = runner.run(program, pool, policy, seed=seed, batch_size=1, keep_networks=True, on_stage=on_stage)
     seconds["run"] = clock.lap()

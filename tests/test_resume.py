@@ -77,6 +77,7 @@ def _leaves(out):
         return {k: data[k] for k in data.files if k.startswith("leaf_")}
 
 
+@pytest.mark.slow  # three SIGKILLed subprocesses and two full runs: about 4.5 minutes on 2 cores
 def test_killed_and_resumed_training_equals_an_uninterrupted_one(zoo_dir, tmp_path, capsys):
     reference = tmp_path / "reference"
     assert cli.main(_train_args(zoo_dir, reference)) == 0

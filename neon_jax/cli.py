@@ -297,10 +297,15 @@ def cmd_prune(args) -> int:
     from neon_jax.progress import Stages
 
     stages = None if args.quiet else Stages()
-    result = pruner.prune(args.dataset, data_dir=args.data_dir, network=args.network, tau=args.tau,
-                          passes=args.passes, agent=args.agent, preset=args.preset, seed=args.seed,
-                          greedy=args.greedy, cut=args.cut, candidates=args.candidates, select=args.select,
-                          progress=stages)
+    try:
+        result = pruner.prune(args.dataset, data_dir=args.data_dir, network=args.network, tau=args.tau,
+                              passes=args.passes, agent=args.agent, preset=args.preset, seed=args.seed,
+                              greedy=args.greedy, cut=args.cut, candidates=args.candidates, select=args.select,
+                              progress=stages)
+    except BaseException:
+        if stages is not None:  # no spinner redrawn over the error line
+            stages.abort()
+        raise
     if stages is not None:
         stages.done()
     r = result.report

@@ -58,6 +58,17 @@ class Stages:
         self._end()
         return 0.0 if self._first is None else time.perf_counter() - self._first
 
+    def abort(self) -> None:
+        """Stops the spinner of the current stage without calling it done (the job failed; its error follows)."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            self._clear()
+            self.stream.flush()
+        self._name = None
+
     def _end(self) -> None:
         if self._name is None:
             return

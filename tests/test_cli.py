@@ -204,6 +204,14 @@ def test_stages_show_each_stage_and_its_seconds():
     assert text.endswith(f"\r\033[Kpruning: done in {stages.seconds['pruning']:.1f}s\n")
     assert stages.seconds["pruning"] >= 0.35
     assert Stages(io.StringIO()).done() == 0.0  # no stage, no time
+    failed = io.StringIO()
+    stages = Stages(failed, spinner=True)
+    stages.stage("compiling")
+    time.sleep(0.25)
+    stages.abort()  # a failed job: the spinner stops, the stage is not called done
+    text = failed.getvalue()
+    time.sleep(0.25)
+    assert failed.getvalue() == text and "done" not in text and text.endswith("\r\033[K")
 
 
 def test_import_from_the_folder_above_a_clone(tmp_path):

@@ -21,6 +21,12 @@ Methods (`BASELINES`):
 * ``structured`` — neuron pruning: every hidden layer loses ``floor(setting * width)`` neurons (at least one
   kept), those with the smallest L1 norm of their incoming weights (``ln_structured(n=1, dim=0)``, the
   environment's ``--prune`` mode, §2.7); their biases, outgoing weights and batch-norm entries go with them.
+* ``amc`` — AMC (He et al. 2018, `neon_jax.amc`): a DDPG agent searches, per network, the share of each
+  Linear's inputs (= the previous hidden layer's neurons) to keep under a FLOPs budget (`setting` = the share of
+  FLOPs preserved, the original's 0.2), refitting the next Linear by least squares; the best strategy of the
+  search is applied and fine-tuned. Its search settings are an `amc.AMCConfig` (`amc_config`); the original
+  reported max(pruned, unpruned) accuracy (§12 C3), here only with ``AMCConfig(floor_accuracy=True)``. Rows add
+  the search's FLOPs ratio and validation accuracy of the chosen strategy before fine-tuning.
 * ``lap`` — lookahead pruning (Park et al., ICLR 2020), one-shot and layer-wise: with k = `setting`, every
   Linear but the last loses the fraction ``1 - 0.5^k`` of its weights and the output Linear ``1 - 0.75^k``
   (the original's ``1 - (1 - r)^k``, r = 0.5 / 0.25), by the lookahead score (see `lap_scores`); at least
@@ -34,7 +40,7 @@ updates). The original baselines used other schedules (5 epochs for magnitude pr
 
 Parameter counting, one rule for every method (fixes neon_spec.md §12 C2–C3):
 
-* structured results (``random``, ``random_no_ft``, ``structured``; ``counting = "structured"``):
+* structured results (``random``, ``random_no_ft``, ``structured``, ``amc``; ``counting = "structured"``):
   `nets.count_params` of the remaining architecture — Linear weights and biases plus batch-norm scale and shift
   of alive neurons (§2.6), exactly as NEON's rows;
 * unstructured results (``magnitude``, ``lap``; ``counting = "unstructured"``): the same count minus the pruned
@@ -55,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neon_jax import nets, runner
+from neon_jax import amc, nets, runner
 from neon_jax.env import EnvConfig, EnvParams, NeonEnv
 from neon_jax.policies import random_policy
 from neon_jax.pool import EnvPool
@@ -68,22 +74,26 @@ BASELINES: dict[str, str] = {
     "magnitude": "unstructured global L1-magnitude pruning of all Linear weights; setting = fraction pruned",
     "structured": "neuron pruning by the L1 norm of incoming weights; setting = fraction of each hidden layer",
     "lap": "lookahead pruning (Park et al. 2020), layer-wise 1-(1-r)^k, r = 0.5 / 0.25 (last); setting = k",
+    "amc": "AMC (He et al. 2018): DDPG search of per-layer neuron ratios under a FLOPs budget, least-squares "
+           "refit; setting = share of FLOPs kept",
 }
 UNSTRUCTURED = ("magnitude", "lap")
 USES_PASSES = ("random", "random_no_ft")  # the one-shot pruners ignore `passes`
 MAGNITUDE_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9)  # the 2020 "Pruning" sweep (§9)
 STRUCTURED_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 LAP_STEPS = (1, 3, 10)  # LAP 1 / 3 / 10 of the paper's tables (§10.1)
+AMC_PRESERVE = (0.2, 0.35, 0.5, 0.7)  # the original's 0.2, then looser budgets for a front
 LAP_RATIO_HIDDEN, LAP_RATIO_OUTPUT = 0.5, 0.25
 # `setting=None` picks these: the b97fb33 pruning runner's 80 %, half of every layer, LAP 1.
-DEFAULT_SETTING = {"random": None, "random_no_ft": None, "magnitude": 0.8, "structured": 0.5, "lap": 1}
+DEFAULT_SETTING = {"random": None, "random_no_ft": None, "magnitude": 0.8, "structured": 0.5, "lap": 1,
+                   "amc": 0.2}
 
 
 def default_settings(method: str) -> list:
     """The sweep the paper reports for `method` ([None] for the random agents, which have no setting)."""
     _check_method(method)
     return {"random": [None], "random_no_ft": [None], "magnitude": list(MAGNITUDE_FRACTIONS),
-            "structured": list(STRUCTURED_RATIOS), "lap": list(LAP_STEPS)}[method]
+            "structured": list(STRUCTURED_RATIOS), "lap": list(LAP_STEPS), "amc": list(AMC_PRESERVE)}[method]
 
 
 def _check_method(method: str) -> None:
@@ -108,7 +118,8 @@ def check_setting(method: str, setting):
     except (TypeError, ValueError):
         raise ValueError(f"{method!r} needs a fraction in (0, 1), got {setting!r}") from None
     if not 0.0 < value < 1.0:
-        raise ValueError(f"{method!r} needs a fraction in (0, 1) (the share of weights / neurons removed), got {setting!r}")
+        what = "the share of FLOPs kept" if method == "amc" else "the share of weights / neurons removed"
+        raise ValueError(f"{method!r} needs a fraction in (0, 1) ({what}), got {setting!r}")
     return value
 
 
@@ -250,23 +261,28 @@ def structured_arch(params: dict, arch: nets.Arch, dims: nets.NetDims, remove_ta
 
 
 def program(method: str, dims: nets.NetDims, preset: Preset, passes: int = 4, finetune: bool = True,
-            cut: str = "reinit", slots: int | str | None = "auto"):
+            cut: str = "reinit", slots: int | str | None = "auto", amc_config: amc.AMCConfig | None = None):
     """The jitted batch program of one baseline: ``program(key, env_params (leading axis B), setting) ->
     rollout.Outcome``, one per settings in a process (a sweep's setting is a traced argument, `setting_arrays`).
 
     The random agents roll out NEON's environment with `policies.random_policy` (network b's episode with key
     ``split(key, B)[b]``, as an agent's roll-out); the one-shot pruners prune, then fine-tune every layer with
     pruned weights held at zero (they ignore `passes` and `cut`). `cut` is the random agents' cut; `slots`:
-    see `NeonEnv`.
+    see `NeonEnv`; `amc_config`: AMC's search (None: `amc.AMCConfig()`, the original's; other methods ignore it).
     """
     _check_method(method)
     if method not in USES_PASSES:
         passes, cut = 1, "reinit"
-    return _program(method, dims, preset, int(passes), bool(finetune), cut, slots)
+    if method == "amc":
+        amc_config = amc_config or amc.AMCConfig()
+        amc.check_table_size(dims, amc_config)
+    else:
+        amc_config = None
+    return _program(method, dims, preset, int(passes), bool(finetune), cut, slots, amc_config)
 
 
 @functools.cache
-def _program(method, dims, preset, passes, finetune, cut, slots):
+def _program(method, dims, preset, passes, finetune, cut, slots, amc_config):
     H = dims.max_hidden
     # the random agents' environment; without per-step fine-tuning its fine-tune runs zero epochs
     per_step = method == "random" and finetune
@@ -284,10 +300,14 @@ def _program(method, dims, preset, passes, finetune, cut, slots):
     def one_shot(key, p: EnvParams, setting):
         k_prune, k_tune = jax.random.split(key)
         variables, arch = p.variables, p.arch
-        masks = None
+        masks, extra = None, {}
         if method == "structured":
             arch = structured_arch(variables["params"], arch, dims, setting["remove"])
             variables = nets.zero_dead(variables, arch, dims)
+        elif method == "amc":
+            variables, arch, found = amc.prune(k_prune, trainer.model, variables, arch, dims, p.finetune, p.val,
+                                               setting["preserve"], amc_config)
+            extra = {"amc_flops_ratio": found.best_flops_ratio, "amc_search_val_acc": found.best_val_acc}
         else:
             if method == "magnitude":
                 masks = magnitude_masks(variables["params"], arch, dims, setting["fraction"])
@@ -302,12 +322,15 @@ def _program(method, dims, preset, passes, finetune, cut, slots):
             epochs = info["epochs"]
         params_after = nets.count_params(arch) if masks is None else count_unstructured(arch, masks, dims)
         no_steps = jnp.zeros((0,), jnp.int32)
+        test_before, test_after = env.accuracy(p.variables, p.arch, p.test), env.accuracy(variables, arch, p.test)
+        if amc_config is not None and amc_config.floor_accuracy:  # the original's report (§12 C3)
+            test_after = jnp.maximum(test_after, test_before)
         return Outcome(
             variables=variables, arch=arch, widths_before=p.arch.widths, params_before=nets.count_params(p.arch),
-            params_after=params_after, test_acc_before=env.accuracy(p.variables, p.arch, p.test),
-            test_acc_after=env.accuracy(variables, arch, p.test), val_acc0=env.accuracy(p.variables, p.arch, p.val),
-            val_acc=env.accuracy(variables, arch, p.val), actions=no_steps, valid=no_steps.astype(bool),
-            reward=no_steps.astype(jnp.float32), finetune_epochs=epochs)
+            params_after=params_after, test_acc_before=test_before, test_acc_after=test_after,
+            val_acc0=env.accuracy(p.variables, p.arch, p.val), val_acc=env.accuracy(variables, arch, p.val),
+            actions=no_steps, valid=no_steps.astype(bool), reward=no_steps.astype(jnp.float32),
+            finetune_epochs=epochs, row_extra=extra)
 
     rollout = make_rollout(env, random_policy)
 
@@ -338,12 +361,14 @@ def setting_arrays(method: str, setting, dims: nets.NetDims) -> dict:
     if method == "lap":
         hidden, output = lap_ratios(setting)
         return {"ratio_hidden": jnp.float32(hidden), "ratio_output": jnp.float32(output)}
+    if method == "amc":
+        return {"preserve": jnp.float32(setting)}
     return {}
 
 
 def run_baseline(method: str, pool: EnvPool, preset: Preset, *, setting: float | int | None = None,
                  passes: int = 4, seed: int = 0, batch_size: int = 32, finetune: bool = True, cut: str = "reinit",
-                 progress: bool = False) -> runner.RunResult:
+                 progress: bool = False, amc_config: amc.AMCConfig | None = None) -> runner.RunResult:
     """Runs one baseline over every network of `pool` (`runner.run`): one row per network.
 
     Args:
@@ -358,6 +383,7 @@ def run_baseline(method: str, pool: EnvPool, preset: Preset, *, setting: float |
       finetune: random: fine-tune after every cut (False: neither per step nor at the end); every other
         method: one whole-network fine-tune after pruning (pruned weights stay zero).
       cut: the random agents' cut ("reinit": the paper's environment, or "keep_best").
+      amc_config: AMC's search settings (None: the original's, `amc.AMCConfig()`).
     Returns:
       `runner.RunResult`; rows of `runner.ROW_FIELDS` plus method, setting and counting ("structured" /
       "unstructured").
@@ -365,7 +391,7 @@ def run_baseline(method: str, pool: EnvPool, preset: Preset, *, setting: float |
     setting = check_setting(method, setting)
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
-    prog = program(method, pool.dims, preset, int(passes), bool(finetune), cut)
+    prog = program(method, pool.dims, preset, int(passes), bool(finetune), cut, amc_config=amc_config)
     extra = {"method": method, "setting": setting,
              "counting": "unstructured" if method in UNSTRUCTURED else "structured"}
     return runner.run(prog, pool, setting_arrays(method, setting, pool.dims), seed=seed, batch_size=batch_size,

@@ -400,7 +400,8 @@ def cmd_evaluate(args) -> int:
                         methods=_csv_names(args.methods), taus=taus, passes=passes, seeds=seeds, greedy=args.greedy,
                         agents=agents, preset=args.preset, fold_size=args.fold_size, fold_seed=args.fold_seed,
                         folds=folds, settings=settings, random_cut=args.random_cut, batch_size=args.batch,
-                        zoo_networks=args.zoo_networks, zoo_heldout=args.zoo_heldout, candidates=candidates)
+                        zoo_networks=args.zoo_networks, zoo_heldout=args.zoo_heldout, candidates=candidates,
+                        amc=_amc_overrides(args.amc))
     start = time.perf_counter()
     summary = ev.run_evaluation(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
                                 log=None if args.quiet else print)
@@ -413,6 +414,17 @@ def cmd_evaluate(args) -> int:
                         "notes"], table))
     print(f"{time.perf_counter() - start:.1f}s; report -> {Path(args.out) / 'report.md'}")
     return 0
+
+
+def _amc_overrides(text: str | None) -> dict:
+    """--amc KEY=VALUE,... as a dict (numbers as numbers, true / false as booleans)."""
+    out = {}
+    for item in _csv_names(text or ""):
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise CLIError(f"--amc {item!r}: expected KEY=VALUE (e.g. episodes=100)")
+        out[key] = {"true": True, "false": False}.get(value.lower(), _number_or_text(value))
+    return out
 
 
 def _number_or_text(text: str):
@@ -698,6 +710,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeat per tau; default: the shipped agent (flagged where its training tau differs)")
     p.add_argument("--settings", action="append", default=None, metavar="METHOD=S1,S2",
                    help="baseline settings (default: the baseline's own defaults)")
+    p.add_argument("--amc", default=None, metavar="KEY=VALUE,...",
+                   help="AMC search settings other than the original's (e.g. episodes=100,parallel_episodes=10)")
     p.add_argument("--folds", default=None, help="unseen protocol: which folds to evaluate (default: all)")
     p.add_argument("--fold-size", type=int, default=6, help="datasets per unseen fold (paper: 6)")
     p.add_argument("--fold-seed", type=int, default=0, help="seed of the unseen folds' dataset shuffle "

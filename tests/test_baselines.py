@@ -6,6 +6,7 @@ Compiles dominate: the pure pieces run eagerly on tiny shapes, and the end-to-en
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -202,7 +203,7 @@ def test_random_policy_is_uniform():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown baseline"):
-        B.default_settings("amc")
+        B.default_settings("obd")
     with pytest.raises(ValueError, match="fraction in"):
         B.check_setting("magnitude", 1.5)
     with pytest.raises(ValueError, match="fraction in"):
@@ -212,7 +213,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="no setting"):
         B.check_setting("random", 0.5)
     assert B.check_setting("lap", 3.0) == 3 and B.check_setting("magnitude", None) == 0.8
-    assert set(B.BASELINES) == {"random", "random_no_ft", "magnitude", "structured", "lap"}
+    assert set(B.BASELINES) == {"random", "random_no_ft", "magnitude", "structured", "lap", "amc"}
     assert B.default_settings("lap") == [1, 3, 10]
 
 
@@ -233,7 +234,7 @@ def test_end_to_end_on_a_tiny_zoo(tiny_pool):
     fine-tuned step, compiled and tested by test_env / test_agent; here it would double this file's time)."""
     pool = tiny_pool
     with pytest.raises(ValueError, match="unknown baseline"):
-        B.run_baseline("amc", pool, TINY)
+        B.run_baseline("nope", pool, TINY)
     by_method = {}
     for method, setting, finetune in (("magnitude", 0.5, True), ("magnitude", 0.25, True), ("structured", 0.5, False),
                                       ("lap", 1, False), ("random_no_ft", None, False)):
@@ -264,3 +265,29 @@ def test_end_to_end_on_a_tiny_zoo(tiny_pool):
         assert set(r["actions"]) <= set("01234")
     # a sweep reuses the compiled program: the two magnitude fractions shared one compile
     assert runner.compiles(B.program("magnitude", pool.dims, TINY, 1, True)) == 1
+
+
+def test_amc_end_to_end_with_the_accuracy_floor_behind_its_switch(tiny_pool):
+    """AMC through `run_baseline`: whole neurons removed and counted as NEON's, the search's FLOPs within its
+    budget's reach, and the original's accuracy floor (§12 C3) only when asked for."""
+    from neon_jax.amc import AMCConfig
+
+    pool = tiny_pool
+    small = AMCConfig(episodes=4, warmup=1, hidden=8, batch_size=4, channel_round=1, calibration_rows=32)
+    rows = B.run_baseline("amc", pool, TINY, setting=0.3, batch_size=4, amc_config=small).rows
+    floored = B.run_baseline("amc", pool, TINY, setting=0.3, batch_size=4,
+                             amc_config=dataclasses.replace(small, floor_accuracy=True)).rows
+    assert len(rows) == len(floored) == 3
+    for r, f in zip(rows, floored):
+        assert ROW_KEYS <= set(r) and r["method"] == "amc" and r["counting"] == "structured"
+        before = [int(w) for w in r["widths_before"].split("-")]
+        after = [int(w) for w in r["widths_after"].split("-")]
+        assert len(after) == len(before) and all(1 <= a <= b for a, b in zip(after, before))
+        assert 0 < r["amc_flops_ratio"] <= 1 and 0 <= r["amc_search_val_acc"] <= 1
+        assert r["finetune_epochs"] >= 1
+        # the same search, the same network: only the reported accuracy differs
+        assert f["widths_after"] == r["widths_after"] and f["params_after"] == r["params_after"]
+        assert f["test_acc_after"] == max(r["test_acc_after"], r["test_acc_before"])
+    with pytest.raises(ValueError, match="share of FLOPs kept"):
+        B.check_setting("amc", 1.5)
+    assert B.default_settings("amc")[0] == 0.2

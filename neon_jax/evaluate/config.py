@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from neon_jax import baselines
+from neon_jax.amc import AMCConfig
 from neon_jax.choices import CUTS, DEFAULT_CANDIDATES, PROTOCOLS
 from neon_jax.env import validate_tau
 
@@ -56,6 +57,8 @@ class EvalConfig:
       zoo_networks / zoo_heldout: size of the zoos the evaluation builds, and how many of their networks are
         held out (the ones the heldout protocol prunes).
       candidates: the K values of neon_best (K sampled episodes and a greedy one per network).
+      amc: overrides of AMC's search settings (`neon_jax.amc.AMCConfig` fields, e.g. ``{"episodes": 100}``;
+        default: the original's).
     """
 
     datasets: tuple
@@ -78,6 +81,7 @@ class EvalConfig:
     zoo_networks: int = ZOO_NETWORKS
     zoo_heldout: int = ZOO_HELDOUT
     candidates: tuple = (DEFAULT_CANDIDATES,)
+    amc: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         fields = {
@@ -85,7 +89,7 @@ class EvalConfig:
             "taus": tuple(validate_tau(t) for t in self.taus), "passes": tuple(int(p) for p in self.passes),
             "seeds": tuple(int(s) for s in self.seeds),
             "folds": None if self.folds is None else tuple(int(f) for f in self.folds),
-            "agents": dict(self.agents),
+            "agents": dict(self.agents), "amc": dict(self.amc),
             "settings": {method: tuple(values) for method, values in self.settings.items()},
             "candidates": ((int(self.candidates),) if isinstance(self.candidates, int)
                            else tuple(int(k) for k in self.candidates)),
@@ -106,6 +110,7 @@ class EvalConfig:
                                  f"({', '.join(baselines.BASELINES)})")
             for value in values:
                 baselines.check_setting(method, value)
+        self.amc_config()  # names a bad AMC override
         if not self.candidates or any(k < 1 for k in self.candidates):
             raise ValueError(f"neon_best needs candidates >= 1, got {list(self.candidates)}")
         if any(p < 1 for p in self.passes):
@@ -122,6 +127,17 @@ class EvalConfig:
         if self.protocol == "heldout" and self.zoo_heldout < 1:
             raise ValueError("the heldout protocol prunes each zoo's held-out networks: zoo_heldout must be >= 1")
 
+    def amc_config(self) -> AMCConfig:
+        """AMC's search settings: the original's with the `amc` overrides (ValueError naming a bad one)."""
+        fields = {f.name for f in dataclasses.fields(AMCConfig)}
+        unknown = sorted(set(self.amc) - fields)
+        if unknown:
+            raise ValueError(f"unknown AMC setting(s) {', '.join(unknown)}; choose from {', '.join(sorted(fields))}")
+        try:
+            return AMCConfig(**self.amc)
+        except TypeError as e:
+            raise ValueError(f"bad AMC setting(s) {self.amc}: {e}") from None
+
     def identity(self) -> dict:
         """The settings a results folder is tied to.
 
@@ -135,6 +151,8 @@ class EvalConfig:
         zoo_root = None if self.zoo_root is None else str(Path(self.zoo_root).resolve())
         doc = {"protocol": self.protocol, "zoo_root": zoo_root, "preset": self.preset,
                "random_cut": self.random_cut, "batch_size": self.batch_size}
+        if self.amc:  # recorded only when set, so folders from before AMC keep their identity
+            doc["amc"] = dict(sorted(self.amc.items()))
         if self.protocol == "unseen":
             doc.update(fold_size=self.fold_size, fold_seed=self.fold_seed, folds_over=sorted(self.datasets))
         return doc

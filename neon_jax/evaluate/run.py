@@ -74,7 +74,7 @@ def _run_cell(cell: Cell, view: EnvPool, preset: Preset, cfg: EvalConfig, agent:
                                       seed=cell.seed, batch_size=cfg.batch_size).rows
     return baselines.run_baseline(cell.method, view, preset, setting=parse_setting(cfg, cell.method, cell.setting),
                                   passes=cell.passes if cell.passes is not None else 4, seed=cell.seed,
-                                  batch_size=cfg.batch_size, finetune=True).rows
+                                  batch_size=cfg.batch_size, finetune=True, amc_config=cfg.amc_config()).rows
 
 
 def _agent_spec(cell: Cell) -> str | None:

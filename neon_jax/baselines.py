@@ -27,6 +27,10 @@ Methods (`BASELINES`):
   search is applied and fine-tuned. Its search settings are an `amc.AMCConfig` (`amc_config`); the original
   reported max(pruned, unpruned) accuracy (§12 C3), here only with ``AMCConfig(floor_accuracy=True)``. Rows add
   the search's FLOPs ratio and validation accuracy of the chosen strategy before fine-tuning.
+* ``admm`` — ADMM pruning (`neon_jax.admm`, the original's runner): pre-training, ADMM epochs with an L1
+  proximal step, a hard prune of every Linear weight and batch-norm scale below alpha / rho, and a masked
+  retrain, all on the fine-tune split with the original's softmax-probability loss (`setting` = alpha, the
+  original's 5e-4: threshold 0.05). Its retrain is its fine-tune: no other follows (as the original).
 * ``lap`` — lookahead pruning (Park et al., ICLR 2020), one-shot and layer-wise: with k = `setting`, every
   Linear but the last loses the fraction ``1 - 0.5^k`` of its weights and the output Linear ``1 - 0.75^k``
   (the original's ``1 - (1 - r)^k``, r = 0.5 / 0.25), by the lookahead score (see `lap_scores`); at least
@@ -43,10 +47,11 @@ Parameter counting, one rule for every method (fixes neon_spec.md §12 C2–C3):
 * structured results (``random``, ``random_no_ft``, ``structured``, ``amc``; ``counting = "structured"``):
   `nets.count_params` of the remaining architecture — Linear weights and biases plus batch-norm scale and shift
   of alive neurons (§2.6), exactly as NEON's rows;
-* unstructured results (``magnitude``, ``lap``; ``counting = "unstructured"``): the same count minus the pruned
-  Linear weights, i.e. the unpruned Linear weights + every bias + the batch-norm scale / shift of every neuron
-  of the architecture. Neurons are not removed by unstructured pruning, so their biases count even when all of
-  a neuron's weights were pruned (conservative). An unpruned network counts the same under both rules.
+* unstructured results (``magnitude``, ``lap``, ``admm``; ``counting = "unstructured"``): the same count minus
+  the pruned Linear weights (and ADMM's pruned batch-norm scales), i.e. the unpruned Linear weights + every
+  bias + the batch-norm scale / shift of every neuron of the architecture. Neurons are not removed by
+  unstructured pruning, so their biases count even when all of a neuron's weights were pruned (conservative).
+  An unpruned network counts the same under both rules.
 
 Compression = params_before / params_after; accuracies are on the TEST split (eval mode).
 """
@@ -61,7 +66,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neon_jax import amc, nets, runner
+from neon_jax import admm, amc, nets, runner
 from neon_jax.env import EnvConfig, EnvParams, NeonEnv
 from neon_jax.policies import random_policy
 from neon_jax.pool import EnvPool
@@ -76,24 +81,27 @@ BASELINES: dict[str, str] = {
     "lap": "lookahead pruning (Park et al. 2020), layer-wise 1-(1-r)^k, r = 0.5 / 0.25 (last); setting = k",
     "amc": "AMC (He et al. 2018): DDPG search of per-layer neuron ratios under a FLOPs budget, least-squares "
            "refit; setting = share of FLOPs kept",
+    "admm": "ADMM pruning: L1-proximal ADMM epochs, hard prune below alpha/rho, masked retrain; setting = alpha",
 }
-UNSTRUCTURED = ("magnitude", "lap")
+UNSTRUCTURED = ("magnitude", "lap", "admm")
 USES_PASSES = ("random", "random_no_ft")  # the one-shot pruners ignore `passes`
 MAGNITUDE_FRACTIONS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9)  # the 2020 "Pruning" sweep (§9)
 STRUCTURED_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 LAP_STEPS = (1, 3, 10)  # LAP 1 / 3 / 10 of the paper's tables (§10.1)
 AMC_PRESERVE = (0.2, 0.35, 0.5, 0.7)  # the original's 0.2, then looser budgets for a front
+ADMM_ALPHAS = (admm.ALPHA, 1e-3, 2e-3)  # the original's 5e-4 (threshold 0.05), then 0.1 and 0.2
 LAP_RATIO_HIDDEN, LAP_RATIO_OUTPUT = 0.5, 0.25
 # `setting=None` picks these: the b97fb33 pruning runner's 80 %, half of every layer, LAP 1.
 DEFAULT_SETTING = {"random": None, "random_no_ft": None, "magnitude": 0.8, "structured": 0.5, "lap": 1,
-                   "amc": 0.2}
+                   "amc": 0.2, "admm": admm.ALPHA}
 
 
 def default_settings(method: str) -> list:
     """The sweep the paper reports for `method` ([None] for the random agents, which have no setting)."""
     _check_method(method)
     return {"random": [None], "random_no_ft": [None], "magnitude": list(MAGNITUDE_FRACTIONS),
-            "structured": list(STRUCTURED_RATIOS), "lap": list(LAP_STEPS), "amc": list(AMC_PRESERVE)}[method]
+            "structured": list(STRUCTURED_RATIOS), "lap": list(LAP_STEPS), "amc": list(AMC_PRESERVE),
+            "admm": list(ADMM_ALPHAS)}[method]
 
 
 def _check_method(method: str) -> None:
@@ -116,7 +124,11 @@ def check_setting(method: str, setting):
     try:
         value = float(setting)
     except (TypeError, ValueError):
-        raise ValueError(f"{method!r} needs a fraction in (0, 1), got {setting!r}") from None
+        raise ValueError(f"{method!r} needs a number in (0, 1), got {setting!r}") from None
+    if method == "admm":
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"admm's setting is alpha (prune threshold alpha / rho), a number in (0, 1), got {setting!r}")
+        return value
     if not 0.0 < value < 1.0:
         what = "the share of FLOPs kept" if method == "amc" else "the share of weights / neurons removed"
         raise ValueError(f"{method!r} needs a fraction in (0, 1) ({what}), got {setting!r}")
@@ -261,14 +273,16 @@ def structured_arch(params: dict, arch: nets.Arch, dims: nets.NetDims, remove_ta
 
 
 def program(method: str, dims: nets.NetDims, preset: Preset, passes: int = 4, finetune: bool = True,
-            cut: str = "reinit", slots: int | str | None = "auto", amc_config: amc.AMCConfig | None = None):
+            cut: str = "reinit", slots: int | str | None = "auto", amc_config: amc.AMCConfig | None = None,
+            admm_config: admm.ADMMConfig | None = None):
     """The jitted batch program of one baseline: ``program(key, env_params (leading axis B), setting) ->
     rollout.Outcome``, one per settings in a process (a sweep's setting is a traced argument, `setting_arrays`).
 
     The random agents roll out NEON's environment with `policies.random_policy` (network b's episode with key
     ``split(key, B)[b]``, as an agent's roll-out); the one-shot pruners prune, then fine-tune every layer with
     pruned weights held at zero (they ignore `passes` and `cut`). `cut` is the random agents' cut; `slots`:
-    see `NeonEnv`; `amc_config`: AMC's search (None: `amc.AMCConfig()`, the original's; other methods ignore it).
+    see `NeonEnv`; `amc_config` / `admm_config`: AMC's search and ADMM's schedule (None: the original's; other
+    methods ignore them).
     """
     _check_method(method)
     if method not in USES_PASSES:
@@ -278,11 +292,12 @@ def program(method: str, dims: nets.NetDims, preset: Preset, passes: int = 4, fi
         amc.check_table_size(dims, amc_config)
     else:
         amc_config = None
-    return _program(method, dims, preset, int(passes), bool(finetune), cut, slots, amc_config)
+    admm_config = (admm_config or admm.ADMMConfig()) if method == "admm" else None
+    return _program(method, dims, preset, int(passes), bool(finetune), cut, slots, amc_config, admm_config)
 
 
 @functools.cache
-def _program(method, dims, preset, passes, finetune, cut, slots, amc_config):
+def _program(method, dims, preset, passes, finetune, cut, slots, amc_config, admm_config):
     H = dims.max_hidden
     # the random agents' environment; without per-step fine-tuning its fine-tune runs zero epochs
     per_step = method == "random" and finetune
@@ -300,7 +315,7 @@ def _program(method, dims, preset, passes, finetune, cut, slots, amc_config):
     def one_shot(key, p: EnvParams, setting):
         k_prune, k_tune = jax.random.split(key)
         variables, arch = p.variables, p.arch
-        masks, extra = None, {}
+        masks, extra, params_after = None, {}, None
         if method == "structured":
             arch = structured_arch(variables["params"], arch, dims, setting["remove"])
             variables = nets.zero_dead(variables, arch, dims)
@@ -308,6 +323,9 @@ def _program(method, dims, preset, passes, finetune, cut, slots, amc_config):
             variables, arch, found = amc.prune(k_prune, trainer.model, variables, arch, dims, p.finetune, p.val,
                                                setting["preserve"], amc_config)
             extra = {"amc_flops_ratio": found.best_flops_ratio, "amc_search_val_acc": found.best_val_acc}
+        elif method == "admm":
+            variables, admm_masks = admm.admm_prune(k_prune, p, setting["alpha"], trainer.model, dims, admm_config)
+            params_after = admm.count_admm(arch, admm_masks["kernels"], admm_masks["scales"], dims)
         else:
             if method == "magnitude":
                 masks = magnitude_masks(variables["params"], arch, dims, setting["fraction"])
@@ -316,11 +334,14 @@ def _program(method, dims, preset, passes, finetune, cut, slots, amc_config):
                                         setting["ratio_hidden"], setting["ratio_output"])
             variables = apply_kernel_masks(variables, masks, dims)
         epochs = jnp.int32(0)
-        if final_finetune:
+        if method == "admm":  # its masked retrain is its fine-tune
+            epochs = jnp.int32(admm_config.retrain_epochs * admm_config.iters)
+        elif final_finetune:
             weight_mask = None if masks is None else weight_mask_tree(variables["params"], masks, dims)
             variables, info = tune(k_tune, variables, arch, p, weight_mask)
             epochs = info["epochs"]
-        params_after = nets.count_params(arch) if masks is None else count_unstructured(arch, masks, dims)
+        if params_after is None:
+            params_after = nets.count_params(arch) if masks is None else count_unstructured(arch, masks, dims)
         no_steps = jnp.zeros((0,), jnp.int32)
         test_before, test_after = env.accuracy(p.variables, p.arch, p.test), env.accuracy(variables, arch, p.test)
         if amc_config is not None and amc_config.floor_accuracy:  # the original's report (§12 C3)
@@ -363,12 +384,15 @@ def setting_arrays(method: str, setting, dims: nets.NetDims) -> dict:
         return {"ratio_hidden": jnp.float32(hidden), "ratio_output": jnp.float32(output)}
     if method == "amc":
         return {"preserve": jnp.float32(setting)}
+    if method == "admm":
+        return {"alpha": jnp.float32(setting)}
     return {}
 
 
 def run_baseline(method: str, pool: EnvPool, preset: Preset, *, setting: float | int | None = None,
                  passes: int = 4, seed: int = 0, batch_size: int = 32, finetune: bool = True, cut: str = "reinit",
-                 progress: bool = False, amc_config: amc.AMCConfig | None = None) -> runner.RunResult:
+                 progress: bool = False, amc_config: amc.AMCConfig | None = None,
+                 admm_config: admm.ADMMConfig | None = None) -> runner.RunResult:
     """Runs one baseline over every network of `pool` (`runner.run`): one row per network.
 
     Args:
@@ -376,14 +400,15 @@ def run_baseline(method: str, pool: EnvPool, preset: Preset, *, setting: float |
       pool: the networks and their data splits (`EnvPool.from_zoos`).
       preset: sizes and the fine-tune schedule (epochs, batch, patience) — the environment's.
       setting: magnitude: fraction of weights pruned; structured: fraction of each hidden layer's neurons
-        removed; lap: lookahead steps k; random agents: None. None elsewhere = `DEFAULT_SETTING`.
+        removed; lap: lookahead steps k; amc: share of FLOPs kept; admm: alpha; random agents: None. None
+        elsewhere = `DEFAULT_SETTING`.
       passes: visits of every hidden layer per episode (random agents only; paper: 4).
       seed: PRNG seed (random actions, re-initialisation, fine-tuning shuffles and dropout).
       batch_size: networks per compiled call (the last batch is padded by repeating a network).
       finetune: random: fine-tune after every cut (False: neither per step nor at the end); every other
         method: one whole-network fine-tune after pruning (pruned weights stay zero).
       cut: the random agents' cut ("reinit": the paper's environment, or "keep_best").
-      amc_config: AMC's search settings (None: the original's, `amc.AMCConfig()`).
+      amc_config / admm_config: AMC's search and ADMM's schedule (None: the original's).
     Returns:
       `runner.RunResult`; rows of `runner.ROW_FIELDS` plus method, setting and counting ("structured" /
       "unstructured").
@@ -391,7 +416,8 @@ def run_baseline(method: str, pool: EnvPool, preset: Preset, *, setting: float |
     setting = check_setting(method, setting)
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
-    prog = program(method, pool.dims, preset, int(passes), bool(finetune), cut, amc_config=amc_config)
+    prog = program(method, pool.dims, preset, int(passes), bool(finetune), cut, amc_config=amc_config,
+                   admm_config=admm_config)
     extra = {"method": method, "setting": setting,
              "counting": "unstructured" if method in UNSTRUCTURED else "structured"}
     return runner.run(prog, pool, setting_arrays(method, setting, pool.dims), seed=seed, batch_size=batch_size,

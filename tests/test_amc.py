@@ -131,7 +131,7 @@ def test_ddpg_update_matches_pytorch():
     opt_a.step()
     assert float(info["value_loss"]) == pytest.approx(value_loss.item(), rel=1e-5)
     assert float(info["policy_loss"]) == pytest.approx(policy_loss.item(), rel=1e-4, abs=1e-7)
-    for ours, theirs, old in ((new.critic, critic, state.critic), (new.actor, actor, state.actor)):
+    for ours, theirs in ((new.critic, critic), (new.actor, actor)):
         for name, m in theirs.items():
             np.testing.assert_allclose(np.asarray(ours[name]["w"]), m.weight.detach().numpy().T, atol=1e-6)
             np.testing.assert_allclose(np.asarray(ours[name]["b"]), m.bias.detach().numpy(), atol=1e-6)

@@ -213,7 +213,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="no setting"):
         B.check_setting("random", 0.5)
     assert B.check_setting("lap", 3.0) == 3 and B.check_setting("magnitude", None) == 0.8
-    assert set(B.BASELINES) == {"random", "random_no_ft", "magnitude", "structured", "lap", "amc"}
+    assert set(B.BASELINES) == {"random", "random_no_ft", "magnitude", "structured", "lap", "amc", "admm"}
     assert B.default_settings("lap") == [1, 3, 10]
 
 
@@ -291,3 +291,25 @@ def test_amc_end_to_end_with_the_accuracy_floor_behind_its_switch(tiny_pool):
     with pytest.raises(ValueError, match="share of FLOPs kept"):
         B.check_setting("amc", 1.5)
     assert B.default_settings("amc")[0] == 0.2
+
+
+def test_admm_end_to_end(tiny_pool):
+    """ADMM through `run_baseline`: unstructured counting of its pruned weights and batch-norm scales, its own
+    retrain as its fine-tune, a sweep of alpha in one compile, a larger alpha prunes more."""
+    from neon_jax.admm import ADMMConfig
+
+    pool = tiny_pool
+    cfg = ADMMConfig(pre_epochs=1, admm_epochs=2, retrain_epochs=1)
+    prog = B.program("admm", pool.dims, TINY, admm_config=cfg)
+    before = runner.compiles(prog)
+    by_alpha = {a: B.run_baseline("admm", pool, TINY, setting=a, batch_size=4, admm_config=cfg).rows
+                for a in (5e-4, 5e-3)}
+    assert runner.compiles(prog) - before == 1
+    for loose, tight in zip(by_alpha[5e-4], by_alpha[5e-3]):
+        for r in (loose, tight):
+            assert ROW_KEYS <= set(r) and r["counting"] == "unstructured" and r["method"] == "admm"
+            assert r["widths_after"] == r["widths_before"] and r["finetune_epochs"] == 1
+            assert r["params_after"] <= r["params_before"]
+        assert tight["params_after"] <= loose["params_after"]
+    with pytest.raises(ValueError, match="alpha"):
+        B.check_setting("admm", 0)

@@ -230,3 +230,12 @@ def test_import_from_the_folder_above_a_clone(tmp_path):
     version, has_prune, preset, path = done.stdout.split()
     assert has_prune == "True" and preset == "tiny" and version == __import__("neon_jax").__version__
     assert Path(path) == tmp_path / "neon_jax" / "neon_jax" / "pruner.py"
+
+
+@pytest.mark.parametrize("spec, message", [("episodes", "expected KEY=VALUE"), ("episode=10", "unknown AMC setting"),
+                                           ("episodes=10,parallel_episodes=3", "whole rounds")])
+def test_evaluate_bad_amc_settings_are_clean_errors(capsys, tmp_path, spec, message):
+    code, _, err = _run(capsys, "evaluate", "--datasets", "iris", "--methods", "amc", "--preset", "tiny", "--amc",
+                        spec, "--out", tmp_path / "ev", "--quiet")
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "ev").exists()

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from neon_jax import agent as agent_lib
-from neon_jax import cli, paper_results, runner
+from neon_jax import baselines, cli, paper_results, runner
 from neon_jax import evaluate as ev
 from neon_jax import zoo as zoo_lib
 from neon_jax.presets import get_preset
@@ -61,6 +61,25 @@ def test_agent_resolution_and_cells():
     assert all(c.tau is None for c in cells if c.method == "random")
     unseen = ev.plan_cells(dataclasses_replace(cfg, protocol="unseen", folds=[1]), [["x"], ["y"]])
     assert {c.dataset for c in unseen} == {"y"} and {c.fold for c in unseen} == {1}
+
+
+def test_amc_and_admm_are_methods_with_settings_as_data():
+    """AMC and ADMM plan one cell per setting (their sweeps by default); AMC's search settings are data that the
+    results folder is tied to, and a bad one is named."""
+    cfg = ev.EvalConfig(datasets=["x"], zoo_root=".", methods=["amc", "admm"], settings={"amc": [0.2, 0.5]},
+                        amc={"episodes": 20, "parallel_episodes": 5})
+    cells = ev.plan_cells(cfg, None)
+    assert sorted(c.setting for c in cells if c.method == "amc") == ["0.2", "0.5"]
+    assert len([c for c in cells if c.method == "admm"]) == len(baselines.default_settings("admm"))
+    assert cfg.amc_config().episodes == 20 and cfg.amc_config().parallel_episodes == 5
+    assert cfg.identity()["amc"] == {"episodes": 20, "parallel_episodes": 5}
+    assert "amc" not in dataclasses_replace(cfg, amc={}).identity()  # older folders keep their identity
+    with pytest.raises(ValueError, match="unknown AMC setting.*episode"):
+        ev.EvalConfig(datasets=["x"], methods=["amc"], amc={"episode": 20})
+    with pytest.raises(ValueError, match="whole rounds"):
+        ev.EvalConfig(datasets=["x"], methods=["amc"], amc={"episodes": 20, "parallel_episodes": 3})
+    with pytest.raises(ValueError, match="share of FLOPs kept"):
+        ev.EvalConfig(datasets=["x"], methods=["amc"], settings={"amc": [2]})
 
 
 def dataclasses_replace(cfg, **kw):

@@ -356,7 +356,7 @@ def test_reproduction_notebook_runs(tmp_path, zoo_root):
     nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "reproduce_evaluation.ipynb", as_version=4)
     [params] = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     params.source = (f'ZOO_ROOT = "{zoo_root}"\nDATASETS = ("iris", "wine")\nDATA_DIR = None\nPRESET = "tiny"\n'
-                     f'METHODS = ("random",)\nTAUS = (5,)\nPASSES = (1,)\nSEEDS = (0,)\nAGENTS = {{}}\n'
+                     f'METHODS = ("random",)\nAMC = {{}}\nTAUS = (5,)\nPASSES = (1,)\nSEEDS = (0,)\nAGENTS = {{}}\n'
                      f'OUT = "{tmp_path / "nb_eval"}"\nRESULTS = None\nBATCH = 2')
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()

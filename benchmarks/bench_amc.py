@@ -5,11 +5,16 @@ The held-out networks of the given zoos, at their preset's padded shapes, at pre
 twice in one process: the first call compiles (the persistent cache is off), the second is timed warm. Modes:
 
 * ``one_at_a_time``: `amc.prune` jitted for one network, called once per network (E = 1, the original's order);
-* ``vmapped``: the same searches (same keys, same numbers) as one vmapped program over all networks;
+* ``mapped``: the same searches (same keys, same numbers) one after the other inside one program (`lax.map`),
+  what `neon_jax.baselines` runs on a CPU (``AMCConfig.batching="auto"``);
+* ``vmapped``: the same searches as one vmapped program over all networks (the default on accelerators);
 * ``vmapped_parallel_E``: E episodes per round with one actor (E * L updates per round, as E = 1 would do in
   the same number of episodes) — a different schedule, so its search quality is reported beside it.
 
-The original needed 0.24-1.21 h of search for one network (§11, 10 iterations of the search).
+The PyTorch reference (`torch_reference/amc.py`) runs the original's loop on the same networks (compacted to their
+real widths, the same calibration rows and validation split): one episode at a time, a NumPy least-squares refit
+per pruned Linear per episode, a PyTorch DDPG update per transition. The original needed 0.24-1.21 h of search
+for one network (§11, 10 iterations of the search, hardware not recorded).
 
     PYTHONPATH=. python benchmarks/bench_amc.py --zoo-root runs/zoo_cpu --datasets diabetes,phoneme \
         --out benchmarks/results/amc_search_cpu.json
@@ -51,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes", type=int, default=300)
     ap.add_argument("--parallel", default="10", help="comma-separated E values for the parallel-episode mode")
     ap.add_argument("--preserve", type=float, default=0.2)
+    ap.add_argument("--torch-networks", type=int, default=None, help="networks for the PyTorch reference (default all)")
     ap.add_argument("--out", default="benchmarks/results/amc_search_cpu.json")
     args = ap.parse_args(argv)
     jax.config.update("jax_enable_compilation_cache", False)
@@ -84,6 +90,16 @@ def main(argv=None) -> int:
                                 "seconds_per_network": float(np.mean(per)), "best_reward_mean": float(rewards_1.mean())}
     print("one at a time", results["one_at_a_time"], flush=True)
 
+    mapped = jax.jit(lambda ks, ps: jax.lax.map(lambda a: prune_fn(base)(*a), (ks, ps)))
+    _, first_s = timed(mapped, keys, params)
+    (_, _, res), s = timed(mapped, keys, params)
+    results["mapped"] = {"first_call_seconds": first_s, "seconds_total": s, "seconds_per_network": s / n,
+                         "speedup_vs_one_at_a_time": float(np.sum(per)) / s,
+                         "best_reward_mean": float(np.asarray(res.best_reward).mean()),
+                         "max_abs_reward_difference_vs_one_at_a_time":
+                             float(np.abs(np.asarray(res.best_reward) - rewards_1).max())}
+    print("mapped", results["mapped"], flush=True)
+
     modes = [("vmapped", base)] + [(f"vmapped_parallel_{e}", amc.AMCConfig(episodes=args.episodes, parallel_episodes=e))
                                    for e in map(int, args.parallel.split(","))]
     for name, cfg in modes:
@@ -99,6 +115,32 @@ def main(argv=None) -> int:
             row["max_abs_reward_difference_vs_one_at_a_time"] = float(np.abs(rewards - rewards_1).max())
         results[name] = row
         print(name, row, flush=True)
+
+    import torch
+
+    from benchmarks.torch_reference.amc import search as torch_search
+    from neon_jax.interop import to_torch_sequential
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    host = jax.device_get(params)
+    t_times, t_rewards = [], []
+    for b in range(n if args.torch_networks is None else min(n, args.torch_networks)):
+        p = jax.tree_util.tree_map(lambda x, b=b: x[b], host)
+        d = int(p.arch.n_features)
+        seq = to_torch_sequential(nets.compact(p.variables, p.arch, dims))
+        rows = np.random.default_rng(b).permutation(int(p.finetune.n))[:base.calibration_rows]
+        x_cal = np.asarray(p.finetune.x)[rows, :d]
+        x_val, y_val = np.asarray(p.val.x)[:int(p.val.n), :d], np.asarray(p.val.y)[:int(p.val.n)]
+        t0 = time.perf_counter()
+        out = torch_search(seq, x_cal, x_val, y_val, preserve=args.preserve, episodes=args.episodes, seed=b)
+        t_times.append(time.perf_counter() - t0)
+        t_rewards.append(out["best_reward"])
+        print(f"torch network {b}: {t_times[-1]:.1f} s, best reward {out['best_reward']:.4f}", flush=True)
+    results["torch_one_at_a_time"] = {"networks": len(t_times), "seconds_per_network": float(np.mean(t_times)),
+                                      "best_reward_mean": float(np.mean(t_rewards))}
+    for name in ("one_at_a_time", "mapped", "vmapped", *[m for m, _ in modes[1:]]):
+        results[name]["speedup_vs_torch_per_network"] = float(np.mean(t_times)) / results[name]["seconds_per_network"]
+    print("torch", results["torch_one_at_a_time"], flush=True)
 
     doc = {"benchmark": "amc_search", "datasets": args.datasets.split(","), "networks": n, "dims": vars(dims),
            "episodes": args.episodes, "preserve_ratio": args.preserve, "results": results,

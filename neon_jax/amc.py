@@ -90,6 +90,8 @@ class AMCConfig:
     parallel_episodes: int = 1
     legacy_bias_target: bool = False
     floor_accuracy: bool = False
+    batching: str = "auto"  # how a batch of searches runs: "vmap", "map" (one after the other), "auto"
+
 
     def __post_init__(self):
         if self.episodes < 1 or self.parallel_episodes < 1 or self.episodes % self.parallel_episodes:
@@ -99,6 +101,18 @@ class AMCConfig:
             raise ValueError(f"AMC needs 0 < lbound <= rbound <= 1, got {self.lbound}, {self.rbound}")
         if self.channel_round < 1 or self.batch_size < 1 or self.calibration_rows < 1:
             raise ValueError("AMC's channel_round, batch_size and calibration_rows must be >= 1")
+        if self.batching not in ("auto", "vmap", "map"):
+            raise ValueError(f"AMC's batching is 'auto', 'vmap' or 'map', got {self.batching!r}")
+
+
+def resolve_batching(config: AMCConfig) -> AMCConfig:
+    """`config` with ``batching="auto"`` made concrete: "map" on a CPU, where one search after the other inside
+    one program measured faster than vmapped searches (`benchmarks/results/amc_search_cpu.json`: the vmapped
+    batch runs every network to the deepest one's steps and selects its whole agent state per step), "vmap" on
+    accelerators (not measured yet)."""
+    if config.batching != "auto":
+        return config
+    return dataclasses.replace(config, batching="map" if jax.default_backend() == "cpu" else "vmap")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -589,19 +603,33 @@ def search(key: jax.Array, net: Network, model: nets.MaskedMLP, variables: dict,
         ep_of = jnp.repeat(indices, S)
         rewards = jnp.repeat(reward, S)
 
-        def observe(carry, inputs):
-            agent, rb = carry
-            x, r, e, k = inputs
-            rb_new = replay_add(rb, x["s"], x["a"], r, x["s2"], x["not_done"])
-            rb = jax.tree_util.tree_map(lambda n, o: jnp.where(x["valid"], n, o), rb_new, rb)
-            idx = replay_sample(k, rb, config.batch_size)
-            new_agent, _ = ddpg_update(agent, rb.s[idx], rb.a[idx], rb.r[idx], rb.s2[idx], rb.not_done[idx], config)
-            learn = x["valid"] & (e > config.warmup)
-            agent = jax.tree_util.tree_map(lambda n, o: jnp.where(learn, n, o), new_agent, agent)
-            return (agent, rb), None
+        # the round's transitions in episode order, the real ones first (each keeps its own key): the loop
+        # runs for as many as there are (under vmap: the batch's most), not for every padded step
+        order = jnp.argsort(~flat["valid"], stable=True)
+        flat, rewards, ep_of = jax.tree_util.tree_map(lambda x: x[order], (flat, rewards, ep_of))
+        keys = jax.random.split(k_up, E * S)[order]
 
-        (agent, rb), _ = jax.lax.scan(observe, (agent, rb),
-                                      (flat, rewards, ep_of, jax.random.split(k_up, E * S)))
+        def observe(i, carry, learn: str):
+            """Transition i into the replay, then (learn "all" / "some": if its episode is past warm-up) an update."""
+            agent, rb = carry
+            x = jax.tree_util.tree_map(lambda a: a[i], flat)
+            rb = replay_add(rb, x["s"], x["a"], rewards[i], x["s2"], x["not_done"])
+            if learn == "none":
+                return agent, rb
+            idx = replay_sample(keys[i], rb, config.batch_size)
+            new_agent, _ = ddpg_update(agent, rb.s[idx], rb.a[idx], rb.r[idx], rb.s2[idx], rb.not_done[idx], config)
+            if learn == "some":
+                new_agent = jax.tree_util.tree_map(lambda n, o: jnp.where(ep_of[i] > config.warmup, n, o),
+                                                   new_agent, agent)
+            return new_agent, rb
+
+        n_real = flat["valid"].sum()
+        # rounds of warm-up episodes only fill the replay; only a round that straddles the end of warm-up
+        # (parallel episodes) decides per transition
+        branch = jnp.where(indices[0] > config.warmup, 1, jnp.where(indices[-1] > config.warmup, 2, 0))
+        agent, rb = jax.lax.switch(
+            branch, [lambda c, learn=learn: jax.lax.fori_loop(0, n_real, lambda i, c: observe(i, c, learn), c)
+                     for learn in ("none", "all", "some")], (agent, rb))
         return (agent, rb, best), (reward, acc, fr)
 
     rounds = config.episodes // E

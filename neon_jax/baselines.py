@@ -288,7 +288,7 @@ def program(method: str, dims: nets.NetDims, preset: Preset, passes: int = 4, fi
     if method not in USES_PASSES:
         passes, cut = 1, "reinit"
     if method == "amc":
-        amc_config = amc_config or amc.AMCConfig()
+        amc_config = amc.resolve_batching(amc_config or amc.AMCConfig())
         amc.check_table_size(dims, amc_config)
     else:
         amc_config = None
@@ -312,20 +312,21 @@ def _program(method, dims, preset, passes, finetune, cut, slots, amc_config, adm
         return trainer.finetune_one(key, variables, arch, 0, data, everything, preset.finetune_epochs,
                                     preset.finetune_batch, preset.patience, weight_mask=weight_mask)
 
-    def one_shot(key, p: EnvParams, setting):
-        k_prune, k_tune = jax.random.split(key)
+    def prune_one(key, p: EnvParams, setting) -> dict:
+        """The one-shot pruners' cut of one network (no fine-tune yet)."""
+        k_prune = jax.random.split(key)[0]
         variables, arch = p.variables, p.arch
-        masks, extra, params_after = None, {}, None
+        out = {"masks": None, "extra": {}, "params_after": None}
         if method == "structured":
             arch = structured_arch(variables["params"], arch, dims, setting["remove"])
             variables = nets.zero_dead(variables, arch, dims)
         elif method == "amc":
             variables, arch, found = amc.prune(k_prune, trainer.model, variables, arch, dims, p.finetune, p.val,
                                                setting["preserve"], amc_config)
-            extra = {"amc_flops_ratio": found.best_flops_ratio, "amc_search_val_acc": found.best_val_acc}
+            out["extra"] = {"amc_flops_ratio": found.best_flops_ratio, "amc_search_val_acc": found.best_val_acc}
         elif method == "admm":
             variables, admm_masks = admm.admm_prune(k_prune, p, setting["alpha"], trainer.model, dims, admm_config)
-            params_after = admm.count_admm(arch, admm_masks["kernels"], admm_masks["scales"], dims)
+            out["params_after"] = admm.count_admm(arch, admm_masks["kernels"], admm_masks["scales"], dims)
         else:
             if method == "magnitude":
                 masks = magnitude_masks(variables["params"], arch, dims, setting["fraction"])
@@ -333,6 +334,13 @@ def _program(method, dims, preset, passes, finetune, cut, slots, amc_config, adm
                 masks = layerwise_masks(lap_scores(variables, arch, dims), nets.real_weight_masks(arch, dims),
                                         setting["ratio_hidden"], setting["ratio_output"])
             variables = apply_kernel_masks(variables, masks, dims)
+            out["masks"] = masks
+        return {**out, "variables": variables, "arch": arch}
+
+    def finish_one(key, p: EnvParams, cut: dict) -> Outcome:
+        """Fine-tune (pruned weights held at zero), count and measure one cut network."""
+        k_tune = jax.random.split(key)[1]
+        variables, arch, masks, params_after = cut["variables"], cut["arch"], cut["masks"], cut["params_after"]
         epochs = jnp.int32(0)
         if method == "admm":  # its masked retrain is its fine-tune
             epochs = jnp.int32(admm_config.retrain_epochs * admm_config.iters)
@@ -351,7 +359,10 @@ def _program(method, dims, preset, passes, finetune, cut, slots, amc_config, adm
             params_after=params_after, test_acc_before=test_before, test_acc_after=test_after,
             val_acc0=env.accuracy(p.variables, p.arch, p.val), val_acc=env.accuracy(variables, arch, p.val),
             actions=no_steps, valid=no_steps.astype(bool), reward=no_steps.astype(jnp.float32),
-            finetune_epochs=epochs, row_extra=extra)
+            finetune_epochs=epochs, row_extra=cut["extra"])
+
+    # AMC's searches one after the other inside the program where that is faster (`amc.AMCConfig.batching`)
+    sequential = amc_config is not None and amc_config.batching == "map"
 
     rollout = make_rollout(env, random_policy)
 
@@ -365,7 +376,9 @@ def _program(method, dims, preset, passes, finetune, cut, slots, amc_config, adm
     def batch_program(key, params: EnvParams, setting):
         keys = jax.random.split(key, params.tau.shape[0])
         if method not in USES_PASSES:
-            return jax.vmap(one_shot, in_axes=(0, 0, None))(keys, params, setting)
+            cut = (jax.lax.map(lambda a: prune_one(*a, setting), (keys, params)) if sequential
+                   else jax.vmap(prune_one, in_axes=(0, 0, None))(keys, params, setting))
+            return jax.vmap(finish_one)(keys, params, cut)
         final, transitions = rollout(keys, params, None)
         out = episode_outcome(env, params, final, transitions)
         return jax.vmap(finish_episode)(keys, out, params) if final_finetune else out

@@ -3,8 +3,9 @@
 Per tau: mean and median compression, mean test accuracy change, and how many networks lost more than tau points
 on the test split, for `neon` (the paper's one sampled episode), `neon_best` (the main job: the smallest candidate
 within tau on the validation split) and every setting of the other methods (a baseline has no tau; its losses are
-counted against each tau). Also, per tau, the structured-pruning compression at neon_best's mean accuracy change
-(linear interpolation along structured's sweep): "more compression at equal accuracy" as one number.
+counted against each tau). Also, per tau and for every other method setting, the structured-pruning compression at
+its mean accuracy change (linear interpolation along structured's sweep): "more compression at equal accuracy" as
+one number.
 
     PYTHONPATH=. python benchmarks/compare_selection.py benchmarks/results/eval_cpu_heldout_v3
 """
@@ -57,13 +58,12 @@ def main(argv=None) -> int:
             table.append({"tau": float(tau), "method": method, "setting": setting, **stats(g, tau)})
     equal = []
     for tau in taus:
-        best = [r for r in table if r["tau"] == tau and r["method"] == "neon_best"]
         struct = [r for r in table if r["tau"] == tau and r["method"] == "structured"]
-        if best and struct:
-            at = structured_at(struct, best[0]["acc_change_mean"])
-            equal.append({"tau": float(tau), "neon_best_acc_change_mean": best[0]["acc_change_mean"],
-                          "neon_best_compression_mean": best[0]["compression_mean"],
-                          "structured_compression_at_that_accuracy": at})
+        for r in table:
+            if r["tau"] == tau and r["method"] != "structured" and struct:
+                equal.append({"tau": float(tau), "method": r["method"], "setting": r["setting"],
+                              "acc_change_mean": r["acc_change_mean"], "compression_mean": r["compression_mean"],
+                              "structured_compression_at_that_accuracy": structured_at(struct, r["acc_change_mean"])})
     doc = {"results": str(folder), "rows": table, "equal_accuracy": equal,
            "note": "accuracy changes in test-split points; lost_more_than_tau counts networks with change < -tau"}
     out = Path(args.out) if args.out else folder / "selection_vs_single.json"
@@ -75,8 +75,9 @@ def main(argv=None) -> int:
               f"×{r['compression_median']:.2f} | {r['acc_change_mean']:+.2f} | {r['lost_more_than_tau']} |")
     for e in equal:
         at = e["structured_compression_at_that_accuracy"]
-        print(f"tau {e['tau']:g}: neon_best ×{e['neon_best_compression_mean']:.2f} at {e['neon_best_acc_change_mean']:+.2f}"
-              f"; structured at that accuracy: {'outside its sweep' if at is None else f'×{at:.2f}'}")
+        print(f"tau {e['tau']:g}: {e['method']} {e['setting']} ×{e['compression_mean']:.2f} at "
+              f"{e['acc_change_mean']:+.2f}; structured at that accuracy: "
+              f"{'outside its sweep' if at is None else f'×{at:.2f}'}")
     print(f"-> {out}")
     return 0
 

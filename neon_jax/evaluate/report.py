@@ -176,7 +176,9 @@ PAPER_NOTE = ("The published columns are the authors' committed 2020 results (ne
               "**single-dataset agents** (trained on 24 networks of the same dataset), the paper's scales "
               "(widths 100–1000), the 2020 code (no warm-up, unnormalised state), LAP without fine-tuning, and "
               "'Prn' a sweep of magnitude-pruning percentages. Ours are agents trained across datasets at the "
-              "preset's scales, so the columns are context, not a regression target.")
+              "preset's scales, so the columns are context, not a regression target. The repository holds no "
+              "AMC or ADMM results (§10.4), so those rows have no published column; the original reported AMC's "
+              "accuracy as max(pruned, unpruned) (§12 C3), ours reports the pruned network's.")
 
 
 def render_report(summary: dict, plots: list[str] | None = None) -> str:

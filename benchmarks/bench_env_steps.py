@@ -45,7 +45,7 @@ from neon_jax.presets import get_preset
 DEFAULT_DATA_DIR = "/work/shared/data/neon"
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
-CACHE_DIR = HERE / ".cache"
+CACHE_DIR = Path(os.environ.get("NEON_JAX_BENCH_CACHE", HERE / ".cache"))  # trained zoos, reused between runs
 
 
 def versions() -> dict:

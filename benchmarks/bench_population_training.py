@@ -152,9 +152,12 @@ def device_slug() -> str:
 
 
 def load_prepared(name: str, preset, data_dir: str, seed: int):
-    """The dataset as the zoo sees it (subsampled to the preset's row cap, split); breast_cancer if no data dir."""
+    """The dataset as the zoo sees it (subsampled to the preset's row cap, split): from `data_dir`, or one of
+    scikit-learn's bundled sets by name, else breast_cancer."""
     if data_dir and Path(data_dir).is_dir():
         return zoo.prepare_data(name, preset, seed=seed, data_dir=data_dir), name
+    if name in ("iris", "wine", "breast_cancer", "digits"):
+        return zoo.prepare_data(name, preset, seed=seed, data_dir=None), name
     print(f"data folder {data_dir!r} not found; falling back to scikit-learn breast_cancer", file=sys.stderr)
     return zoo.prepare_data("breast_cancer", preset, seed=seed, data_dir=None), "breast_cancer"
 

@@ -63,6 +63,12 @@ MODES = {
     "full": dict(pop=[1, 8, 32, 128, 512], pop_epochs=5, pop_repeats=5, env_batch=32, env_repeats=5,
                  torch_passes=3, episode_batch=32, update_batch=32, scaling=[1, 4, 16, 32, 64, 256, 1024],
                  devices=None, device_env_steps=True),
+    # `benchmarks/device_check.py`: the paper preset on one GPU within minutes, and its CPU dry run
+    "device": dict(pop=[32, 128], pop_epochs=5, pop_repeats=3, env_batch=32, env_repeats=3, torch_passes=2,
+                   episode_batch=8, update_batch=32, scaling=[32, 128, 256, 512, 1024], devices=[1],
+                   device_env_steps=False),
+    "dry": dict(pop=[4], pop_epochs=1, pop_repeats=1, env_batch=4, env_repeats=1, torch_passes=1, episode_batch=2,
+                update_batch=2, scaling=[2, 4], devices=[1], device_env_steps=False),
 }
 
 
@@ -611,6 +617,8 @@ def main(argv=None):
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="small grid: a few minutes on 2 CPU cores (default)")
     g.add_argument("--full", action="store_true", help="the full grid (B up to 1024, all devices): for a GPU")
+    ap.add_argument("--mode", default=None, choices=sorted(MODES),
+                    help="a named grid (overrides --quick / --full; device / dry: benchmarks/device_check.py)")
     ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     ap.add_argument("--preset", default="cpu", choices=["cpu", "tiny", "paper"])
     ap.add_argument("--dataset", default="diabetes")
@@ -643,7 +651,7 @@ def main(argv=None):
     import torch
 
     torch.set_float32_matmul_precision("highest")
-    mode_name = "full" if args.full else "quick"
+    mode_name = args.mode or ("full" if args.full else "quick")
     mode = MODES[mode_name]
     only = BENCHMARKS if args.only is None else tuple(x.strip() for x in args.only.split(","))
     unknown = set(only) - set(BENCHMARKS)

@@ -105,6 +105,8 @@ def main(argv=None) -> int:
 
     from benchmarks import run as suite
 
+    if args.dry_run:  # the dry run checks the code, not the speed: compile without XLA's optimisation passes
+        jax.config.update("jax_disable_most_optimizations", True)
     compiles = _compile_counter()
     device = jax.devices()[0]
     doc = {"check": "device_check", "dry_run": args.dry_run, "preset": preset, "mode": mode,

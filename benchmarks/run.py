@@ -68,7 +68,7 @@ MODES = {
                    episode_batch=8, update_batch=32, scaling=[32, 128, 256, 512, 1024], devices=[1],
                    device_env_steps=False),
     "dry": dict(pop=[4], pop_epochs=1, pop_repeats=1, env_batch=4, env_repeats=1, torch_passes=1, episode_batch=2,
-                update_batch=2, scaling=[2, 4], devices=[1], device_env_steps=False),
+                update_batch=2, scaling=[2, 4], devices=[1], device_env_steps=False, zoo_networks=8),
 }
 
 
@@ -130,7 +130,8 @@ class Work:
         else:
             from benchmarks.bench_env_steps import cached_zoo
 
-            self.zoo, self.prepared = cached_zoo(args.dataset, self.preset, 30, 0, args.data_dir)
+            self.zoo, self.prepared = cached_zoo(args.dataset, self.preset, getattr(args, "zoo_networks", 30), 0,
+                                                 args.data_dir)
             self.zoo_source = "benchmarks/.cache"
         if self.zoo.preset != self.preset:
             raise SystemExit(f"the zoo at {path} is of preset {self.zoo.preset.name}, not {self.preset.name}")
@@ -653,6 +654,7 @@ def main(argv=None):
     torch.set_float32_matmul_precision("highest")
     mode_name = args.mode or ("full" if args.full else "quick")
     mode = MODES[mode_name]
+    args.zoo_networks = mode.get("zoo_networks", 30)
     only = BENCHMARKS if args.only is None else tuple(x.strip() for x in args.only.split(","))
     unknown = set(only) - set(BENCHMARKS)
     if unknown:

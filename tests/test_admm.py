@@ -23,14 +23,6 @@ CONFIG = A.ADMMConfig(pre_epochs=1, admm_epochs=2, retrain_epochs=2, batch_size=
 ALPHA = 2e-3  # threshold 0.2: prunes a good share of the U(-0.5, 0.5) initial weights of 4-input layers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cheap_compiles():
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
-
-
 def _network(widths=(5, 3), pre=("batchnorm", "batchnorm"), n_features=4, n_classes=3, seed=0, dims=DIMS):
     """A hand-made padded network with random batch-norm scales (padded entries too) and running variances."""
     arch = nets.make_arch(list(widths), ["relu"] * len(widths), list(pre), n_features, n_classes, dims)

@@ -20,14 +20,6 @@ TINY = PRESETS["tiny"]
 DIMS = nets.NetDims(d_max=6, k_max=4, max_hidden=3, w_max=8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cheap_compiles():
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
-
-
 def _arch(widths=(5, 3), n_features=4, n_classes=3, pre=None):
     pre = pre or ["none"] * len(widths)
     return nets.make_arch(list(widths), ["relu"] * len(widths), pre, n_features, n_classes, DIMS)

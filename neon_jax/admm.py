@@ -4,8 +4,9 @@ Method, per iteration (`ADMMConfig.iters`, default 1), for one network on its fi
 
 1. `pre_epochs` epochs of ordinary training of every parameter (train mode: dropout on, batch-norm on batch
    statistics).
-2. `admm_epochs` ADMM epochs: the loss is the data loss plus ``rho / 2 * ||W - Z + U||^2`` summed over every
-   "weight" W, i.e. every Linear kernel AND every batch-norm scale (gamma); not biases, not batch-norm shifts.
+2. `admm_epochs` ADMM epochs: the loss is the data loss plus ``rho / 2 * ||W - Z + U||`` (the plain norm, per
+   weight tensor, as the public PyTorch ADMM code the runner's settings come from) summed over every "weight"
+   W, i.e. every Linear kernel AND every batch-norm scale (gamma); not biases, not batch-norm shifts.
    Z = W and U = 0 at the start of the phase; after each epoch the L1 proximal step
    ``Z = soft_threshold(W + U, alpha / rho)``, then ``U = U + W - Z``.
 3. Hard prune: every weight with ``|W| < alpha / rho`` is set to 0 and masked (``|W| >= alpha / rho`` is kept).
@@ -26,10 +27,14 @@ rows is skipped, as in `neon_jax.train`.
 
 Deviations and choices:
 
-* A fresh Adam (``optax.adam(learning_rate)``) per phase; the public PyTorch ADMM code the runner's settings
-  match (bzantium/pytorch-admm-pruning) keeps one Adam through all phases.
-* That code adds the plain norm ``rho / 2 * ||W - Z + U||`` (not squared) per weight tensor;
-  ``squared_penalty=False`` gives that (zero gradient where the norm is 0, as PyTorch's).
+* Source: the runner's settings (rho, alpha, the L1 prox, ``|W| < alpha / rho``, every parameter named "weight")
+  match the public PyTorch ADMM pruning code (bzantium/pytorch-admm-pruning), which adds the plain norm
+  ``rho / 2 * ||W - Z + U||`` per weight tensor and keeps one Adam through all phases; both are followed here
+  (the norm's gradient is 0 where the norm is 0, as PyTorch's). ``squared_penalty=True`` gives the textbook
+  ADMM penalty ``rho / 2 * ||W - Z + U||^2`` instead. The NEON runner itself is not public.
+* One Adam state (``optax.adam(learning_rate)``, PyTorch's defaults) through the pre-epochs, the ADMM epochs and
+  the retrain; in the retrain the pruned entries' gradients and updates are masked, so they stay exactly 0 even
+  though their moments from before the prune are not 0.
 * ``iters > 1`` repeats the whole schedule on the result; like the original's loop, later pre-epochs and ADMM
   epochs train every weight (pruned ones may grow back) and the mask is recomputed; the last mask is returned.
 * Counting (`count_admm`): `nets.count_params` minus the pruned real Linear weights and batch-norm scales
@@ -64,7 +69,7 @@ class ADMMConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     iters: int = 1
-    squared_penalty: bool = True  # False: the plain norm of the public PyTorch code (see the module docstring)
+    squared_penalty: bool = False  # True: the textbook squared penalty (see the module docstring)
 
     def __post_init__(self):
         if min(self.pre_epochs, self.admm_epochs, self.retrain_epochs) < 0 or self.iters < 1:
@@ -186,20 +191,22 @@ def _epoch_fn(model: nets.MaskedMLP, arch: nets.Arch, data: train.PaddedData, co
     return epoch, optimizer
 
 
-def _train(key, variables, epoch, optimizer, epochs: int, grad_mask, extra_loss=lambda params: 0.0):
-    carry = (variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
+def _train(key, variables, opt_state, epoch, epochs: int, grad_mask, extra_loss=lambda params: 0.0):
+    carry = (variables["params"], variables["batch_stats"], opt_state)
     carry = jax.lax.scan(lambda c, k: (epoch(c, k, extra_loss, grad_mask), None), carry,
                          jax.random.split(key, epochs))[0]
-    return {"params": carry[0], "batch_stats": carry[1]}
+    return {"params": carry[0], "batch_stats": carry[1]}, carry[2]
 
 
 def admm_phase(key, variables: dict, arch: nets.Arch, data: train.PaddedData, alpha, model: nets.MaskedMLP,
-               dims: nets.NetDims, config: ADMMConfig) -> tuple[dict, dict, dict]:
-    """Step 2 of the schedule: `config.admm_epochs` ADMM epochs from Z = W, U = 0 (fresh Adam).
+               dims: nets.NetDims, config: ADMMConfig, opt_state=None) -> tuple[dict, dict, dict, optax.OptState]:
+    """Step 2 of the schedule: `config.admm_epochs` ADMM epochs from Z = W, U = 0.
 
     Args: key: PRNG key; variables / arch: one network; data: its fine-tune split (`PaddedData`, no leading
-      axis); alpha: () L1 weight (traced); model, dims, config: static.
-    Returns: (variables, Z, U); Z and U are pytrees like ``variables["params"]``, zero off the real weights.
+      axis); alpha: () L1 weight (traced); model, dims, config: static; opt_state: the Adam state to go on
+      with (None: a fresh one).
+    Returns: (variables, Z, U, opt_state); Z and U are pytrees like ``variables["params"]``, zero off the real
+      weights.
     """
     params = variables["params"]
     sel = weight_selection(params, arch, dims)
@@ -216,9 +223,10 @@ def admm_phase(key, variables: dict, arch: nets.Arch, data: train.PaddedData, al
         unflat = lambda i: tree_map(jnp.multiply, sel, jax.tree_util.tree_unflatten(treedef, [p[i] for p in zu]))
         return (inner, unflat(0), unflat(1)), None
 
-    carry = ((params, variables["batch_stats"], optimizer.init(params)), z, u)
+    opt_state = optimizer.init(params) if opt_state is None else opt_state
+    carry = ((params, variables["batch_stats"], opt_state), z, u)
     (inner, z, u), _ = jax.lax.scan(admm_epoch, carry, jax.random.split(key, config.admm_epochs))
-    return {"params": inner[0], "batch_stats": inner[1]}, z, u
+    return {"params": inner[0], "batch_stats": inner[1]}, z, u, inner[2]
 
 
 def admm_prune(key, p: EnvParams, alpha, model: nets.MaskedMLP, dims: nets.NetDims,
@@ -238,15 +246,18 @@ def admm_prune(key, p: EnvParams, alpha, model: nets.MaskedMLP, dims: nets.NetDi
     epoch, optimizer = _epoch_fn(model, p.arch, p.finetune, config)
     ones = tree_map(jnp.ones_like, p.variables["params"])
 
-    def iteration(variables, key):
+    def iteration(carry, key):
+        variables, opt_state = carry
         k_pre, k_admm, k_re = jax.random.split(key, 3)
-        variables = _train(k_pre, variables, epoch, optimizer, config.pre_epochs, ones)
-        variables, _, _ = admm_phase(k_admm, variables, p.arch, p.finetune, alpha, model, dims, config)
+        variables, opt_state = _train(k_pre, variables, opt_state, epoch, config.pre_epochs, ones)
+        variables, _, _, opt_state = admm_phase(k_admm, variables, p.arch, p.finetune, alpha, model, dims, config,
+                                                opt_state)
         masks = hard_prune_masks(variables, p.arch, dims, alpha / config.rho)
         keep = keep_mask_tree(variables["params"], masks, dims)
         variables = {"params": tree_map(jnp.multiply, variables["params"], keep),
                      "batch_stats": variables["batch_stats"]}
-        return _train(k_re, variables, epoch, optimizer, config.retrain_epochs, keep), masks
+        return _train(k_re, variables, opt_state, epoch, config.retrain_epochs, keep), masks
 
-    variables, masks = jax.lax.scan(iteration, p.variables, jax.random.split(key, config.iters))
+    carry = (p.variables, optimizer.init(p.variables["params"]))
+    (variables, _), masks = jax.lax.scan(iteration, carry, jax.random.split(key, config.iters))
     return variables, tree_map(lambda m: m[-1], masks)

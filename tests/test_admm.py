@@ -152,8 +152,14 @@ def test_admm_phase_updates_z_and_u_by_hand():
     variables, arch = _network((5, 3), ("batchnorm", "dropout"), seed=2)
     p = _env_params(variables, arch)
     config = A.ADMMConfig(pre_epochs=0, admm_epochs=2, retrain_epochs=0, batch_size=16, learning_rate=0.0)
-    out, z, u = A.admm_phase(jax.random.PRNGKey(0), variables, arch, p.finetune, jnp.float32(ALPHA),
-                             nets.make_model(DIMS), DIMS, config)
+    out, z, u, opt = A.admm_phase(jax.random.PRNGKey(0), variables, arch, p.finetune, jnp.float32(ALPHA),
+                                  nets.make_model(DIMS), DIMS, config)
+    # one Adam state goes on through the phases (as the original's single optimiser): its step count adds up
+    steps = int(jax.tree_util.tree_leaves(opt)[0])
+    assert steps >= 2
+    *_, opt2 = A.admm_phase(jax.random.PRNGKey(1), out, arch, p.finetune, jnp.float32(ALPHA), nets.make_model(DIMS),
+                            DIMS, config, opt_state=opt)
+    assert int(jax.tree_util.tree_leaves(opt2)[0]) == 2 * steps
     t = ALPHA / config.rho
     sel = A.weight_selection(variables["params"], arch, DIMS)
     leaves = lambda tree: [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]

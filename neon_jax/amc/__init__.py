@@ -35,7 +35,7 @@ noise), then their E * L transitions and updates in the same order one-by-one ep
 (E = 1 is the original's schedule, exactly). The search of a whole batch of networks is one vmapped program.
 
 Precomputation: an input subset is always the d' most important inputs, so every refit a search can ask for
-(d' = channel_round, 2 * channel_round, ...) is solved once per network before the search (`reconstruction_table`)
+(d' = channel_round, 2 * channel_round, ...) is solved once per network before the search (`prepare`)
 and an episode only looks its Linears up: the same least-squares solutions, computed once instead of once per
 episode. Its memory is ``(max_hidden - 1) * w_max^2 + w_max * k_max`` floats times ``w_max / channel_round`` per
 network; `check_table_size` refuses shapes where that grows past a budget (the paper preset's width 1000).

@@ -79,7 +79,8 @@ def search(key: jax.Array, net: Network, model: nets.MaskedMLP, variables: dict,
     rest0 = (weights.sum() - weights[0]) / weights.sum()  # the reset's "rest" counts weights
 
     def episode(key, actor, episode_index):
-        """One episode with `actor` (None-free: random while in warm-up). Returns transitions and its reward."""
+        """One episode: the actor with noise, or uniform actions while in warm-up. Returns (transitions, reward,
+        validation accuracy, FLOPs ratio)."""
         warm = episode_index <= config.warmup
         delta = config.init_delta * config.delta_decay ** (episode_index - config.warmup).astype(jnp.float32)
 

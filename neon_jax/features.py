@@ -8,7 +8,8 @@ row 0 also holds the operation in front of Linear_0; the last row is [Linear_out
 * per output neuron of the row's Linear, 8 statistics of its incoming weights;
 * per hidden neuron, the same 8 statistics of its post-activation outputs over a data sample;
 
-and pads everything to ``R = feature_rows`` rows (paper 10) and ``F = feature_width`` neurons (paper 1000).
+and pads everything to ``R = feature_rows`` rows (paper 10) and ``F = feature_width`` neurons (paper 1000); a layer
+wider than F is seen through F of its neurons, evenly spaced (`compact_neurons`).
 The 8 statistics, in order (`STATISTICS`): mean, population std, biased skewness, biased Fisher excess kurtosis,
 min, max, L1 norm, L2 norm. A constant input gets skewness 0 and kurtosis -3, as scipy 1.4 returned (§3.3);
 modern scipy returns NaN, which would poison the agent.
@@ -160,11 +161,15 @@ def weighted_statistics(x: jax.Array, weight: jax.Array) -> jax.Array:
 
 
 def compact_neurons(values: jax.Array, mask: jax.Array, width: int) -> jax.Array:
-    """Moves alive neurons to the front (original order kept), zeroes the rest, pads/truncates to `width`.
+    """Moves alive neurons to the front (original order kept), zeroes the rest, pads to `width` columns.
 
     This is what the original's dense layers look like: statistic vectors list the layer's neurons and then
-    zero padding. Args: values (..., C); mask (..., C) with 1 = alive, broadcastable against values (e.g.
-    (L, 1, C) for (L, 8, C) statistics). Returns (..., width).
+    zero padding. A slice with more than `width` alive neurons (a layer wider than the state maps) is seen
+    through `width` of them, evenly spaced over its alive neurons in order (positions floor(i * n / width)), so the
+    maps of a 512-wide layer read like those of a full `width`-wide one.
+
+    Args: values (..., C); mask (..., C) with 1 = alive, broadcastable against values (e.g. (L, 1, C) for
+    (L, 8, C) statistics). Returns (..., width).
     """
     alive = mask > 0
     # Stable sort on "is dead" keeps alive neurons in their original order.
@@ -172,10 +177,13 @@ def compact_neurons(values: jax.Array, mask: jax.Array, width: int) -> jax.Array
     gathered = jnp.take_along_axis(values, order, axis=-1)
     gathered = jnp.where(jnp.take_along_axis(alive, order, axis=-1), gathered, 0.0)
     c = values.shape[-1]
-    if c >= width:
-        return gathered[..., :width]
-    pad = [(0, 0)] * (values.ndim - 1) + [(0, width - c)]
-    return jnp.pad(gathered, pad)
+    if c <= width:
+        pad = [(0, 0)] * (values.ndim - 1) + [(0, width - c)]
+        return jnp.pad(gathered, pad)
+    n = jnp.broadcast_to(alive, jnp.broadcast_shapes(alive.shape, values.shape)).sum(-1, keepdims=True)
+    i = jnp.arange(width)
+    pick = jnp.where(n > width, (i * n) // width, i)  # (..., width): every column at most width alive
+    return jnp.take_along_axis(gathered, pick, axis=-1)
 
 
 def standardise(x: jax.Array, axis: int) -> jax.Array:
@@ -201,12 +209,6 @@ def _place_rows(hidden: jax.Array, output_row: jax.Array, depth: jax.Array, n_ro
     padded = jnp.pad(hidden, [(0, n_rows - max_hidden)] + [(0, 0)] * (hidden.ndim - 1))
     row = jnp.arange(n_rows).reshape((n_rows,) + (1,) * (hidden.ndim - 1))
     return jnp.where(row == depth, output_row[None], jnp.where(row < depth, padded, 0.0))
-
-
-def _check_width(dims: NetDims, width: int) -> None:
-    # The original crashes on layers wider than MAX_LAYER_SIZE (§12 B12); here it is a clear trace-time error.
-    if dims.w_max > width or dims.k_max > width:
-        raise ValueError(f"feature width {width} must be >= w_max ({dims.w_max}) and k_max ({dims.k_max})")
 
 
 def _check_key(train: bool, key) -> None:
@@ -255,7 +257,6 @@ def weight_statistics(variables: dict, arch: Arch, dims: NetDims, F: int, R: int
     alive output neuron (compacted), statistics over its incoming weights from alive inputs only (real input
     features for Linear_0, alive neurons of the previous layer otherwise).
     """
-    _check_width(dims, F)
     params = variables["params"]
     feature_mask = arch.feature_mask(dims.d_max)
     kernels = nets.kernels(params, dims.max_hidden)
@@ -306,7 +307,6 @@ def activation_statistics(variables: dict, arch: Arch, dims: NetDims, x: jax.Arr
     Row j < depth: post-activation outputs of hidden layer j, statistics per alive neuron (compacted) over the
     weighted rows. The output row and rows past it are zeros (the original hooks every row but the last).
     """
-    _check_width(dims, F)
     hidden, new_variables = hidden_activations(variables, arch, dims, x, row_weight, train, key, dropout_rate,
                                                hints)
     depth_bound = None if hints is None else hints.depth_bound
@@ -401,7 +401,6 @@ def raw_state(variables: dict, arch: Arch, dims: NetDims, preset: Preset, x_samp
     `activation_statistics`).
     """
     R, F = preset.feature_rows, preset.feature_width
-    _check_width(dims, F)
     _check_key(train, key)  # fail before any work is traced
     topology = topology_map(arch, dims, R)
     weights = weight_statistics(variables, arch, dims, F, R)

@@ -163,7 +163,7 @@ def truncate_log(path: Path, episodes: int) -> None:
 def agent_env(agent: agent_lib.Agent, dims, preset: Preset, env_config: EnvConfig) -> NeonEnv:
     """The environment an agent acts in on networks of `preset`: the preset's schedules with the agent's state maps
     (`Agent.observation_preset`)."""
-    return NeonEnv(env_config, dims, agent.observation_preset(preset))
+    return NeonEnv(env_config, dims, agent.observation_preset(preset, dims))
 
 
 def run_agent(agent: agent_lib.Agent, actor_params, pool: EnvPool, preset: Preset, env_config: EnvConfig,

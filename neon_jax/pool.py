@@ -56,7 +56,8 @@ class EnvPool:
                   dims: nets.NetDims | None = None) -> EnvPool:
         """Builds a pool of the `which` ("train" / "heldout" / "all") networks of each zoo.
 
-        The data must be the zoo's own (checked by split digest) and every zoo of the same preset widths.
+        The data must be the zoo's own (checked by split digest) and every zoo of the same preset. The pool's shape
+        is the smallest that holds every zoo's (`nets.repad`): the zoos' own buckets, not the preset's widest.
         `dims` forces larger common shapes (for example to share a compiled program with another pool).
         """
         tau = validate_tau(tau)
@@ -67,12 +68,11 @@ class EnvPool:
             if zoo.preset.widths != preset.widths or zoo.preset.max_hidden != preset.max_hidden:
                 raise ValueError(f"the zoo of {zoo.dataset!r} was built with preset {zoo.preset.name!r}, "
                                  f"which does not match {preset.name!r}")
-        need = nets.NetDims(d_max=max(z.dims.d_max for z, _ in zoos_and_data),
-                            k_max=max(z.dims.k_max for z, _ in zoos_and_data),
-                            max_hidden=preset.max_hidden, w_max=preset.w_max)
+        need = nets.NetDims(*(max(getattr(z.dims, f) for z, _ in zoos_and_data)
+                              for f in ("d_max", "k_max", "max_hidden", "w_max")))
         if dims is None:
             dims = need
-        elif dims.d_max < need.d_max or dims.k_max < need.k_max:
+        elif any(getattr(dims, f) < getattr(need, f) for f in ("d_max", "k_max", "max_hidden", "w_max")):
             raise ValueError(f"dims {dims} are smaller than the zoos need ({need})")
         n_max = {s: max(len(_split_arrays(p, s)[0]) for _, p in zoos_and_data) for s in SPLITS}
         data = {}

@@ -30,7 +30,8 @@ class Preset:
       finetune_epochs / finetune_batch / patience: the environment's fine-tuning after each cut
         (paper: up to 100 epochs, batch 32, patience 10 epochs).
       feature_rows: rows of the state maps (paper: MAX_LAYERS = 10).
-      feature_width: columns of the state maps (paper: MAX_LAYER_SIZE = 1000); must be >= max(widths).
+      feature_width: columns of the state maps (paper: MAX_LAYER_SIZE = 1000); a wider layer is seen through
+        evenly spaced neurons (`features.compact_neurons`).
       activation_sample: rows of the activation-statistics sample (paper: 3000).
       max_rows: cap on a dataset's rows (stratified subsample) so a preset's run time stays bounded;
         None = all rows (paper).
@@ -62,8 +63,8 @@ class Preset:
             raise ValueError(f"preset {self.name!r}: max_hidden must be >= 1, got {self.max_hidden}")
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"preset {self.name!r}: widths must be positive, got {self.widths}")
-        if self.feature_width < max(self.widths):
-            raise ValueError(f"preset {self.name!r}: feature_width {self.feature_width} < widest layer {max(self.widths)}")
+        if self.feature_width < 1:
+            raise ValueError(f"preset {self.name!r}: feature_width must be >= 1, got {self.feature_width}")
         if self.feature_rows < self.max_hidden + 1:
             raise ValueError(f"preset {self.name!r}: feature_rows must hold max_hidden + 1 rows")
 

@@ -49,15 +49,16 @@ def pretrained_checkpoint(preset: str | Preset, tau: float | None = None) -> Pat
     """Path (stem) of the shipped agent for networks of `preset`, the one trained nearest `tau` (on a log scale;
     None means the default tau of 5).
 
-    The preset's own agents first; a preset without any (such as `tiny`) takes the agents of a preset whose state
-    maps hold its networks (as many hidden layers, as wide). A clear error if none does.
+    The preset's own agents first; a preset without any (such as `tiny` or `paper`) takes the agents of a preset
+    whose state maps hold as many hidden layers (any width: a wider layer is seen through evenly spaced neurons).
+    A clear error if none does.
     """
     preset = get_preset(preset)
     candidates = [preset.name] + [name for name in PRETRAINED if name != preset.name]
     fits = [name for name in candidates if name in PRETRAINED and _maps_hold(get_preset(name), preset)]
     if not fits:
         raise ValueError(f"no pretrained agent ships for preset {preset.name!r} (its networks have up to "
-                         f"{preset.max_hidden} hidden layers of {preset.w_max} neurons; agents ship for "
+                         f"{preset.max_hidden} hidden layers; agents ship for "
                          f"{', '.join(PRETRAINED)}); train one with `neon-jax train-agent` and pass --agent PATH")
     by_tau = PRETRAINED[fits[0]]
     target = np.log1p(5.0 if tau is None else float(tau))
@@ -69,7 +70,7 @@ def pretrained_checkpoint(preset: str | Preset, tau: float | None = None) -> Pat
 
 
 def _maps_hold(agent_preset: Preset, preset: Preset) -> bool:
-    return agent_preset.feature_width >= preset.w_max and agent_preset.feature_rows >= preset.max_hidden + 1
+    return agent_preset.feature_rows >= preset.max_hidden + 1
 
 
 def agent_path(spec) -> Path:
@@ -107,11 +108,12 @@ def _single_network_zoo(network: nets.DenseNetwork, prepared, preset: Preset) ->
     if network.n_classes != prepared.n_classes:
         raise ValueError(f"the network has {network.n_classes} outputs but the dataset has "
                          f"{prepared.n_classes} classes")
-    if max(network.hidden_widths) > preset.w_max or len(network.hidden_widths) > preset.max_hidden:
-        raise ValueError(f"the network (widths {network.hidden_widths}) does not fit preset {preset.name!r} "
-                         f"(at most {preset.max_hidden} hidden layers of width <= {preset.w_max}); "
-                         f"try --preset paper")
-    dims = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
+    widths = network.hidden_widths
+    if len(widths) > preset.feature_rows - 1:
+        raise ValueError(f"the network has {len(widths)} hidden layers; the state maps hold at most "
+                         f"{preset.feature_rows - 1}")
+    # the network's own bucket: its depth, its widest layer rounded up onto the ladder (not the preset's widest)
+    dims = nets.NetDims.for_widths(max(widths), prepared.n_features, prepared.n_classes, max_hidden=len(widths))
     variables, arch = nets.expand(network, dims)
     stack = lambda t: jax.tree_util.tree_map(lambda a: a[None], t)
     test_acc = float((np.argmax(network.logits(prepared.splits.x_test), 1) == prepared.splits.y_test).mean())

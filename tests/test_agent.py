@@ -7,7 +7,7 @@ import pytest
 
 from neon_jax import agent as agent_lib
 from neon_jax import env as env_lib
-from neon_jax import policies, runner, select
+from neon_jax import features, nets, policies, runner, select
 from neon_jax import zoo as zoo_lib
 from neon_jax.pool import EnvPool
 from neon_jax.presets import PRESETS
@@ -281,8 +281,46 @@ def test_shipped_agent_loads_and_fits_the_cpu_preset():
     assert meta["env"]["cut"] in ("reinit", "keep_best") and meta["episodes"] > 0
     logits = agent.actor.apply(actor, agent.dummy_obs())
     assert logits.shape == (5,) and np.isfinite(np.asarray(logits)).all()
-    with pytest.raises(ValueError, match="no pretrained agent ships for preset 'paper'"):
-        pruner.load_agent("pretrained", PRESETS["paper"])
+    # networks of the paper's widths are observed through the agent's own maps (evenly spaced neurons)
+    agent, *_ = pruner.load_agent("pretrained", PRESETS["paper"])
+    seen = agent.observation_preset(PRESETS["paper"], nets.NetDims(d_max=30, k_max=4, max_hidden=6, w_max=1024))
+    assert (seen.feature_rows, seen.feature_width, seen.finetune_epochs) == (10, 64, 100)
+    with pytest.raises(ValueError, match="hold 9 hidden layers"):
+        agent.observation_preset(PRESETS["paper"], nets.NetDims(d_max=30, k_max=4, max_hidden=10, w_max=64))
+
+
+@pytest.mark.parametrize("width", [8, 64, 300, 1000])
+def test_shipped_agent_acts_on_networks_of_any_width(width):
+    """The shipped agent observes a network of width 8 .. 1000 at the network's own bucket and returns finite action
+    probabilities; at width <= 64 (what it was trained on) the maps are the padded network's exactly."""
+    from neon_jax import pruner
+
+    agent, actor, *_ = pruner.load_agent("pretrained", PRESETS["cpu"], tau=5.0)
+    rng = np.random.default_rng(width)
+    widths, fan_in, layers = [width, max(width // 2, 1)], 5, []
+    for w in widths:
+        layers += [dict(kind="linear", kernel=rng.uniform(-1, 1, (fan_in, w)).astype(np.float32) / np.sqrt(fan_in),
+                        bias=np.zeros(w, np.float32)), dict(kind="relu")]
+        fan_in = w
+    layers += [dict(kind="linear", kernel=rng.normal(size=(fan_in, 3)).astype(np.float32),
+                    bias=np.zeros(3, np.float32)), dict(kind="softmax")]
+    net = nets.DenseNetwork(layers=layers, n_features=5, n_classes=3)
+    dims = nets.NetDims.for_widths(width, 5, 3, max_hidden=2)
+    assert dims.w_max == nets.bucket_width(width) < 2 * width + 16
+    variables, arch = nets.expand(net, dims)
+    seen = agent.observation_preset(PRESETS["cpu"], dims)
+    x = jnp.asarray(rng.uniform(size=(64, 5)), jnp.float32)
+    obs = features.observe(variables, arch, dims, seen, x, jnp.ones(64), 0)
+    obs = obs.replace(progress=features.progress_features(0.8, 0.8, 5.0, 0, 8, 1000, 1000))
+    assert obs.net_weights.shape == (8, 10, 64)
+    probs = np.asarray(jax.nn.softmax(agent.actor.apply(actor, obs)))
+    assert probs.shape == (5,) and np.isfinite(probs).all() and abs(probs.sum() - 1) < 1e-5
+    if width <= 64:  # the same maps as at the preset's padded shape
+        wide = nets.NetDims(d_max=5, k_max=3, max_hidden=6, w_max=64)
+        v6, a6 = nets.repad(variables, arch, dims, wide)
+        obs6 = features.observe(v6, a6, wide, seen, x, jnp.ones(64), 0)
+        np.testing.assert_allclose(obs6.net_weights, obs.net_weights, atol=1e-5)
+        np.testing.assert_allclose(obs6.net_activations, obs.net_activations, atol=1e-5)
 
 
 def test_shipped_tau5_agent_acts_on_its_progress():

@@ -334,13 +334,19 @@ def test_padding_invariance():
         assert_stats_close(np.asarray(a1), r_acts, f"activations with padding rows (train={train})")
 
 
-def test_feature_width_below_layer_width_is_an_error():
+def test_a_layer_wider_than_the_maps_is_seen_through_evenly_spaced_neurons():
+    # 7 alive of 9 columns into 3: alive values (in order) 1, 3, 4, 5, 6, 8, 9 -> positions 0, 7//3 = 2, 14//3 = 4
+    values = jnp.arange(1.0, 10.0)[None]
+    mask = jnp.asarray([[1, 0, 1, 1, 1, 1, 0, 1, 1]], jnp.float32)
+    np.testing.assert_array_equal(features.compact_neurons(values, mask, 3), [[1, 4, 6]])
+    # at most `width` alive neurons: compacted as before, whatever the padding
+    few = jnp.asarray([[0, 1, 0, 0, 1, 0, 0, 0, 0]], jnp.float32)
+    np.testing.assert_array_equal(features.compact_neurons(values, few, 3), [[2, 5, 0]])
+    # a 16-wide layer in maps of 8 columns: the weight statistics of neurons 0, 2, ..., 14
     dims, arch, variables = build(TINY, 13, 3, [16], ["relu"], ["none"], seed=6)
-    with pytest.raises(ValueError, match="feature width"):
-        features.weight_statistics(variables, arch, dims, 8, 10)
-    narrow = dataclasses.replace(TINY, name="narrow", widths=(4, 8), feature_width=8)
-    with pytest.raises(ValueError, match="feature width"):
-        features.raw_state(variables, arch, dims, narrow, jnp.zeros((4, D_MAX)), jnp.ones(4))
+    full = features.weight_statistics(variables, arch, dims, 16, 10)
+    seen = features.weight_statistics(variables, arch, dims, 8, 10)
+    np.testing.assert_array_equal(seen[:, 0], full[:, 0, ::2])
 
 
 def test_compact_neurons_keeps_alive_order():

@@ -80,9 +80,18 @@ def test_prune_errors_are_clear(csv_file, tmp_path, capsys):
     assert code == 2 and "no_such_dataset" in cap.err and "Traceback" not in cap.err
     code, cap = _prune(["--dataset", "iris", "--tau", "150"], capsys)
     assert code == 2 and "tau" in cap.err
-    # the shipped agents' state maps hold 6 layers of 64 neurons: networks of the paper's widths get a clear error
-    code = cli.main(["prune", "--preset", "paper", "--agent", "pretrained", "--dataset", "iris", "--quiet"])
-    assert code == 2 and "no pretrained agent" in capsys.readouterr().err
+    # the state maps hold 9 hidden layers (any width): a 10-layer network gets a clear error
+    rng = np.random.default_rng(0)
+    layers, fan_in = [], 4
+    for width in [6] * 10:
+        layers += [dict(kind="linear", kernel=rng.normal(size=(fan_in, width)).astype(np.float32),
+                        bias=np.zeros(width, np.float32)), dict(kind="relu")]
+        fan_in = width
+    layers += [dict(kind="linear", kernel=rng.normal(size=(fan_in, 3)).astype(np.float32),
+                    bias=np.zeros(3, np.float32)), dict(kind="softmax")]
+    deep = nets.save_dense_network(nets.DenseNetwork(layers=layers, n_features=4, n_classes=3), tmp_path / "deep")
+    code, cap = _prune(["--dataset", "iris", "--network", str(deep)], capsys)
+    assert code == 2 and "10 hidden layers" in cap.err and "Traceback" not in cap.err
     code, cap = _prune(["--dataset", "iris", "--network", str(tmp_path / "missing")], capsys)
     assert code == 2 and "no saved network" in cap.err
 

@@ -15,6 +15,7 @@ from neon_jax.agent.config import AgentConfig
 from neon_jax.agent.networks import AgentNet
 from neon_jax.env import NUM_ACTIONS
 from neon_jax.features import Observation, zeros_observation
+from neon_jax.nets import NetDims
 from neon_jax.presets import Preset
 from neon_jax.rollout import policy_keys
 from neon_jax.rollout import policy_program as cached_policy_program
@@ -84,20 +85,28 @@ class Agent:
         chosen = jnp.where(policy.greedy, jnp.argmax(logits), jax.random.categorical(k_sample, logits))
         return jnp.where(policy.uniform, jax.random.randint(k_uniform, (), 0, NUM_ACTIONS), chosen)
 
-    def observation_preset(self, preset: Preset) -> Preset:
+    def observation_preset(self, preset: Preset, dims: NetDims | None = None) -> Preset:
         """`preset` with this agent's state-map sizes, so an agent trained at one scale observes networks of
-        another (the networks' schedules stay `preset`'s). The compact architecture reads maps of any size."""
-        if self.config.architecture == "compact" or (
-                (preset.feature_rows, preset.feature_width) == (self.preset.feature_rows, self.preset.feature_width)):
-            return preset
-        if self.preset.feature_width < preset.w_max or self.preset.feature_rows < preset.max_hidden + 1:
-            raise ValueError(
-                f"this agent's state maps hold {self.preset.feature_rows - 1} hidden layers of up to "
-                f"{self.preset.feature_width} neurons (preset {self.preset.name!r}); networks of preset "
-                f"{preset.name!r} have up to {preset.max_hidden} layers of {preset.w_max}")
-        return dataclasses.replace(preset, feature_rows=self.preset.feature_rows,
-                                   feature_width=self.preset.feature_width)
+        another (the networks' schedules stay `preset`'s).
 
+        The original architecture reads maps of its own (rows, columns); a layer wider than its columns is seen
+        through evenly spaced neurons (`features.compact_neurons`). The compact architecture reads maps of any
+        size: its columns become wide enough for every neuron of `dims` (default: `preset`'s networks).
+        Raises a clear error when the networks have more hidden layers than the maps have rows.
+        """
+        max_hidden = preset.max_hidden if dims is None else dims.max_hidden
+        widest = preset.w_max if dims is None else max(dims.w_max, dims.k_max)
+        if self.config.architecture == "compact":
+            rows, width = max(preset.feature_rows, max_hidden + 1), max(preset.feature_width, widest)
+        else:
+            rows, width = self.preset.feature_rows, self.preset.feature_width
+        if rows < max_hidden + 1:
+            raise ValueError(
+                f"this agent's state maps hold {rows - 1} hidden layers (preset {self.preset.name!r}); these "
+                f"networks have up to {max_hidden}")
+        if (rows, width) == (preset.feature_rows, preset.feature_width):
+            return preset
+        return dataclasses.replace(preset, feature_rows=rows, feature_width=width)
 
 
 def policy_program(env, agent: Agent):

@@ -6,7 +6,17 @@ layer, and what a fine-tune may train), `model` (the masked flax module, initial
 (narrowing a hidden layer), `dense` (compaction to a plain network with its real widths, and back).
 """
 
-from neon_jax.nets.arch import Arch, NetDims, count_params, fan_ins, layer_input_masks, make_arch, sample_arch
+from neon_jax.nets.arch import (
+    Arch,
+    NetDims,
+    bucket_width,
+    count_params,
+    fan_ins,
+    layer_input_masks,
+    make_arch,
+    sample_arch,
+    widest_layers,
+)
 from neon_jax.nets.cuts import CUTS, cut, largest_norm_mask, narrow, prefix_mask, take_rebuilt
 from neon_jax.nets.dense import DenseNetwork, compact, expand, load_dense_network, repad, save_dense_network
 from neon_jax.nets.layout import (
@@ -43,7 +53,8 @@ from neon_jax.nets.model import (
 
 __all__ = [
     "Arch", "BN_EPS", "BN_MOMENTUM", "CUTS", "DenseNetwork", "Hints", "MaskedBatchNorm", "MaskedMLP", "NEG_LOGIT",
-    "NetDims", "Trainable", "batchnorm", "batchnorm_affine", "batchnorm_name", "bias", "compact", "count_params",
+    "NetDims", "Trainable", "batchnorm", "batchnorm_affine", "batchnorm_name", "bias", "bucket_width", "compact",
+    "count_params", "widest_layers",
     "cut", "dropout_keep_mask", "expand", "fan_ins", "init_network", "init_population", "is_batchnorm", "kernel",
     "kernel_names", "kernels", "largest_norm_mask", "layer_input_masks", "linear_name", "load_dense_network", "make_arch",
     "make_model", "narrow", "param_layer", "param_mask", "prefix_mask", "real_weight_masks", "repad",

@@ -185,34 +185,53 @@ def expand(net: DenseNetwork, dims: NetDims) -> tuple[dict, Arch]:
 
 
 def repad(variables: dict, arch: Arch, dims_from: NetDims, dims_to: NetDims) -> tuple[dict, Arch]:
-    """Zero-pads one network (or a population: leading axes are kept) from `dims_from` to larger `dims_to`.
+    """Zero-pads one network (or a population: leading axes are kept) from `dims_from` to `dims_to`, each of whose
+    four sizes (d_max, k_max, max_hidden, w_max) is at least `dims_from`'s.
 
-    Used to put networks of several datasets (different d_max / k_max) into one population. The outputs on the
-    real features and classes are unchanged (padding contributes nothing).
+    Puts networks of several datasets (different d_max / k_max) or of several width buckets into one population.
+    Neurons keep their columns and added hidden layers lie past every network's depth, so the outputs, the
+    statistics and (with `torch_linear_init`'s and dropout's padding-independent draws) the training of the real
+    network are unchanged.
     """
-    if dims_to.max_hidden != dims_from.max_hidden or dims_to.w_max != dims_from.w_max:
-        raise ValueError("repad only changes d_max and k_max; max_hidden and w_max must match (same preset)")
-    if dims_to.d_max < dims_from.d_max or dims_to.k_max < dims_from.k_max:
-        raise ValueError(f"cannot shrink padded dims from {dims_from} to {dims_to}")
+    grow = [(f, getattr(dims_from, f), getattr(dims_to, f)) for f in ("d_max", "k_max", "max_hidden", "w_max")]
+    shrunk = [f"{f} {a} -> {b}" for f, a, b in grow if b < a]
+    if shrunk:
+        raise ValueError(f"repad only grows the padded dims; cannot shrink {', '.join(shrunk)}")
     dd, dk = dims_to.d_max - dims_from.d_max, dims_to.k_max - dims_from.k_max
+    dw, H0, H1 = dims_to.w_max - dims_from.w_max, dims_from.max_hidden, dims_to.max_hidden
 
-    def pad_last(a, n, value=0.0):
-        return jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, n)], constant_values=value)
-
-    def pad_axis(a, axis, n):
+    def pad(a, value=0.0, **axes):  # axes: {"a<k>": n} pads axis -k by n
         widths = [(0, 0)] * a.ndim
-        widths[axis] = (0, n)
-        return jnp.pad(a, widths)
+        for name, n in axes.items():
+            widths[-int(name[1:])] = (0, n)
+        return jnp.pad(a, widths, constant_values=value)
 
-    params = dict(variables["params"])
-    stats = dict(variables["batch_stats"])
-    first, bn, out = linear_name(0, dims_to.max_hidden), batchnorm_name(0), linear_name(dims_to.max_hidden,
-                                                                                        dims_to.max_hidden)
-    params[f"{first}_kernel"] = pad_axis(params[f"{first}_kernel"], -2, dd)
-    params[bn] = {"scale": pad_last(params[bn]["scale"], dd, 1.0), "bias": pad_last(params[bn]["bias"], dd)}
-    stats[bn] = {"mean": pad_last(stats[bn]["mean"], dd), "var": pad_last(stats[bn]["var"], dd, 1.0)}
-    params[f"{out}_kernel"] = pad_last(params[f"{out}_kernel"], dk)
-    params[f"{out}_bias"] = pad_last(params[f"{out}_bias"], dk)
+    def bn_pad(p, s, n):
+        return ({"scale": pad(p["scale"], 1.0, a1=n), "bias": pad(p["bias"], a1=n)},
+                {"mean": pad(s["mean"], a1=n), "var": pad(s["var"], 1.0, a1=n)})
+
+    src_p, src_s = variables["params"], variables["batch_stats"]
+    params, stats = {}, {}
+    lead = src_p["output_bias"].shape[:-1]
+    for j in range(H1):
+        name, bn = linear_name(j, H1), batchnorm_name(j)
+        n_in = dd if j == 0 else dw
+        if j < H0:
+            old = linear_name(j, H0)
+            params[f"{name}_kernel"] = pad(src_p[f"{old}_kernel"], a2=n_in, a1=dw)
+            params[f"{name}_bias"] = pad(src_p[f"{old}_bias"], a1=dw)
+            params[bn], stats[bn] = bn_pad(src_p[bn], src_s[bn], n_in)
+        else:  # a layer past every network's depth: zeros, and a batch-norm at its defaults
+            w = dims_to.w_max
+            params[f"{name}_kernel"] = jnp.zeros(lead + (w, w), jnp.float32)
+            params[f"{name}_bias"] = jnp.zeros(lead + (w,), jnp.float32)
+            params[bn] = {"scale": jnp.ones(lead + (w,), jnp.float32), "bias": jnp.zeros(lead + (w,), jnp.float32)}
+            stats[bn] = {"mean": jnp.zeros(lead + (w,), jnp.float32), "var": jnp.ones(lead + (w,), jnp.float32)}
+    params["output_kernel"] = pad(src_p["output_kernel"], a2=dw, a1=dk)
+    params["output_bias"] = pad(src_p["output_bias"], a1=dk)
+    dh = H1 - H0
+    arch = arch.replace(mask=pad(arch.mask, a2=dh, a1=dw), activation=pad(arch.activation, a1=dh),
+                        pre_layer=pad(arch.pre_layer, a1=dh))
     return {"params": params, "batch_stats": stats}, arch
 
 

@@ -28,9 +28,17 @@ BN_EPS = 1e-5  # PyTorch BatchNorm1d defaults
 BN_MOMENTUM = 0.1
 
 def torch_linear_init(key, shape, fan_in):
-    """PyTorch's default Linear init (kaiming-uniform with a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    """PyTorch's default Linear init (kaiming-uniform with a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    The draw does not depend on the padding: row i of a (rows, cols) kernel comes from ``fold_in(key, i)`` and its
+    first c entries are the same for any padded cols >= c (threefry's counters run along the row), so a network
+    initialised at a wider bucket holds the same real weights. A 1-D shape (a bias) is one such row.
+    """
     bound = 1.0 / jnp.sqrt(jnp.maximum(fan_in, 1.0))
-    return jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0) * bound
+    if len(shape) == 1:
+        return jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0) * bound
+    rows = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), shape[1:], jnp.float32, -1.0, 1.0))
+    return rows(jnp.arange(shape[0])) * bound
 
 
 def _activate(z: jax.Array, code: jax.Array) -> jax.Array:
@@ -47,12 +55,15 @@ def dropout_keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> ja
 
     `jax.random.bernoulli` spends a 32-bit threefry word per element; for the paper's rate 0.5 one bit per
     element is exact (32 elements per word), other rates use 8 bits per element (resolved to 1/256). Bits are
-    laid out along the last axis so the unpacking is a free reshape. Under vmap every layer draws a mask whether
+    laid out along the last axis so the unpacking is a reshape, and drawn feature-major so that the mask of the
+    first c features is the same at any padded width. Under vmap every layer draws a mask whether
     or not it has dropout, so this is a large share of a small network's training step.
     """
     lead, width = shape[:-1], shape[-1]
     per_word, bits = (32, 1) if rate == 0.5 else (4, 8)
-    words = jax.random.bits(key, lead + (-(-width // per_word),), jnp.uint32)
+    # words drawn column-major (the feature axis leading), so a wider padding only appends words: the mask of
+    # the real features does not depend on the bucket
+    words = jnp.moveaxis(jax.random.bits(key, (-(-width // per_word),) + lead, jnp.uint32), 0, -1)
     shifts = jnp.arange(per_word, dtype=jnp.uint32) * bits
     fields = (words[..., None] >> shifts) & ((1 << bits) - 1)
     fields = fields.reshape(lead + (-1,))[..., :width]
@@ -230,6 +241,10 @@ class MaskedMLP(nn.Module):
             return frozen(j, jax.lax.stop_gradient(h), bn_vars, kernel, bias, drop_key)
 
         class_mask = arch.class_mask(dims.k_max).astype(jnp.float32)
+        # the output Linear's parameters are created first: flax draws a module's parameter keys in creation
+        # order, so the output's key (and each hidden Linear's) is then the same at any max_hidden
+        out_kernel, out_bias = linear(linear_name(dims.max_hidden, dims.max_hidden), (dims.w_max, dims.k_max),
+                                      fans[-1], arch.mask[arch.depth - 1], class_mask)
         h = x
         hidden_outputs = []
         for j in range(dims.max_hidden):
@@ -256,10 +271,7 @@ class MaskedMLP(nn.Module):
             if train:
                 bn.set_running(new_mean, new_var)
             hidden_outputs.append(out)
-        last_mask = arch.mask[arch.depth - 1]
-        kernel, bias = linear(linear_name(dims.max_hidden, dims.max_hidden), (dims.w_max, dims.k_max), fans[-1],
-                              last_mask, class_mask)
-        logits = jnp.where(class_mask > 0, h @ kernel + bias, NEG_LOGIT)
+        logits = jnp.where(class_mask > 0, h @ out_kernel + out_bias, NEG_LOGIT)
         if return_hidden:
             return logits, jnp.stack(hidden_outputs)
         return logits

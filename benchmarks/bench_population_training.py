@@ -24,6 +24,7 @@ Writes ``benchmarks/results/population_training_<preset>_<device>.json`` (see be
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -213,7 +214,7 @@ def choose_torch_threads(setting, dense_nets, x, y, batch_size, lr, seed, device
 
 def bench_population(p: int, *, preset, dims, n_features, n_classes, model, trainer, data, x_train, y_train, x_check,
                      epochs, batch_size, repeats, torch_repeats, seed, torch_max_nets, torch_device, parity_nets,
-                     torch_threads="auto", skip_torch=False, chunk_size=None) -> dict:
+                     torch_threads="auto", skip_torch=False, chunk_size=None, buckets=False) -> dict:
     """Times one population size on both sides (after the parity checks); returns its JSON record.
 
     The JAX side is ``trainer.train`` with ``chunk_size=None`` (one vmap over the population: the original
@@ -412,6 +413,13 @@ def bench_population(p: int, *, preset, dims, n_features, n_classes, model, trai
                      "steps none of a chunk's networks has skipped (the library default on one CPU device); "
                      "same keys, numbers equal up to float rounding amplified by Adam"),
         }
+    if buckets:
+        res["jax_buckets"] = bench_buckets(
+            p, preset=preset, dims=dims, archs=host_archs, k_init=k_init, k_train=k_train, data=data,
+            epochs=epochs, batch_size=batch_size, repeats=repeats, chunk_size=chunk_size or "auto",
+            padded_losses=jax_losses, padded_probs=trained_probs, x_check_pad=x_check_pad, torch_s=torch_s,
+            padded_s=jax_s, padded_chunks_s=min(chunked_times) if chunked_times else None,
+            real_flops=real_flops, n_batches=n_batches)
     if torch_per_net is not None:
         res["torch_s_per_network"] = torch_per_net
     res["load_average_1min"] = {"start": load_start, "end": os.getloadavg()[0]}
@@ -424,6 +432,58 @@ def bench_population(p: int, *, preset, dims, n_features, n_classes, model, trai
     }
     res["stage_seconds"] = stages
     return res
+
+
+def bench_buckets(p, *, preset, dims, archs, k_init, k_train, data, epochs, batch_size, repeats, chunk_size,
+                  padded_losses, padded_probs, x_check_pad, torch_s, padded_s, padded_chunks_s, real_flops,
+                  n_batches) -> dict:
+    """The same P networks trained as `zoo.build_zoo` trains them: grouped by width bucket (`zoo.width_buckets`),
+    one program per bucket at its own padded width, each network with the initial weights and keys of the padded
+    run (the draws do not depend on the padding). Compile seconds apart; the run is the sum over buckets of each
+    bucket's best of `repeats`; the per-network losses and outputs are checked against the padded run's."""
+    groups = zoo.width_buckets(archs)
+    init_keys, train_keys = jax.random.split(k_init, p), jax.random.split(k_train, p)
+    losses, probs = np.zeros_like(padded_losses), np.zeros_like(padded_probs)
+    per_bucket, compile_s, run_s, flops = {}, 0.0, 0.0, 0.0
+    for width, idx in groups.items():
+        bdims = dataclasses.replace(dims, w_max=width)
+        model = nets.make_model(bdims, preset)
+        trainer = train.make_trainer(model, preset.learning_rate)
+        barchs = jax.tree_util.tree_map(lambda a: jnp.asarray(a[idx]), archs)
+        barchs = barchs.replace(mask=barchs.mask[..., :width])
+        variables = jax.vmap(lambda k, a: nets.init_network(k, model, a))(init_keys[idx], barchs)
+        opt_state = trainer.init_opt_state(variables)
+        index = jnp.zeros(len(idx), jnp.int32)
+        keys = train_keys[idx]
+        t0 = time.perf_counter()
+        compiled = trainer.train.lower(keys, variables, opt_state, barchs, index, data, epochs=epochs,
+                                       batch_size=batch_size, chunk_size=chunk_size).compile()
+        c = time.perf_counter() - t0
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(compiled(keys, variables, opt_state, barchs, index, data))
+            times.append(time.perf_counter() - t0)
+        losses[idx] = np.asarray(out[2])
+        probs[idx] = np.asarray(jax.nn.softmax(trainer.predict(out[0], barchs, x_check_pad), axis=-1))[
+            ..., :padded_probs.shape[-1]]
+        bflops = len(idx) * epochs * n_batches * batch_size * train_flops_per_row(linear_shapes_padded(bdims))
+        per_bucket[str(width)] = {"networks": int(len(idx)), "compile_s": c, "run_s": min(times),
+                                  "run_s_all_repeats": times}
+        compile_s, run_s, flops = compile_s + c, run_s + min(times), flops + bflops
+    return {
+        "buckets": per_bucket, "compiles": len(groups), "chunk_size": chunk_size, "compile_s": compile_s,
+        "run_s": run_s, "speedup": (torch_s / run_s) if torch_s else None,
+        "over_padded_one_vmap": padded_s / run_s,
+        "over_padded_sorted_chunks": (padded_chunks_s / run_s) if padded_chunks_s else None,
+        "padded_matmul_flops": float(flops), "padded_over_real": float(flops / real_flops),
+        "epoch_loss_max_abs_diff_vs_padded": float(np.abs(losses - padded_losses).max()),
+        "check_probabilities_max_abs_diff_vs_padded": float(np.abs(probs - padded_probs).max()),
+        "note": ("zoo.build_zoo's path: one program per width bucket (the widest layer rounded up onto "
+                 "nets.bucket_width's ladder), networks sorted by depth in chunks within a bucket; the matmul FLOPs "
+                 "count every layer at its bucket's width up to max_hidden (the chunks skip the layers past a "
+                 "chunk's deepest network, so the real work is less)"),
+    }
 
 
 def make_notes(result: dict, dims: nets.NetDims, extra: list[str]) -> list[str]:
@@ -490,6 +550,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--parity-nets", type=int, default=4,
                     help="networks per population whose train-mode loss/gradients are checked")
     ap.add_argument("--matmul-precision", default="highest", help="jax_default_matmul_precision (float32: highest)")
+    ap.add_argument("--chunk-size", type=int, default=None,
+                    help="also time the depth-sorted chunks of this size (the library default on one CPU: 4)")
+    ap.add_argument("--buckets", action="store_true",
+                    help="also time the networks grouped by width bucket, as zoo.build_zoo trains them")
     ap.add_argument("--out", default=None, help="output JSON path")
     ap.add_argument("--note", action="append", default=[], help="free-text note for the JSON (repeatable)")
     args = ap.parse_args(argv)
@@ -562,7 +626,8 @@ def main(argv=None) -> dict:
                              repeats=args.repeats, torch_repeats=args.torch_repeats, seed=args.seed,
                              torch_max_nets=args.torch_max_nets,
                              torch_device=torch_device, parity_nets=args.parity_nets,
-                             torch_threads=torch_threads, skip_torch=args.skip_torch)
+                             torch_threads=torch_threads, skip_torch=args.skip_torch,
+                             chunk_size=args.chunk_size, buckets=args.buckets)
         result["results"].append(r)
         fmt = lambda v, f: format(v, f) if v is not None else "-"
         print(f"{p:>5} {r['jax_compile_s']:>13.2f} {r['jax_run_s']:>10.3f} {fmt(r['torch_run_s'], '>10.3f')} "
@@ -571,6 +636,17 @@ def main(argv=None) -> dict:
               f"{r['flops']['padded_over_real']:>14.1f}"
               + (f"  (torch: {r['torch_nets_timed']}/{p} nets timed, extrapolated)" if r["torch_extrapolated"] else ""),
               flush=True)
+        if "jax_sorted_chunks" in r:
+            c = r["jax_sorted_chunks"]
+            print(f"      sorted chunks of {c['chunk_size']}: run {c['run_s']:.3f} s, speedup "
+                  f"{fmt(c['speedup'], '.2f')}", flush=True)
+        if "jax_buckets" in r:
+            b = r["jax_buckets"]
+            counts = ", ".join(f"{w}: {v['networks']}" for w, v in b["buckets"].items())
+            print(f"      width buckets {counts}: "
+                  f"compile {b['compile_s']:.1f} s, run {b['run_s']:.3f} s, speedup {fmt(b['speedup'], '.2f')}, "
+                  f"pad/real flops {b['padded_over_real']:.1f}, loss diff vs padded "
+                  f"{b['epoch_loss_max_abs_diff_vs_padded']:.1e}", flush=True)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         result["notes"] = make_notes(result, dims, args.note)
         out_path.write_text(json.dumps(result, indent=2) + "\n")  # partial results survive an interrupted run

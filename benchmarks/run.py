@@ -211,10 +211,11 @@ def bench_population(args, mode) -> dict:
             epochs=mode["pop_epochs"], batch_size=preset.train_batch, repeats=mode["pop_repeats"],
             torch_repeats=mode["pop_repeats"], seed=args.seed, torch_max_nets=64 if p > 128 else None,
             torch_device="cpu" if not torch.cuda.is_available() else "cuda", parity_nets=2,
-            torch_threads=args.torch_threads, chunk_size=args.slots or None)
+            torch_threads=args.torch_threads, chunk_size=args.slots or None, buckets=True)
         keep = ("population", "jax_compile_s", "jax_run_s", "jax_run_s_all_repeats", "torch_run_s",
                 "torch_run_s_all_repeats", "speedup", "torch_threads_used", "torch_extrapolated", "parity",
-                "final_epoch_loss_mean", "load_average_1min", "contention", "flops", "jax_sorted_chunks")
+                "final_epoch_loss_mean", "load_average_1min", "contention", "flops", "jax_sorted_chunks",
+                "jax_buckets")
         rows.append({k: r[k] for k in keep if k in r} | {"ratio": r["speedup"]})
         log(f"  jax {r['jax_run_s']:.3f}s (compile {r['jax_compile_s']:.1f}s)  torch {r['torch_run_s']:.3f}s  "
             f"ratio {r['speedup']:.2f}")
@@ -223,6 +224,10 @@ def bench_population(args, mode) -> dict:
             rows[-1]["ratio_sorted_chunks"] = c["speedup"]
             log(f"  sorted chunks of {c['chunk_size']}: jax {c['run_s']:.3f}s (compile {c['compile_s']:.1f}s)  "
                 f"ratio {c['speedup']:.2f}")
+        b = r["jax_buckets"]
+        rows[-1]["ratio_buckets"] = b["speedup"]
+        log(f"  width buckets ({b['compiles']} programs): jax {b['run_s']:.3f}s (compile {b['compile_s']:.1f}s)  "
+            f"ratio {b['speedup']:.2f}")
     return {"settings": {"dataset": dataset, "preset": preset.name, "epochs": mode["pop_epochs"],
                          "batch_size": preset.train_batch, "rows_train": int(len(y_train))},
             "results": rows}

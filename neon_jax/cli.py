@@ -87,7 +87,7 @@ def cmd_zoo(args) -> int:
         if not args.quiet:
             print(format_table(["net", "split", "widths", "params", "train acc", "test acc"], rows))
         print(f"{name}: {len(zoo)} networks in {time.perf_counter() - start:.1f}s, test accuracy "
-              f"mean {zoo.test_accuracy.mean():.3f} (majority class {majority:.3f}) -> {path}")
+              f"mean {zoo.test_accuracy.mean(dtype='float64'):.3f} (majority class {majority:.3f}) -> {path}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Named scale presets: `paper` (the original's scales), `cpu` (minutes on 2 cores) and `tiny` (tests).
+"""Named scale presets: `paper` (the original's scales), `cpu` (minutes on 2 cores), `wide` (the paper's widths on
+CPU schedules) and `tiny` (tests).
 
 A preset fixes every size that shapes a compiled program (padded widths, depth, feature width, sample size) and
 every schedule length (epochs, batch sizes, patience). Values in `paper` follow neon_spec.md §2.4, §3, §7; the
@@ -88,6 +89,15 @@ PRESETS: dict[str, Preset] = {
         name="cpu", max_hidden=6, widths=tuple(range(8, 65, 8)),
         train_epochs=60, train_batch=64, finetune_epochs=10, finetune_batch=32, patience=3,
         feature_width=64, activation_sample=500, max_rows=3000,
+    ),
+    # The paper's architecture space (widths 100..1000, up to 6 hidden layers, same layer types) with schedules a
+    # 2-core CPU can afford: 30 training epochs, fine-tuning up to 10 epochs with patience 3, a 500-row activation
+    # sample, datasets capped at 1000 rows. For evaluating agents on networks of the paper's widths; networks train
+    # and fine-tune at their own width buckets (`nets.bucket_width`), not padded to 1000.
+    "wide": Preset(
+        name="wide", max_hidden=6, widths=tuple(range(100, 1001, 100)),
+        train_epochs=30, train_batch=64, finetune_epochs=10, finetune_batch=32, patience=3,
+        feature_width=1000, activation_sample=500, max_rows=1000,
     ),
     # For tests: seconds, not minutes. Up to 3 hidden layers of width 4..16.
     "tiny": Preset(

@@ -122,6 +122,18 @@ def _shuffle_real_rows(key, n_real, n_max, n_padded):
     return jnp.pad(perm, (0, n_padded - n_max))
 
 
+def network_keys(key: jax.Array, n: int) -> jax.Array:
+    """One key per network of a population: `key` split n ways, or `key` itself when it already holds n keys
+    (raw keys (n, 2) or typed keys (n,)). Passing a network its own key makes its training independent of which
+    population (bucket) it runs in."""
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if key.ndim == (1 if typed else 2):
+        if key.shape[0] != n:
+            raise ValueError(f"{key.shape[0]} keys for a population of {n} networks")
+        return key
+    return jax.random.split(key, n)
+
+
 @functools.cache
 def make_trainer(model: MaskedMLP, learning_rate: float = 1e-3, double_softmax: bool = True):
     """Builds the jitted population functions for one model shape. Cached: one compile per shape and schedule.
@@ -390,7 +402,7 @@ class _Trainer:
         """Trains every network of the population on its dataset (base-network training, neon_spec.md §7).
 
         Args:
-          key: PRNG key.
+          key: PRNG key (split into one per network) or (P,) keys, one per network (`network_keys`).
           variables: population variables (leading axis P).
           opt_state: population Adam state from `init_opt_state` or a previous call (so a long schedule can
             run in chunks of epochs with a progress bar between them and the same compiled program).
@@ -408,7 +420,7 @@ class _Trainer:
         """
         max_hidden = archs.mask.shape[-2]
         everything = Trainable.everything(max_hidden)
-        keys = jax.random.split(key, archs.depth.shape[0])
+        keys = network_keys(key, archs.depth.shape[0])
         chunk_size = resolve_chunk_size(chunk_size)
         if chunk_size is None:
             return jax.vmap(
@@ -431,7 +443,7 @@ class _Trainer:
 
         `trainable` has a leading axis P. Returns (variables, info) with info["epochs"] (P,) epochs run.
         """
-        keys = jax.random.split(key, archs.depth.shape[0])
+        keys = network_keys(key, archs.depth.shape[0])
         return jax.vmap(
             lambda k, v, a, i, t: self.finetune_one(k, v, a, i, data, t, max_epochs, batch_size, patience)
         )(keys, variables, archs, dataset_index, trainable)

@@ -120,18 +120,34 @@ class Zoo:
         }
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _sample_population(k_arch, k_init, model, preset, n, n_features, n_classes):
-    """Architectures and initial variables of `n` networks under one jit (eagerly this is ~150 small compiles)."""
-    archs = jax.vmap(lambda k: nets.sample_arch(k, preset, model.dims, n_features, n_classes))(
-        jax.random.split(k_arch, n))
-    return archs, nets.init_population(k_init, model, archs)
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _sample_archs(k_arch, preset, dims, n, n_features, n_classes):
+    """`n` random architectures at the preset's widest shape, under one jit."""
+    return jax.vmap(lambda k: nets.sample_arch(k, preset, dims, n_features, n_classes))(jax.random.split(k_arch, n))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_networks(model, keys, archs):
+    """Initial variables of a population, one key per network (eagerly this is ~150 small compiles)."""
+    return jax.vmap(lambda k, a: nets.init_network(k, model, a))(keys, archs)
+
+
+def width_buckets(archs: nets.Arch) -> dict[int, np.ndarray]:
+    """{bucket width: indices of the networks whose widest hidden layer rounds up to it} (`nets.bucket_width`)."""
+    buckets = np.array([nets.bucket_width(w) for w in np.atleast_1d(nets.widest_layers(archs))])
+    return {int(b): np.flatnonzero(buckets == b) for b in np.unique(buckets)}
 
 
 def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: int = 6, seed: int = 0,
               epochs: int | None = None, progress: Callable[[int, int], None] | None = None,
               chunk_epochs: int = 5) -> Zoo:
-    """Samples `n` random architectures and trains them together (one compiled program).
+    """Samples `n` random architectures and trains them, one compiled program per width bucket.
+
+    The networks are grouped by their widest hidden layer rounded up onto `nets.bucket_width`'s ladder and each
+    group trains at its own padded width, so a zoo of the paper's widths does not pay for 1000-wide padding on its
+    100-wide networks. Each network keeps its own initialisation, shuffle and dropout keys, and neither draw
+    depends on the padding, so a network trains as it would alone (up to float rounding). The zoo is stored at
+    its widest bucket (`nets.repad`); ``meta["buckets"]`` records {width: networks} and the seconds of each.
 
     Args:
       prepared: the dataset from `prepare_data`.
@@ -140,43 +156,65 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
       seed: seeds the architectures, initialisations, shuffles and the held-out choice (together with the
         dataset's name, so that zoos of different datasets draw different architectures).
       epochs: overrides `preset.train_epochs`.
-      progress: called as progress(epochs_done, epochs_total) between chunks of `chunk_epochs` epochs.
+      progress: called as progress(epochs_done, epochs_total) between chunks of `chunk_epochs` epochs (the
+        epochs of every bucket count: a zoo of two buckets reports 2 x epochs in all).
     """
     if not 0 <= n_heldout < n:
         raise ValueError(f"n_heldout must be in 0..{n - 1}, got {n_heldout}")
     epochs = preset.train_epochs if epochs is None else epochs
     s = prepared.splits
-    dims = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
-    model = nets.make_model(dims, preset)
+    widest = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
     # The dataset's name is folded into the key: the paper draws each dataset's architectures afresh, and one key
     # for all would give every zoo the same 30 architectures and the same held-out indices.
     dataset_key = zlib.crc32(prepared.dataset.name.encode()) & 0x7FFFFFFF
     k_arch, k_init, k_train = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), dataset_key), 3)
-    archs, variables = _sample_population(k_arch, k_init, model, preset, n, prepared.n_features, prepared.n_classes)
-    train_data = train.stack_data([(s.x_train, s.y_train)], dims.d_max)
-    test_data = train.stack_data([(s.x_test, s.y_test)], dims.d_max)
-    trainer = train.make_trainer(model, preset.learning_rate)
-    opt_state = trainer.init_opt_state(variables)
-    index = jnp.zeros(n, jnp.int32)
+    all_archs = _sample_archs(k_arch, preset, widest, n, prepared.n_features, prepared.n_classes)
+    init_keys = jax.random.split(k_init, n)
+    chunks = []
+    while sum(chunks) < epochs:
+        chunks.append(min(chunk_epochs, epochs - sum(chunks)))
+    train_keys = jax.random.split(k_train, len(chunks))  # chunk c: network i trains with split(train_keys[c], n)[i]
+    buckets = width_buckets(all_archs)
+    dims = dataclasses.replace(widest, w_max=max(buckets))
+    train_data = train.stack_data([(s.x_train, s.y_train)], widest.d_max)
+    test_data = train.stack_data([(s.x_test, s.y_test)], widest.d_max)
     start = time.perf_counter()
-    done = 0
-    losses = []
-    while done < epochs:
-        chunk = min(chunk_epochs, epochs - done)
-        k_train, k = jax.random.split(k_train)
-        variables, opt_state, loss = trainer.train(k, variables, opt_state, archs, index, train_data,
-                                                   epochs=chunk, batch_size=preset.train_batch)
-        losses.append(np.asarray(loss))
-        done += chunk
-        if progress is not None:
-            progress(done, epochs)
+    done, parts, bucket_meta = 0, [], {}
+    for width, idx in buckets.items():
+        bucket_start = time.perf_counter()
+        bdims = dataclasses.replace(widest, w_max=width)
+        model = nets.make_model(bdims, preset)
+        archs = jax.tree_util.tree_map(lambda a: a[idx], all_archs)
+        archs = archs.replace(mask=archs.mask[..., :width])
+        variables = _init_networks(model, init_keys[idx], archs)
+        trainer = train.make_trainer(model, preset.learning_rate)
+        opt_state = trainer.init_opt_state(variables)
+        index = jnp.zeros(len(idx), jnp.int32)
+        losses = []
+        for chunk, key in zip(chunks, train_keys):
+            variables, opt_state, loss = trainer.train(jax.random.split(key, n)[idx], variables, opt_state, archs,
+                                                       index, train_data, epochs=chunk,
+                                                       batch_size=preset.train_batch)
+            losses.append(np.asarray(loss))
+            done += chunk
+            if progress is not None:
+                progress(done, epochs * len(buckets))
+        train_acc = np.asarray(trainer.evaluate(variables, archs, index, train_data))
+        test_acc = np.asarray(trainer.evaluate(variables, archs, index, test_data))
+        variables, archs = nets.repad(variables, archs, bdims, dims)
+        parts.append((idx, jax.device_get(variables), jax.device_get(archs), train_acc, test_acc,
+                      np.concatenate(losses, axis=1)[:, -1] if losses else np.full(len(idx), np.nan)))
+        bucket_meta[str(width)] = {"networks": len(idx), "seconds": time.perf_counter() - bucket_start}
+    order = np.argsort(np.concatenate([p[0] for p in parts]))
+    gather = lambda *a: np.concatenate(a)[order]  # noqa: E731
+    variables = jax.tree_util.tree_map(gather, *[p[1] for p in parts])
+    archs = jax.tree_util.tree_map(gather, *[p[2] for p in parts])
+    train_acc, test_acc, final_loss = (gather(*[p[k] for p in parts]) for k in (3, 4, 5))
     finite = np.all([np.isfinite(np.asarray(leaf)).reshape(n, -1).all(1)
                      for leaf in jax.tree_util.tree_leaves(variables)], axis=0)
     if not finite.all():
         raise ValueError(f"{prepared.dataset.name}: networks {', '.join(map(str, np.flatnonzero(~finite)))} of {n} "
                          f"trained to non-finite (NaN or infinite) weights; check the data for extreme values")
-    train_acc = np.asarray(trainer.evaluate(variables, archs, index, train_data))
-    test_acc = np.asarray(trainer.evaluate(variables, archs, index, test_data))
     rng = np.random.default_rng([seed, dataset_key])
     heldout = np.zeros(n, bool)
     heldout[rng.choice(n, n_heldout, replace=False)] = True
@@ -186,6 +224,7 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
         "seed_rule": "per-dataset (crc32 of the name folded into the seed)",
         "epochs": epochs,
         "train_seconds": time.perf_counter() - start,
+        "buckets": bucket_meta,
         "dataset_source": prepared.dataset.source,
         "data_seed": prepared.seed,
         "rows": prepared.dataset.n_rows,
@@ -194,7 +233,7 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
         "split_sizes": {"train": len(s.train_idx), "test": len(s.test_idx), "finetune": len(s.finetune_idx),
                         "val": len(s.val_idx)},
         "split_digest": prepared.split_digest(),
-        "final_train_loss": np.concatenate(losses, axis=1)[:, -1].tolist() if losses else [],
+        "final_train_loss": final_loss.tolist() if epochs else [],
     }
     return Zoo(dataset=prepared.dataset.name, preset=preset, dims=dims, variables=variables, archs=archs,
                train_accuracy=train_acc, test_accuracy=test_acc, heldout=heldout, meta=meta)

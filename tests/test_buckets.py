@@ -116,3 +116,26 @@ def test_cut_and_finetune_do_not_depend_on_the_padding(how):
         one = lambda t: jax.tree_util.tree_map(lambda a: a[i], t)  # noqa: E731
         np.testing.assert_array_equal(one(out[NARROW][1]).widths[:3], one(out[WIDE][1]).widths[:3])
         _assert_same_network(_real(*one(out[NARROW][:2]), NARROW), _real(*one(out[WIDE][:2]), WIDE), atol=2e-4)
+
+
+def test_a_mixed_width_population_trains_each_network_as_it_would_alone():
+    """The population (padded to its widest network) against each network trained alone at its own bucket, with
+    its own keys (`train.network_keys`)."""
+    variables, archs = _population(WIDE)
+    keys = jax.random.split(jax.random.PRNGKey(21), len(SPECS))
+    trainer = train.make_trainer(nets.make_model(WIDE))
+    together, _, _ = trainer.train(keys, variables, trainer.init_opt_state(variables), archs,
+                                   jnp.zeros(3, jnp.int32), _wine_data(WIDE), epochs=2, batch_size=32)
+    for i, (widths, act, pre) in enumerate(SPECS):
+        dims = nets.NetDims.for_widths(max(widths), 13, 3, max_hidden=len(widths))
+        arch = jax.tree_util.tree_map(lambda a: a[None], nets.make_arch(widths, act, pre, 13, 3, dims))
+        init_key = jax.random.split(jax.random.PRNGKey(3), len(SPECS))[i]  # `_population`'s key of network i
+        alone = jax.vmap(lambda k, a: nets.init_network(k, nets.make_model(dims), a))(init_key[None], arch)
+        solo = train.make_trainer(nets.make_model(dims))
+        alone, _, _ = solo.train(keys[i][None], alone, solo.init_opt_state(alone), arch, jnp.zeros(1, jnp.int32),
+                                 _wine_data(dims), epochs=2, batch_size=32)
+        one = lambda t, j: jax.tree_util.tree_map(lambda a: a[j], t)  # noqa: E731
+        _assert_same_network(_real(one(together, i), one(archs, i), WIDE), _real(one(alone, 0), one(arch, 0), dims),
+                             atol=2e-4)
+    with pytest.raises(ValueError, match="2 keys for a population of 3"):
+        train.network_keys(keys[:2], 3)

@@ -64,7 +64,7 @@ def test_zoo_writes_a_loadable_zoo(zoo_run):
     assert sum(" held-out " in line for line in stdout.splitlines()) == 2
     summary = stdout.strip().splitlines()[-1]
     assert summary.startswith("diabetes: 8 networks in ") and str(path) in summary
-    assert f"mean {zoo.test_accuracy.mean():.3f}" in summary
+    assert f"mean {zoo.test_accuracy.mean(dtype='float64'):.3f}" in summary
 
 
 def test_zoo_refuses_to_overwrite_and_quiet_prints_one_line(capsys, zoo_run, shared_data):

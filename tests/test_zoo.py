@@ -60,8 +60,15 @@ def test_prepare_data_uses_the_pima_file_not_sklearns_regression_set(prepared):
 def test_build_zoo_records_networks_splits_and_accuracies(built, prepared):
     zoo, calls = built
     assert len(zoo) == N and zoo.dataset == "diabetes"
-    assert zoo.dims == nets.NetDims.for_preset(TINY, 8, 2)
-    assert calls == [(TINY.train_epochs, TINY.train_epochs)]  # one chunk (3 epochs < chunk of 5)
+    # one program per width bucket (the widest layer rounded up: 4 and 8 -> 8, 12 and 16 -> 16), stored at the
+    # widest bucket present
+    buckets = {int(w): v["networks"] for w, v in zoo.meta["buckets"].items()}
+    widest = nets.widest_layers(zoo.archs)
+    assert buckets == {b: int((np.where(widest <= 8, 8, 16) == b).sum()) for b in (8, 16) if (
+        np.where(widest <= 8, 8, 16) == b).any()}
+    assert zoo.dims == dataclasses.replace(nets.NetDims.for_preset(TINY, 8, 2), w_max=max(buckets))
+    nb = len(buckets)  # one chunk per bucket (3 epochs < chunk of 5)
+    assert calls == [(TINY.train_epochs * (b + 1), TINY.train_epochs * nb) for b in range(nb)]
     # held-out networks: exactly n_heldout, and the subsets partition the zoo
     assert zoo.heldout.dtype == bool and zoo.heldout.sum() == N_HELDOUT
     held, rest = zoo.indices("heldout"), zoo.indices("train")

@@ -71,7 +71,8 @@ def cmd_zoo(args) -> int:
         epochs = preset.train_epochs if args.epochs is None else args.epochs
         start = time.perf_counter()
         with tqdm(total=epochs, desc=f"{name}: {args.n} networks", unit="epoch", disable=args.quiet) as bar:
-            def progress(done, total):
+            def progress(done, total):  # total: the epochs of every width bucket
+                bar.total = total
                 bar.update(done - bar.n)
 
             zoo = zoo_lib.build_zoo(prepared, preset, n=args.n, n_heldout=args.heldout, seed=args.seed,

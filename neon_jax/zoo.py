@@ -184,8 +184,7 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
         bucket_start = time.perf_counter()
         bdims = dataclasses.replace(widest, w_max=width)
         model = nets.make_model(bdims, preset)
-        archs = jax.tree_util.tree_map(lambda a: a[idx], all_archs)
-        archs = archs.replace(mask=archs.mask[..., :width])
+        archs = nets.resize_width(jax.tree_util.tree_map(lambda a: a[idx], all_archs), width)
         variables = _init_networks(model, init_keys[idx], archs)
         trainer = train.make_trainer(model, preset.learning_rate)
         opt_state = trainer.init_opt_state(variables)
@@ -225,6 +224,7 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
         "epochs": epochs,
         "train_seconds": time.perf_counter() - start,
         "buckets": bucket_meta,
+        "train_programs": len(buckets) * len(set(chunks)),  # one per (bucket, chunk length): the compiles
         "dataset_source": prepared.dataset.source,
         "data_seed": prepared.seed,
         "rows": prepared.dataset.n_rows,

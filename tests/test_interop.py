@@ -255,3 +255,34 @@ def test_jax_forward_of_the_compacted_network(wine_splits):
     np.testing.assert_allclose(np.asarray(fn(params, x_te)), net.logits(x_te), atol=1e-5)
     fn, params = interop.jax_forward(net)
     np.testing.assert_allclose(np.asarray(fn(params, x_te)), net.predict_proba(x_te), atol=1e-6)
+
+
+def test_prune_a_512_256_128_torch_model_with_the_shipped_agent_and_export_onnx(tmp_path, capsys, export_deps):
+    """The main job at a width the shipped agent never saw (trained on 8..64): `neon-jax prune --network model.pt`
+    compiles the network at its own bucket (512 wide, 3 deep) and the pruned network round-trips through ONNX."""
+    import onnx
+    from sklearn.datasets import load_iris
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 128),
+                          nn.ReLU(), nn.Linear(128, 3), nn.Softmax(dim=1))
+    torch.save(model, tmp_path / "wide.pt")
+    out = tmp_path / "run"
+    code = cli.main(["prune", "--preset", "tiny", "--agent", "pretrained", "--quiet", "--dataset", "iris",
+                     "--network", str(tmp_path / "wide.pt"), "--passes", "1", "--candidates", "2", "--out", str(out),
+                     "--export", "onnx"])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    report = json.loads((out / "report.json").read_text())
+    assert report["widths_before"] == "512-256-128" and "agent_cpu_tau5" in report["agent"]
+    assert report["params_before"] == sum(p.numel() for p in model.parameters())
+    pruned = nets.load_dense_network(out / "pruned")
+    assert len(pruned.hidden_widths) == 3 and all(w <= b for w, b in zip(pruned.hidden_widths, (512, 256, 128)))
+    graph = onnx.load(out / "pruned.onnx").graph
+    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims[-1] == 4
+    x = load_iris().data.astype(np.float32)
+    x = (x - x.min(0)) / (x.max(0) - x.min(0))
+    onnx_out = interop.run_onnx(out / "pruned.onnx", x)
+    assert onnx_out["logits"].shape == (150, 3)
+    np.testing.assert_allclose(onnx_out["logits"], pruned.logits(x), atol=1e-4)

@@ -69,6 +69,10 @@ def test_build_zoo_records_networks_splits_and_accuracies(built, prepared):
     assert zoo.dims == dataclasses.replace(nets.NetDims.for_preset(TINY, 8, 2), w_max=max(buckets))
     nb = len(buckets)  # one chunk per bucket (3 epochs < chunk of 5)
     assert calls == [(TINY.train_epochs * (b + 1), TINY.train_epochs * nb) for b in range(nb)]
+    # compiles per run are bounded: one training program per bucket (and per chunk length)
+    for width in buckets:
+        model = nets.make_model(dataclasses.replace(zoo.dims, w_max=width), TINY)
+        assert train.make_trainer(model, TINY.learning_rate).train._cache_size() == 1
     # held-out networks: exactly n_heldout, and the subsets partition the zoo
     assert zoo.heldout.dtype == bool and zoo.heldout.sum() == N_HELDOUT
     held, rest = zoo.indices("heldout"), zoo.indices("train")

@@ -123,8 +123,11 @@ def build_zoo(prepared: zoo_lib.PreparedData, preset: Preset, out_dir, n: int, n
     name = prepared.dataset.name
     with tqdm(total=preset.train_epochs, desc=f"zoo {name}: {n} networks", unit="epoch",
               disable=not progress) as bar:
-        zoo = zoo_lib.build_zoo(prepared, preset, n=n, n_heldout=n_heldout, seed=ZOO_SEED,
-                                progress=lambda done, total: bar.update(done - bar.n))
+        def advance(done, total):  # total: the epochs of every width bucket
+            bar.total = total
+            bar.update(done - bar.n)
+
+        zoo = zoo_lib.build_zoo(prepared, preset, n=n, n_heldout=n_heldout, seed=ZOO_SEED, progress=advance)
     return zoo_lib.save_zoo(zoo, built_root(out_dir), overwrite=True)  # `locate_zoos` found no zoo.json there
 
 

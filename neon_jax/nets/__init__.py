@@ -14,6 +14,7 @@ from neon_jax.nets.arch import (
     fan_ins,
     layer_input_masks,
     make_arch,
+    resize_width,
     sample_arch,
     widest_layers,
 )
@@ -57,7 +58,7 @@ __all__ = [
     "count_params", "widest_layers",
     "cut", "dropout_keep_mask", "expand", "fan_ins", "init_network", "init_population", "is_batchnorm", "kernel",
     "kernel_names", "kernels", "largest_norm_mask", "layer_input_masks", "linear_name", "load_dense_network", "make_arch",
-    "make_model", "narrow", "param_layer", "param_mask", "prefix_mask", "real_weight_masks", "repad",
+    "make_model", "narrow", "param_layer", "param_mask", "prefix_mask", "real_weight_masks", "repad", "resize_width",
     "sample_arch", "save_dense_network", "take_rebuilt", "torch_linear_init", "trainable_rows", "with_kernels",
     "zero_dead",
 ]

@@ -66,6 +66,18 @@ def bucket_width(width: int) -> int:
     return 1 << (width - 1).bit_length()
 
 
+def resize_width(arch: Arch, w_max: int) -> Arch:
+    """`arch` (one network or a population) with its neuron masks cut or zero-padded to `w_max` columns; the
+    columns cut must hold no alive neuron (checked on the host)."""
+    mask = arch.mask
+    width = mask.shape[-1]
+    if w_max < width:
+        if np.asarray(jax.device_get(mask))[..., w_max:].any():
+            raise ValueError(f"cannot narrow the masks to {w_max} columns: alive neurons lie beyond it")
+        return arch.replace(mask=mask[..., :w_max])
+    return arch.replace(mask=jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, w_max - width)]))
+
+
 def widest_layers(archs: Arch) -> np.ndarray:
     """(P,) (or () for one network) int: each network's widest alive hidden layer, on the host."""
     return np.asarray(jax.device_get(archs.mask)).sum(-1).max(-1).astype(int)

@@ -132,7 +132,8 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
       data_dir: folder(s) of CSV datasets.
       network: a `DenseNetwork`, a PyTorch file (``.pt``: ``torch.save`` of an ``nn.Sequential`` or of
         ``{"state_dict", "layers"}``, see `interop.from_torch_file`), a ``.safetensors`` export, or a path written by
-        `nets.save_dense_network`; None trains a random base network of the preset's architecture space first.
+        `nets.save_dense_network`, of any width and up to ``feature_rows - 1`` (9) hidden layers; None trains a
+        random base network of the preset's architecture space first.
       tau: tolerated accuracy drop in points (paper: 1, 5, 50).
       passes: visits per hidden layer (paper's best: 4).
       agent: "pretrained" (the agent shipped for the preset), "random", or a checkpoint path.
@@ -147,8 +148,9 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
       candidate won (episode, step; -1 / 0 = the original), how many were within tau, the seconds of each stage
       (``load``: agent, network file and data; ``base_network``: training it when none is given; ``compile``: the
       environment and the pruning program, compiled or read from the persistent cache; ``run``: the episodes;
-      ``report``: compaction and latency; ``total``: their sum, the call's wall time) and the measured NumPy
-      batch-256 latency before / after.
+      ``report``: compaction and latency; ``total``: their sum, the call's wall time), the measured NumPy
+      batch-256 latency before / after, and ``padded_shape``: the compiled program's shape (the network's own
+      width bucket, `nets.bucket_width`, and its depth).
     """
     tau = validate_tau(tau)
     preset = get_preset(preset)
@@ -222,6 +224,9 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         "classes": prepared.n_classes, "preset": preset.name, "tau": tau, "passes": passes, "agent": agent_desc,
         "greedy": greedy, "seed": seed, "cut": cut, "select": select, "episodes": episodes,
         "sampled_episodes": sampled, "greedy_episode": with_greedy,
+        # the compiled program's shape: the network's own width bucket and depth, not the preset's widest
+        "padded_shape": {"w_max": pool.dims.w_max, "max_hidden": pool.dims.max_hidden, "d_max": pool.dims.d_max,
+                         "k_max": pool.dims.k_max},
         **row,
         "chosen": {"episode": row["chosen_episode"], "step": row["chosen_step"],
                    "greedy": bool(with_greedy and row["chosen_episode"] == sampled),

@@ -12,8 +12,12 @@
 3. Exports the pruned network to ONNX and PyTorch and checks both against the pruned network's NumPy forward pass
    on the test split (shapes and probabilities).
 
+4. Times one environment step of the same network (a keep-0.6 cut of layer 0 and the fine-tune after it) at its
+   bucket and at the paper preset's padded shape (six 1000-wide layers), warm, best of 3: what padding to the
+   preset's widest would cost.
+
 Writes ``benchmarks/results/prune_wide_<preset>.json`` (seconds per stage of both calls, the padded shape, the
-chosen widths, compression, accuracy change, the ONNX check).
+chosen widths, compression, accuracy change, the ONNX check, the padding comparison).
 """
 
 from __future__ import annotations
@@ -58,6 +62,34 @@ def train_torch_model(prepared, widths, epochs: int, seed: int):
     with torch.no_grad():
         test_acc = float((model(torch.tensor(s.x_test, dtype=torch.float32)).argmax(1).numpy() == s.y_test).mean())
     return model, time.perf_counter() - start, test_acc
+
+
+def time_env_step(network, prepared, preset, dims, tau: float, repeats: int = 3) -> dict:
+    """Warm seconds of one environment step (a keep-0.6 cut of the first hidden layer and the fine-tune that
+    follows) of `network` placed at `dims`: best of `repeats`, compile apart."""
+    import jax
+    import jax.numpy as jnp
+
+    from neon_jax import nets
+    from neon_jax.env import EnvConfig, NeonEnv, make_env_params
+
+    env = NeonEnv(EnvConfig(passes=4, cut="keep_best"), dims, preset)
+    variables, arch = nets.expand(network, dims)
+    params = make_env_params(variables, arch, prepared.splits, dims, tau)
+    reset, step = jax.jit(env.reset), jax.jit(env.step)
+    key = jax.random.PRNGKey(0)
+    _, state = reset(key, params)
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(step(key, state, jnp.int32(4), params))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(step(key, state, jnp.int32(4), params))
+        times.append(time.perf_counter() - t0)
+    return {"w_max": dims.w_max, "max_hidden": dims.max_hidden, "first_call_s": first, "step_s": min(times),
+            "step_s_all": times, "finetune_epochs": int(out[5]["finetune_epochs"]),
+            "widths_after": [int(w) for w in out[1].arch.widths[:len(network.hidden_widths)]]}
 
 
 def main(argv=None) -> int:
@@ -116,6 +148,17 @@ def main(argv=None) -> int:
                       "same_classes": bool((onnx_out.argmax(1) == expected.argmax(1)).all()),
                       "torch_roundtrip_widths": reloaded.hidden_widths}
     dims = nets.NetDims.for_widths(max(widths), prepared.n_features, prepared.n_classes, max_hidden=len(widths))
+    # the cost of padding: one environment step of the same network at its bucket and at the paper preset's
+    # padded shape (six 1000-wide layers; what the network would have cost before the buckets)
+    net = interop.from_torch(model)
+    paper = get_preset("paper")
+    padded = nets.NetDims.for_preset(paper, prepared.n_features, prepared.n_classes)
+    steps = {"bucket": time_env_step(net, prepared, preset, dims, args.tau),
+             "paper_padding": time_env_step(net, prepared, preset, padded, args.tau)}
+    steps["padding_cost"] = steps["paper_padding"]["step_s"] / steps["bucket"]["step_s"]
+    print(f"one env step (keep 0.6 of layer 0, then the fine-tune): {steps['bucket']['step_s']:.2f} s at "
+          f"{dims.w_max} x {dims.max_hidden}, {steps['paper_padding']['step_s']:.2f} s padded to "
+          f"{padded.w_max} x {padded.max_hidden} (x{steps['padding_cost']:.2f})", flush=True)
     record = {
         "benchmark": "prune_wide", "device": jax.devices()[0].device_kind, "platform": platform.platform(),
         "cpus": __import__("os").cpu_count(), "jax": jax.__version__, "torch": torch.__version__,
@@ -127,7 +170,9 @@ def main(argv=None) -> int:
         "model": {"widths": widths, "torch_train_seconds": train_s, "torch_test_accuracy": torch_acc,
                   "epochs": args.epochs},
         "padded_shape": {"w_max": dims.w_max, "max_hidden": dims.max_hidden,
-                         "before_buckets": {"w_max": "refused (wider than the preset's 64)"}},
+                         "before_buckets": "refused at the cpu preset (wider than its 64); the paper preset would "
+                                           "pad it to 6 x 1000"},
+        "env_step_bucket_vs_paper_padding": steps,
         "calls": calls,
         "result": {k: r[k] for k in ("widths_before", "widths_after", "params_before", "params_after", "compression",
                                      "acc_change_points", "within_tau", "agent", "episodes") if k in r},

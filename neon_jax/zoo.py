@@ -1,8 +1,9 @@
 """The base-network zoo: N trained random networks per dataset, saved with their splits (neon_spec.md §1.5, §7).
 
-A zoo of one dataset is one population trained under one jit. On disk, ``<out>/<dataset>/`` holds
-``zoo.json`` (preset, seeds, architectures, accuracies, the train / held-out network split, the data split
-sizes and a digest of the split indices) and ``networks.npz`` (the stacked padded variables and `Arch`).
+A zoo of one dataset is one population, trained as one jit program per width bucket and stored at its widest
+bucket. On disk, ``<out>/<dataset>/`` holds ``zoo.json`` (preset, seeds, architectures, accuracies, the train /
+held-out network split, the data split sizes, the buckets and a digest of the split indices) and ``networks.npz``
+(the stacked padded variables and `Arch`).
 """
 
 from __future__ import annotations

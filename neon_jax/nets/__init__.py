@@ -1,9 +1,10 @@
 """Masked dense networks: the NEON architecture space at fixed padded shapes.
 
-Every network of a run has the same array shapes, with neuron masks for the rest (DESIGN.md). One room, four
-walls: `arch` (padded shapes, one network's layout, sampling, counting), `layout` (which arrays belong to which
-layer, and what a fine-tune may train), `model` (the masked flax module, initialisation, speed hints), `cuts`
-(narrowing a hidden layer), `dense` (compaction to a plain network with its real widths, and back).
+Every network of a compiled program has the same array shapes, with neuron masks for the rest (DESIGN.md); the
+padded width is the networks' bucket (`bucket_width`), not the preset's widest. One room, four walls: `arch`
+(padded shapes, one network's layout, sampling, counting), `layout` (which arrays belong to which layer, and what
+a fine-tune may train), `model` (the masked flax module, initialisation, speed hints), `cuts` (narrowing a hidden
+layer), `dense` (compaction to a plain network with its real widths, and back).
 """
 
 from neon_jax.nets.arch import (

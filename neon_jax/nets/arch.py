@@ -1,8 +1,9 @@
 """Architectures of masked networks: padded shapes (`NetDims`), one network's layout (`Arch`), sampling, counting.
 
-Every network of a run has the same array shapes (DESIGN.md): input Linear ``(d_max, w_max)``, hidden Linears
-``(w_max, w_max)``, output ``(w_max, k_max)``, a neuron mask per hidden layer ``(max_hidden, w_max)`` (1 = alive),
-a ``depth`` (hidden layers past it pass their input through) and per-layer activation and pre-layer codes.
+Every network of a compiled program has the same array shapes (DESIGN.md), its width the networks' bucket
+(`bucket_width`): input Linear ``(d_max, w_max)``, hidden Linears ``(w_max, w_max)``, output ``(w_max, k_max)``, a
+neuron mask per hidden layer ``(max_hidden, w_max)`` (1 = alive), a ``depth`` (hidden layers past it pass their
+input through) and per-layer activation and pre-layer codes.
 """
 
 from __future__ import annotations

@@ -56,8 +56,9 @@ def run_policy(spec: str, pool, preset, env_config, seed: int, batch: int, tau: 
         agent, actor, *_ = pruner.load_agent(path, preset, tau=tau)
         return learn.run_agent(agent, actor, pool, preset, env_config, seed=seed, greedy=kind == "greedy",
                                batch_size=batch).rows
-    program = policy_program(NeonEnv(env_config, pool.dims, preset), policies.rule_policy)
-    return runner.run(program, pool, parse_rule(spec), seed=seed, batch_size=batch).rows
+    rule = parse_rule(spec)
+    return runner.run(lambda dims: (policy_program(NeonEnv(env_config, dims, preset), policies.rule_policy), rule),
+                      pool, seed=seed, batch_size=batch).rows
 
 
 def main(argv=None):

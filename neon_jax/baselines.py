@@ -275,11 +275,11 @@ def structured_arch(params: dict, arch: nets.Arch, dims: nets.NetDims, remove_ta
 def program(method: str, dims: nets.NetDims, preset: Preset, passes: int = 4, finetune: bool = True,
             cut: str = "reinit", slots: int | str | None = "auto", amc_config: amc.AMCConfig | None = None,
             admm_config: admm.ADMMConfig | None = None):
-    """The jitted batch program of one baseline: ``program(key, env_params (leading axis B), setting) ->
+    """The jitted batch program of one baseline: ``program(keys (B, 2), env_params (leading axis B), setting) ->
     rollout.Outcome``, one per settings in a process (a sweep's setting is a traced argument, `setting_arrays`).
 
     The random agents roll out NEON's environment with `policies.random_policy` (network b's episode with key
-    ``split(key, B)[b]``, as an agent's roll-out); the one-shot pruners prune, then fine-tune every layer with
+    ``keys[b]``, as an agent's roll-out); the one-shot pruners prune, then fine-tune every layer with
     pruned weights held at zero (they ignore `passes` and `cut`). `cut` is the random agents' cut; `slots`:
     see `NeonEnv`; `amc_config` / `admm_config`: AMC's search and ADMM's schedule (None: the original's; other
     methods ignore them).
@@ -373,8 +373,7 @@ def _program(method, dims, preset, passes, finetune, cut, slots, amc_config, adm
                            val_acc=env.accuracy(variables, out.arch, p.val),
                            finetune_epochs=out.finetune_epochs + info["epochs"])
 
-    def batch_program(key, params: EnvParams, setting):
-        keys = jax.random.split(key, params.tau.shape[0])
+    def batch_program(keys, params: EnvParams, setting):
         if method not in USES_PASSES:
             cut = (jax.lax.map(lambda a: prune_one(*a, setting), (keys, params)) if sequential
                    else jax.vmap(prune_one, in_axes=(0, 0, None))(keys, params, setting))
@@ -405,7 +404,7 @@ def setting_arrays(method: str, setting, dims: nets.NetDims) -> dict:
 def run_baseline(method: str, pool: EnvPool, preset: Preset, *, setting: float | int | None = None,
                  passes: int = 4, seed: int = 0, batch_size: int = 32, finetune: bool = True, cut: str = "reinit",
                  progress: bool = False, amc_config: amc.AMCConfig | None = None,
-                 admm_config: admm.ADMMConfig | None = None) -> runner.RunResult:
+                 admm_config: admm.ADMMConfig | None = None, buckets: bool = True) -> runner.RunResult:
     """Runs one baseline over every network of `pool` (`runner.run`): one row per network.
 
     Args:
@@ -422,6 +421,7 @@ def run_baseline(method: str, pool: EnvPool, preset: Preset, *, setting: float |
         method: one whole-network fine-tune after pruning (pruned weights stay zero).
       cut: the random agents' cut ("reinit": the paper's environment, or "keep_best").
       amc_config / admm_config: AMC's search and ADMM's schedule (None: the original's).
+      buckets: each width bucket of the pool at its own shape (`runner.run`; False: all at the pool's shape).
     Returns:
       `runner.RunResult`; rows of `runner.ROW_FIELDS` plus method, setting and counting ("structured" /
       "unstructured").
@@ -429,9 +429,11 @@ def run_baseline(method: str, pool: EnvPool, preset: Preset, *, setting: float |
     setting = check_setting(method, setting)
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
-    prog = program(method, pool.dims, preset, int(passes), bool(finetune), cut, amc_config=amc_config,
-                   admm_config=admm_config)
+    def at(dims):
+        return (program(method, dims, preset, int(passes), bool(finetune), cut, amc_config=amc_config,
+                        admm_config=admm_config), setting_arrays(method, setting, dims))
+
     extra = {"method": method, "setting": setting,
              "counting": "unstructured" if method in UNSTRUCTURED else "structured"}
-    return runner.run(prog, pool, setting_arrays(method, setting, pool.dims), seed=seed, batch_size=batch_size,
-                      progress=progress, desc=method, extra=extra)
+    return runner.run(at, pool, seed=seed, batch_size=batch_size, buckets=buckets, progress=progress, desc=method,
+                      extra=extra)

@@ -159,9 +159,9 @@ def cmd_rollout(args) -> int:
         result = baselines.run_baseline("random", pool, preset, passes=args.passes, cut=args.cut, seed=args.seed,
                                         batch_size=args.batch, progress=not args.quiet)
     elif policies.is_rule(policy):
-        env = env_lib.NeonEnv(config, pool.dims, preset)
-        result = runner.run(policy_program(env, policies.rule_policy), pool, policies.parse_rule(policy),
-                            seed=args.seed, batch_size=args.batch, progress=not args.quiet)
+        rule = policies.parse_rule(policy)
+        result = runner.run(lambda dims: (policy_program(env_lib.NeonEnv(config, dims, preset), policies.rule_policy),
+                                          rule), pool, seed=args.seed, batch_size=args.batch, progress=not args.quiet)
     else:
         agent, actor, _, description, _ = pruner.load_agent(policy, preset, tau)
         print(f"agent: {description}", file=sys.stderr)
@@ -177,6 +177,8 @@ def cmd_rollout(args) -> int:
     print(f"{len(rows)} networks: compression mean x{totals['compression_mean']:.2f}, median "
           f"x{totals['compression_median']:.2f}; test accuracy change mean {totals['acc_change_mean']:+.2f} points; "
           f"compiled in {result.compile_seconds:.1f}s, ran in {result.run_seconds:.2f}s")
+    print(f"{result.compiles} program(s), one per width bucket: " + ", ".join(
+        f"w {g['w_max']} x {g['max_hidden']} layers: {g['networks']} networks" for g in result.groups))
     device = jax.devices()[0]
     doc = {
         "command": "rollout",
@@ -184,7 +186,7 @@ def cmd_rollout(args) -> int:
                      "policy": policy, "passes": args.passes, "tau": tau, "seed": args.seed, "preset": preset.name,
                      "cut": args.cut, "batch": args.batch},
         "device": {"platform": device.platform, "kind": device.device_kind, "jax": jax.__version__},
-        "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds,
+        "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds, "programs": result.groups,
         "totals": totals, "networks": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +253,8 @@ def cmd_train_agent(args) -> int:
     agent, state = learn.train_agent(pool, preset, env_config, agent_config, out, episodes=episodes, seed=args.seed,
                                      progress=not args.quiet, overwrite=args.overwrite,
                                      checkpoint_every=args.checkpoint_every,
-                                     max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+                                     max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+                                     buckets=args.buckets)
     print(f"trained {int(state.episodes)} episodes -> {out / 'checkpoint.npz'}")
     if args.no_eval:
         return 0
@@ -619,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "uses PPO's clipped surrogate against the policy that acted")
     p.add_argument("--clip-epsilon", type=float, default=0.2, help="PPO's ratio clip (with --update-epochs > 1)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
+    p.add_argument("--buckets", action="store_true",
+                   help="beyond the paper: every batch from one width bucket, run at that bucket's shape (zoos of "
+                        "mixed widths pay for their own widths; default: the original's round-robin)")
     p.add_argument("--checkpoint-every", type=int, default=10,
                    help="iterations (batches of episodes) between checkpoints (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the agent's weights and actions (default: 0)")

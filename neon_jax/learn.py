@@ -38,9 +38,14 @@ def default_episodes(n_networks: int) -> int:
 
 def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_config: agent_lib.AgentConfig,
                 out_dir, episodes: int | None = None, seed: int = 0, checkpoint_every: int = 10,
-                progress: bool = True, max_seconds: float | None = None,
-                overwrite: bool = False) -> tuple[agent_lib.Agent, agent_lib.AgentState]:
+                progress: bool = True, max_seconds: float | None = None, overwrite: bool = False,
+                buckets: bool = False) -> tuple[agent_lib.Agent, agent_lib.AgentState]:
     """Trains an agent on every network of `pool`; resumes from ``out_dir/checkpoint`` if present.
+
+    `buckets` (beyond the paper) draws every iteration's batch from one width bucket of the pool
+    (`runner.shape_groups`) and runs it at that bucket's shape: `bucket_schedule` serves the buckets in proportion
+    to their networks and each bucket's networks round-robin in the shuffled order, so a pool of mixed widths
+    pays for its networks' own widths. False is the original's round-robin over the whole pool, at its shape.
 
     A resume must have the checkpoint's settings (preset, environment, agent, tau, networks, datasets, seed,
     padded shapes; only `episodes` may grow), else a ValueError names what differs; `overwrite` starts afresh.
@@ -62,6 +67,9 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
     settings = {"preset": preset.name, "env": dataclasses.asdict(env_config), "agent": dataclasses.asdict(agent_config),
                 "tau": pool.tau, "networks": n, "datasets": pool.datasets, "episodes": episodes,
                 "warmup_episodes": warmup, "seed": seed, "dims": dataclasses.asdict(pool.dims)}
+    groups = runner.shape_groups(pool, agent_config.batch_size) if buckets else [(np.arange(n), pool.dims)]
+    if buckets:
+        settings["buckets"] = [[int(d.w_max), int(d.max_hidden), len(m)] for m, d in groups]
     settings = json.loads(json.dumps(settings))  # as the checkpoint stores them (lists, not tuples)
     for stale in out.glob("*.tmp.*"):  # a kill mid-write leaves these; the renamed files are whole
         stale.unlink()
@@ -82,10 +90,12 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
     tmp = out / "run.tmp.json"
     tmp.write_text(json.dumps(settings, indent=1))
     tmp.replace(out / "run.json")
-    env = NeonEnv(env_config, pool.dims, preset)
-    iteration = agent_lib.make_train_iteration(env, agent)
     order = np.random.default_rng(seed).permutation(n)  # shuffled once, then round-robin (§1.3)
     batch = agent_config.batch_size
+    # each group's networks (positions in its own pool, at its shape), in the shuffled order
+    queues = [np.searchsorted(members, order[np.isin(order, members)]) for members, _ in groups]
+    group_pools = [pool.subset(members).repadded(dims) for members, dims in groups]
+    iterations = [agent_lib.make_train_iteration(NeonEnv(env_config, dims, preset), agent) for _, dims in groups]
     new_log = not log_path.exists()
     start = time.perf_counter()
     done = int(state.episodes)
@@ -98,10 +108,13 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
         while done < episodes:
             if max_seconds is not None and time.perf_counter() - start > max_seconds:
                 break
-            idx = order[(done + np.arange(batch)) % n]
+            g, served = bucket_schedule([len(q) for q in queues], done // batch)
+            queue = queues[g]
+            local = queue[(served * batch + np.arange(batch)) % len(queue)]
+            idx = groups[g][0][local]
             key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), done)
             t0 = time.perf_counter()
-            state, metrics = iteration(state, pool.batch(idx), key, jnp.bool_(done < warmup))
+            state, metrics = iterations[g](state, group_pools[g].batch(local), key, jnp.bool_(done < warmup))
             metrics = jax.device_get(metrics)
             seconds = time.perf_counter() - t0
             for b, i in enumerate(idx):
@@ -126,6 +139,22 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
 
 
 RESUMABLE = ("episodes",)  # settings a resume may change: train longer
+
+
+def bucket_schedule(sizes: list[int], iteration: int) -> tuple[int, int]:
+    """(group, iterations that group has served before) of training iteration `iteration` (0-based) when groups
+    of `sizes` networks take turns in proportion to their sizes (smooth weighted round-robin: every iteration
+    each group earns its share, the group with the most credit serves and pays one). A function of the iteration
+    alone, so a resumed run continues the same schedule; one group always serves."""
+    shares = np.asarray(sizes, float) / max(sum(sizes), 1)
+    credit = np.zeros(len(sizes))
+    served = np.zeros(len(sizes), int)
+    for _ in range(iteration + 1):
+        credit += shares
+        g = int(np.argmax(credit))
+        credit[g] -= 1.0
+        served[g] += 1
+    return g, int(served[g]) - 1
 
 
 def resume_differences(saved: dict, now: dict) -> list[str]:
@@ -168,7 +197,8 @@ def agent_env(agent: agent_lib.Agent, dims, preset: Preset, env_config: EnvConfi
 
 def run_agent(agent: agent_lib.Agent, actor_params, pool: EnvPool, preset: Preset, env_config: EnvConfig,
               seed: int = 0, greedy: bool = False, random_actions: bool = False, batch_size: int = 32,
-              progress: bool = False, keep_networks: bool = False, candidates: int | None = None) -> runner.RunResult:
+              progress: bool = False, keep_networks: bool = False, candidates: int | None = None,
+              buckets: bool = True) -> runner.RunResult:
     """Prunes every network of `pool` with the agent's policy (no learning): `runner.RunResult` (rows of
     `runner.ROW_FIELDS`).
 
@@ -176,15 +206,19 @@ def run_agent(agent: agent_lib.Agent, actor_params, pool: EnvPool, preset: Prese
     argmax; `random_actions` is the random agent of the same environment. Accuracies are on the TEST split.
     `candidates` = K rolls out K sampled episodes and a greedy one per network and keeps the smallest network
     within tau on the validation split (`neon_jax.select`; the rows gain chosen_episode, chosen_step, candidates,
-    within_tau); None is the paper's single episode.
+    within_tau); None is the paper's single episode. `buckets`: each width bucket of the pool at its own shape
+    (`runner.run`; False: every network at the pool's padded shape).
     """
-    env = agent_env(agent, pool.dims, preset, env_config)
-    if candidates is not None:
-        if greedy:
-            raise ValueError("candidates already include the greedy episode; greedy=True takes no candidates")
-        program = cached_candidates_program(env, agent.act_fn, int(candidates), not random_actions, "best",
-                                            ("agent", agent.config, agent.preset))
-    else:
-        program = agent_lib.policy_program(env, agent)
-    return runner.run(program, pool, agent.policy(actor_params, greedy, random_actions), seed=seed,
-                      batch_size=batch_size, progress=progress, keep_networks=keep_networks)
+    if candidates is not None and greedy:
+        raise ValueError("candidates already include the greedy episode; greedy=True takes no candidates")
+    policy = agent.policy(actor_params, greedy, random_actions)
+
+    def method(dims):
+        env = agent_env(agent, dims, preset, env_config)
+        if candidates is None:
+            return agent_lib.policy_program(env, agent), policy
+        return cached_candidates_program(env, agent.act_fn, int(candidates), not random_actions, "best",
+                                         ("agent", agent.config, agent.preset)), policy
+
+    return runner.run(method, pool, seed=seed, batch_size=batch_size, buckets=buckets, progress=progress,
+                      keep_networks=keep_networks)

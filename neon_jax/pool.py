@@ -109,6 +109,17 @@ class EnvPool:
                                    archs=jax.tree_util.tree_map(take, self.archs), dataset_of=self.dataset_of[idx],
                                    base_test_accuracy=self.base_test_accuracy[idx])
 
+    def repadded(self, dims: nets.NetDims) -> EnvPool:
+        """This pool with its networks at the padded shape `dims` (`nets.repad`: a narrower or shallower shape that
+        still holds every network, or a larger one); d_max and k_max stay, as the data arrays are shared."""
+        if (dims.d_max, dims.k_max) != (self.dims.d_max, self.dims.k_max):
+            raise ValueError(f"a pool's networks change only max_hidden and w_max; {dims} has other d_max / k_max "
+                             f"than {self.dims}")
+        if dims == self.dims:
+            return self
+        variables, archs = jax.device_get(nets.repad(self.variables, self.archs, self.dims, dims))
+        return dataclasses.replace(self, dims=dims, variables=variables, archs=archs)
+
     def batch(self, indices) -> EnvParams:
         """`EnvParams` (leading axis len(indices)) of the given pool entries, on the device."""
         indices = np.asarray(indices)

@@ -192,14 +192,13 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
     env_config = EnvConfig(passes=passes, cut=cut)
     sampled = int(candidates) if select == "best" and not greedy else 1
     with_greedy = select == "best" and not greedy and not random_actions
-    if random_actions:  # the random policy needs no actor (the same draws as an actor's uniform actions)
-        program = cached_candidates_program(NeonEnv(env_config, pool.dims, preset), random_policy, sampled, False,
-                                            select)
-        policy = None
-    else:
-        program = cached_candidates_program(agent_env(agent_obj, pool.dims, preset, env_config), agent_obj.act_fn,
-                                            sampled, with_greedy, select, ("agent", agent_obj.config, agent_obj.preset))
-        policy = agent_obj.policy(actor_params, greedy)
+    def method(dims):  # the pool's one network, at its own bucket and depth
+        if random_actions:  # the random policy needs no actor (the same draws as an actor's uniform actions)
+            return cached_candidates_program(NeonEnv(env_config, dims, preset), random_policy, sampled, False,
+                                             select), None
+        return (cached_candidates_program(agent_env(agent_obj, dims, preset, env_config), agent_obj.act_fn, sampled,
+                                          with_greedy, select, ("agent", agent_obj.config, agent_obj.preset)),
+                agent_obj.policy(actor_params, greedy))
     episodes = sampled + int(with_greedy)
 
     def on_stage(name):  # the runner's "compile" falls in the stage begun above; "run" ends it
@@ -208,7 +207,7 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
             stage(progress, f"pruning with the {agent_desc} agent (tau={tau:g}, passes={passes}, {episodes} "
                             f"episode{'s' if episodes > 1 else ''}, select {select})")
 
-    result = runner.run(program, pool, policy, seed=seed, batch_size=1, keep_networks=True, on_stage=on_stage)
+    result = runner.run(method, pool, seed=seed, batch_size=1, keep_networks=True, on_stage=on_stage)
     seconds["run"] = clock.lap()
     stage(progress, "measuring the latency of the original and the pruned network")
     row = result.rows[0]

@@ -8,8 +8,8 @@ the batch): the actor of `neon_jax.agent` (sampled or greedy), the random policy
 `neon_jax.policies` are all act_fns. `policy_params` is any pytree (the actor's weights, a rule's numbers) and
 can hold traced switches, so a sampled, a greedy and a uniform policy share one compiled program.
 
-`make_policy_program` turns a roll-out into a pruning program: the `Outcome` that every pruning method returns
-and `neon_jax.runner` turns into rows.
+`make_policy_program` turns a roll-out into a pruning program (one PRNG key per network): the `Outcome` that
+every pruning method returns and `neon_jax.runner` turns into rows.
 """
 
 from __future__ import annotations
@@ -168,15 +168,15 @@ def episode_outcome(env: NeonEnv, params: EnvParams, final: EnvState, transition
 
 
 def make_policy_program(env: NeonEnv, act_fn: ActFn):
-    """A jitted pruning program of a policy: ``program(key, params, policy_params) -> Outcome``.
+    """A jitted pruning program of a policy: ``program(keys, params, policy_params) -> Outcome``.
 
-    One roll-out of every environment of the batch (keys ``split(key, B)``), then the test accuracies; the
-    observations are not returned (XLA drops them)."""
+    One roll-out of every environment of the batch, network b's from ``keys[b]`` ((B, 2): one key per network,
+    so its numbers do not depend on the rest of the batch), then the test accuracies; the observations are not
+    returned (XLA drops them)."""
     rollout = make_rollout(env, act_fn)
 
     @jax.jit
-    def program(key, params: EnvParams, policy_params) -> Outcome:
-        keys = jax.random.split(key, params.tau.shape[0])
+    def program(keys, params: EnvParams, policy_params) -> Outcome:
         final, transitions = rollout(keys, params, policy_params)
         return episode_outcome(env, params, final, transitions)
 

@@ -1,24 +1,32 @@
-"""The host runner: a pruning program over every network of a pool, in batches, to rows of one format.
+"""The host runner: a pruning method over every network of a pool, in batches, to rows of one format.
 
-    result = run(program, pool, program_args, seed=0, batch_size=32)
+    result = run(method, pool, seed=0, batch_size=32)
     result.rows            # one dict per network, keys `ROW_FIELDS` (+ the caller's `extra`)
 
-A program is a jitted ``program(key, env_params, program_args) -> rollout.Outcome`` over a batch of
-environments: a policy's roll-out (`rollout.make_policy_program`, `agent.policy_program`) or a baseline
-(`baselines.program`). Each batch is compiled ahead of time once per (program, shapes) in a process, so the
-seconds in the rows are run time; compile seconds are reported apart. Batch b of a run uses the key
-``fold_in(PRNGKey(seed), first index of b)``; a short last batch is padded by repeating its last network.
+A method is ``method(dims) -> (program, program_args)``: the jitted ``program(keys, env_params, program_args) ->
+rollout.Outcome`` of a batch of environments at the padded shape `dims` (a policy's roll-out,
+`rollout.make_policy_program` / `agent.policy_program`; a candidate search, `select.candidates_program`; a
+baseline, `baselines.program`) and its third argument. The runner splits the pool into shape groups
+(`shape_groups`: the networks' width buckets and depths) and runs each group at its own shape, so narrow networks
+do not pay for the widest one's padding. Each group's batches are compiled ahead of time once per (program,
+shapes) in a process, so the seconds in the rows are run time; compile seconds are reported apart. Network i of
+the pool runs with the key ``fold_in(PRNGKey(seed), i)`` whatever its group, batch or padding, so its row
+depends only on the seed (up to float rounding); a short last batch is padded by repeating its last network.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from neon_jax import nets
 from neon_jax.pool import EnvPool
 
 ROW_FIELDS = (
@@ -27,18 +35,27 @@ ROW_FIELDS = (
     "finetune_epochs", "seconds",
 )
 
+Method = Callable[[nets.NetDims], tuple[Any, Any]]
+
 
 @dataclasses.dataclass
 class RunResult:
-    """Rows (`ROW_FIELDS` + extra), the pruned networks when asked for (host (variables, arch) per row), each
-    network's `Outcome.details` (host pytrees; None where the program has none), and the seconds spent compiling
-    and running."""
+    """Rows (`ROW_FIELDS` + extra), the pruned networks when asked for (host (variables, arch) per row, at the
+    pool's padded shape), each network's `Outcome.details` (host pytrees at its group's shape; None where the
+    program has none), the seconds spent compiling and running, and the shape groups the run went through (one
+    dict each: w_max, max_hidden, networks, batches, compile_seconds, run_seconds)."""
 
     rows: list[dict]
     networks: list | None
     compile_seconds: float
     run_seconds: float
     details: list = dataclasses.field(default_factory=list)
+    groups: list = dataclasses.field(default_factory=list)
+
+    @property
+    def compiles(self) -> int:
+        """Programs this run compiled (or loaded from the process's cache): one per shape group."""
+        return len(self.groups)
 
 
 _COMPILED: dict = {}
@@ -67,24 +84,57 @@ def widths_text(widths) -> str:
     return "-".join(str(int(w)) for w in widths)
 
 
-def run(program, pool: EnvPool, program_args=None, *, seed: int = 0, batch_size: int = 32, progress: bool = False,
-        desc: str = "prune", extra: dict | None = None, keep_networks: bool = False,
+def network_keys(seed: int, indices) -> jax.Array:
+    """(len(indices), 2) the PRNG keys of pool entries `indices` in a run with `seed`: ``fold_in(PRNGKey(seed), i)``."""
+    base = jax.random.PRNGKey(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(np.asarray(indices), jnp.uint32))
+
+
+def shape_groups(pool: EnvPool, batch_size: int) -> list[tuple[np.ndarray, nets.NetDims]]:
+    """The shape groups of a run over `pool`: [(pool indices, padded dims)], narrowest first.
+
+    Networks are grouped by their widest hidden layer's bucket (`nets.bucket_width`); a bucket with fewer networks
+    than one batch joins the next wider one (a program compiled for a part of one batch costs more than the
+    padding it saves), so a run compiles at most min(buckets, ceil(N / batch_size) + 1) programs. A group's
+    max_hidden is its deepest network's depth (shorter episodes: passes x depth steps); d_max and k_max stay the
+    pool's, whose data arrays every group shares.
+    """
+    buckets = np.array([nets.bucket_width(w) for w in np.atleast_1d(nets.widest_layers(pool.archs))])
+    depths = np.asarray(pool.archs.depth)
+    rungs = sorted(set(buckets.tolist()))
+    groups, waiting = [], np.zeros(0, int)
+    for rung in rungs:
+        idx = np.sort(np.concatenate([waiting, np.flatnonzero(buckets == rung)]))
+        if len(idx) < batch_size and rung != rungs[-1]:
+            waiting = idx
+            continue
+        dims = dataclasses.replace(pool.dims, max_hidden=int(depths[idx].max()), w_max=min(rung, pool.dims.w_max))
+        groups.append((idx, dims))
+        waiting = np.zeros(0, int)
+    return groups
+
+
+def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, buckets: bool = True,
+        progress: bool = False, desc: str = "prune", extra: dict | None = None, keep_networks: bool = False,
         on_stage=None) -> RunResult:
-    """Runs `program` over every network of `pool`; one row per network.
+    """Runs `method` over every network of `pool`, one shape group after the other; one row per network.
 
     Args:
-      program: a jitted ``program(key, env_params, program_args) -> rollout.Outcome``.
+      method: ``method(dims) -> (program, program_args)``, the jitted ``program(keys, env_params, program_args)
+        -> rollout.Outcome`` at the padded shape `dims` and its third argument (a policy's parameters, a
+        baseline's setting arrays).
       pool: the networks, their data and the tolerance (`EnvPool`).
-      program_args: the program's third argument (a policy's parameters, a baseline's setting arrays).
-      seed: batch b runs with ``fold_in(PRNGKey(seed), first index of b)``.
-      batch_size: networks per compiled call (capped at the pool's size).
+      seed: network i of the pool runs with ``fold_in(PRNGKey(seed), i)`` (`network_keys`).
+      batch_size: networks per compiled call (capped at a group's size).
+      buckets: run each shape group at its own shape (`shape_groups`); False runs every network at the pool's
+        padded shape (one program; the same rows up to float rounding).
       extra: fields added to every row (method, setting, counting, ...).
-      keep_networks: also return every pruned network (host arrays).
+      keep_networks: also return every pruned network (host arrays at the pool's padded shape).
       on_stage: called with "compile" before the first batch's program is compiled (or loaded from the cache) and
         with "run" before it runs: the main job's progress stages.
     Returns:
-      `RunResult`. Row fields: dataset, network (index in its zoo), depth, widths_before / widths_after
-      ("48-64-32"), params_before / params_after, compression, test_acc_before / test_acc_after,
+      `RunResult`, rows in the pool's order. Row fields: dataset, network (index in its zoo), depth, widths_before
+      / widths_after ("48-64-32"), params_before / params_after, compression, test_acc_before / test_acc_after,
       acc_change_points (test, points), val_acc0 / val_acc (the internal validation split), return (the
       episode's reward; 0 for one-shot methods), steps, actions (the episode's action indices as digits),
       finetune_epochs, seconds (run time per network of the batch, compile excluded).
@@ -92,32 +142,55 @@ def run(program, pool: EnvPool, program_args=None, *, seed: int = 0, batch_size:
     n = len(pool)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    batch_size = max(1, min(batch_size, n))
-    rows, networks, details = [], ([] if keep_networks else None), []
+    groups = shape_groups(pool, batch_size) if buckets else [(np.arange(n), pool.dims)]
+    rows, networks, details = [None] * n, ([None] * n if keep_networks else None), [None] * n
     compile_s = run_s = 0.0
-    for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress):
-        idx = np.arange(start, min(start + batch_size, n))
-        padded = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])])
-        params = pool.batch(padded)
-        key = jax.random.fold_in(jax.random.PRNGKey(seed), start)
-        if on_stage is not None and start == 0:
-            on_stage("compile")
-        executable, seconds = compiled(program, key, params, program_args)
-        compile_s += seconds
-        if on_stage is not None and start == 0:
-            on_stage("run")
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(executable(key, params, program_args))
-        seconds = time.perf_counter() - t0
-        run_s += seconds
-        rows += outcome_rows(out, [pool.names[i] for i in idx], seconds / len(padded), extra)
-        if networks is not None:
-            host = jax.device_get((out.variables, out.arch))
-            networks += [jax.tree_util.tree_map(lambda a, b=b: a[b], host) for b in range(len(idx))]
-        host_details = jax.device_get(out.details)
-        details += [None if host_details is None else jax.tree_util.tree_map(lambda a, b=b: a[b], host_details)
-                    for b in range(len(idx))]
-    return RunResult(rows=rows, networks=networks, compile_seconds=compile_s, run_seconds=run_s, details=details)
+    summary = []
+    total = sum(-(-len(idx) // min(batch_size, len(idx))) for idx, _ in groups)
+    bar = tqdm(total=total, desc=desc, disable=not progress)
+    first = True
+    for members, dims in groups:
+        program, program_args = method(dims)
+        group = pool.subset(members).repadded(dims)
+        size = min(batch_size, len(members))
+        record = {"w_max": dims.w_max, "max_hidden": dims.max_hidden, "networks": len(members), "batches": 0,
+                  "compile_seconds": 0.0, "run_seconds": 0.0}
+        for start in range(0, len(members), size):
+            local = np.arange(start, min(start + size, len(members)))
+            padded = np.concatenate([local, np.full(size - len(local), local[-1])])
+            params = group.batch(padded)
+            keys = network_keys(seed, members[padded])
+            if on_stage is not None and first:
+                on_stage("compile")
+            executable, seconds = compiled(program, keys, params, program_args)
+            record["compile_seconds"] += seconds
+            if on_stage is not None and first:
+                on_stage("run")
+            first = False
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(executable(keys, params, program_args))
+            seconds = time.perf_counter() - t0
+            record["run_seconds"] += seconds
+            record["batches"] += 1
+            for i, row in zip(members[local], outcome_rows(out, [pool.names[i] for i in members[local]],
+                                                           seconds / len(padded), extra)):
+                rows[i] = row
+            if networks is not None:
+                host = jax.device_get((out.variables, out.arch))
+                host = jax.device_get(nets.repad(*host, dims, pool.dims))
+                for b, i in enumerate(members[local]):
+                    networks[i] = jax.tree_util.tree_map(lambda a, b=b: a[b], host)
+            host_details = jax.device_get(out.details)
+            for b, i in enumerate(members[local]):
+                details[i] = (None if host_details is None
+                              else jax.tree_util.tree_map(lambda a, b=b: a[b], host_details))
+            bar.update(1)
+        compile_s += record["compile_seconds"]
+        run_s += record["run_seconds"]
+        summary.append(record)
+    bar.close()
+    return RunResult(rows=rows, networks=networks, compile_seconds=compile_s, run_seconds=run_s, details=details,
+                     groups=summary)
 
 
 def outcome_rows(out, names: list, seconds_per_network: float, extra: dict | None = None) -> list[dict]:

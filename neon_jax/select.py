@@ -8,7 +8,7 @@ original always qualifies (Delta = 0), so nothing that breaks the tolerance on t
 The test split takes no part in the choice.
 
     program = candidates_program(env, agent.act_fn, sampled=8, greedy=True)
-    outcome = program(key, env_params (B networks), agent.policy(actor))    # rollout.Outcome of the chosen ones
+    outcome = program(keys, env_params (B networks), agent.policy(actor))   # keys (B, 2); the chosen ones
 
 Each network runs `sampled` episodes of the policy (episode 0 with the network's own key, as the single-episode
 program `rollout.policy_program` runs it, so it is that program's episode; episode e with ``fold_in(key, e)``)
@@ -81,7 +81,7 @@ def running_best(env: NeonEnv) -> Tap:
 
 
 def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bool = True, select: str = "best"):
-    """The jitted pruning program that chooses among many candidates: ``program(key, params, policy) -> Outcome``.
+    """The jitted pruning program that chooses among many candidates: ``program(keys, params, policy) -> Outcome``.
 
     Args:
       env: the environment (an agent's: `learn.agent_env`).
@@ -91,7 +91,8 @@ def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bo
         `greedy` is set here, per episode).
       select: "best" (the rule of this module) or "last" (the final network of episode 0: the paper's answer).
     Returns:
-      ``program(key, params (B networks), policy) -> rollout.Outcome`` of the chosen networks, whose actions,
+      ``program(keys (B, 2), params (B networks), policy) -> rollout.Outcome`` of the chosen networks (network
+      b's episode 0 from ``keys[b]``, episode e >= 1 from ``fold_in(keys[b], e)``), whose actions,
       rewards and steps are episode 0's, with ``row_extra`` chosen_episode (-1: the original), chosen_step,
       candidates, within_tau, and ``details``: the candidate table (B, E, T) params, widths, val_acc, test_acc,
       valid, plus each network's original (params0, val_acc0, test_acc0).
@@ -107,9 +108,8 @@ def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bo
     test_acc = jax.vmap(lambda v, a, p: env.accuracy(v, a, p.test))
 
     @jax.jit
-    def program(key, params: EnvParams, policy: ActorPolicy) -> Outcome:
+    def program(net_keys, params: EnvParams, policy: ActorPolicy) -> Outcome:
         n = params.tau.shape[0]
-        net_keys = jax.random.split(key, n)
         keys = jax.vmap(lambda k: jnp.stack([k] + [jax.random.fold_in(k, e) for e in range(1, episodes)]))(net_keys)
         many = jax.tree_util.tree_map(lambda a: jnp.repeat(a, episodes, axis=0), params)
         if greedy:

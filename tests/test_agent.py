@@ -137,7 +137,7 @@ def tiny_setup():
     program = agent_lib.policy_program(env, agent)
 
     def evaluate(actor, params, key, greedy=False, uniform=False):
-        return program(key, params, agent.policy(actor, greedy, uniform))
+        return program(jax.random.split(key, params.tau.shape[0]), params, agent.policy(actor, greedy, uniform))
 
     return pool, env, agent, agent_lib.make_train_iteration(env, agent), evaluate
 
@@ -408,16 +408,25 @@ def test_rule_policies_act_as_their_rule(tiny_setup):
     below -D points and keeps every layer after that."""
     parse_rule = policies.parse_rule
     pool, env, *_ = tiny_setup
-    program = policy_program(env_lib.NeonEnv(env_lib.EnvConfig(passes=2), pool.dims, TINY), policies.rule_policy)
-    rows = runner.run(program, pool, parse_rule("keep:0.6"), batch_size=6).rows
+    programs = []
+
+    def method(rule):
+        def at(dims):
+            programs.append(policy_program(env_lib.NeonEnv(env_lib.EnvConfig(passes=2), dims, TINY),
+                                           policies.rule_policy))
+            return programs[-1], parse_rule(rule)
+        return at
+
+    rows = runner.run(method("keep:0.6"), pool, batch_size=6).rows
     assert all(set(r["actions"]) == {"4"} for r in rows)
     # never drop: the first cut that lowers the validation accuracy is the last one
-    rows = runner.run(program, pool, parse_rule("while:0.7:0"), batch_size=6).rows
+    rows = runner.run(method("while:0.7:0"), pool, batch_size=6).rows
     for r in rows:
         cuts = r["actions"].rstrip("0")
         assert set(cuts) <= {"3"} and "0" not in cuts  # cuts, then only keeps
         if r["val_acc"] >= r["val_acc0"]:
             assert cuts == r["actions"]  # never fell: cut at every step
+    program, = set(programs)
     assert runner.compiles(program) == 1  # the rules' numbers are arguments: one program for every rule
     with pytest.raises(ValueError, match="keep fraction must be one of"):
         parse_rule("keep:0.75")
@@ -496,11 +505,12 @@ def test_candidates_are_single_episodes_and_the_choice_follows_the_rule(tiny_set
     k = len(pool) - 1  # sampled episodes + the greedy one = the pool's size: the module's roll-out serves them
     program = select.cached_candidates_program(env, agent.act_fn, k, True, "best", ("agent", agent.config, agent.preset))
     nets_ = [0, 3]
-    result = runner.run(program, pool.subset(nets_), agent.policy(state.actor), seed=7, batch_size=1)
-    assert runner.compiles(program) == 1  # two batches, one program
+    result = runner.run(lambda dims: (program, agent.policy(state.actor)), pool.subset(nets_), seed=7, batch_size=1,
+                        buckets=False)
+    assert runner.compiles(program) == 1 and result.compiles == 1  # two batches, one program
     for b, net in enumerate(nets_):
         d, row = result.details[b], result.rows[b]
-        k_net = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(7), b), 1)[0]  # the runner's batch key
+        k_net = runner.network_keys(7, [b])[0]  # the runner's key of the subset's entry b
         keys = jnp.stack([k_net] + [jax.random.fold_in(k_net, e) for e in range(1, k + 1)])
         params = pool.batch([net] * (k + 1))
         _, sampled = rollout(keys, params, agent.policy(state.actor))
@@ -533,9 +543,10 @@ def test_select_last_is_the_single_episode(tiny_setup):
     pool, env, agent, _, evaluate = tiny_setup
     state = agent.init(jax.random.PRNGKey(5))
     program = select.cached_candidates_program(env, agent.act_fn, 1, False, "last", ("agent", agent.config, agent.preset))
-    last = runner.run(program, pool, agent.policy(state.actor), seed=3, batch_size=len(pool)).rows
-    single = runner.run(agent_lib.policy_program(env, agent), pool, agent.policy(state.actor), seed=3,
-                        batch_size=len(pool)).rows
+    last = runner.run(lambda dims: (program, agent.policy(state.actor)), pool, seed=3, batch_size=len(pool),
+                      buckets=False).rows
+    single = runner.run(lambda dims: (agent_lib.policy_program(env, agent), agent.policy(state.actor)), pool, seed=3,
+                        batch_size=len(pool), buckets=False).rows
     for a, b in zip(last, single):
         for field in ("widths_after", "params_after", "actions", "steps"):
             assert a[field] == b[field], field

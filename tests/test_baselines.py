@@ -264,7 +264,8 @@ def test_end_to_end_on_a_tiny_zoo(tiny_pool):
         assert len(r["actions"]) == len(r["widths_before"].split("-"))  # one pass: one action per hidden layer
         assert set(r["actions"]) <= set("01234")
     # a sweep reuses the compiled program: the two magnitude fractions shared one compile
-    assert runner.compiles(B.program("magnitude", pool.dims, TINY, 1, True)) == 1
+    groups = runner.shape_groups(pool, 2)
+    assert all(runner.compiles(B.program("magnitude", dims, TINY, 1, True)) == 1 for _, dims in groups)
 
 
 def test_amc_end_to_end_with_the_accuracy_floor_behind_its_switch(tiny_pool):
@@ -300,11 +301,11 @@ def test_admm_end_to_end(tiny_pool):
 
     pool = tiny_pool
     cfg = ADMMConfig(pre_epochs=1, admm_epochs=2, retrain_epochs=1)
-    prog = B.program("admm", pool.dims, TINY, admm_config=cfg)
-    before = runner.compiles(prog)
+    progs = [B.program("admm", dims, TINY, admm_config=cfg) for _, dims in runner.shape_groups(pool, 4)]
+    before = [runner.compiles(prog) for prog in progs]
     by_alpha = {a: B.run_baseline("admm", pool, TINY, setting=a, batch_size=4, admm_config=cfg).rows
                 for a in (5e-4, 5e-3)}
-    assert runner.compiles(prog) - before == 1
+    assert [runner.compiles(prog) - b for prog, b in zip(progs, before)] == [1] * len(progs)
     for loose, tight in zip(by_alpha[5e-4], by_alpha[5e-3]):
         for r in (loose, tight):
             assert ROW_KEYS <= set(r) and r["counting"] == "unstructured" and r["method"] == "admm"

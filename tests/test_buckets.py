@@ -67,8 +67,14 @@ def test_initialisation_and_outputs_do_not_depend_on_the_padding():
     for leaf_a, leaf_b in zip(jax.tree_util.tree_leaves(grown), jax.tree_util.tree_leaves(vw)):
         assert leaf_a.shape == leaf_b.shape
     np.testing.assert_array_equal(grown_arch.mask, aw.mask)
-    with pytest.raises(ValueError, match="cannot shrink .*w_max 96 -> 16"):
-        nets.repad(vw, aw, WIDE, NARROW)
+    # and shrinks them back to their own bucket, exactly; a shrink that would cut a real part is refused
+    back, back_arch = nets.repad(vw, aw, WIDE, NARROW)
+    for leaf_a, leaf_b in zip(jax.tree_util.tree_leaves((back, back_arch)), jax.tree_util.tree_leaves((vn, an))):
+        np.testing.assert_array_equal(leaf_a, leaf_b)
+    with pytest.raises(ValueError, match="cannot shrink w_max 96 -> 8 .alive neurons"):
+        nets.repad(vw, aw, WIDE, nets.NetDims(NARROW.d_max, NARROW.k_max, NARROW.max_hidden, 8))
+    with pytest.raises(ValueError, match="cannot shrink max_hidden 5 -> 1 .a network has 3 hidden layers"):
+        nets.repad(vw, aw, WIDE, nets.NetDims(NARROW.d_max, NARROW.k_max, 1, NARROW.w_max))
 
 
 def _wine_data(dims):
@@ -139,3 +145,91 @@ def test_a_mixed_width_population_trains_each_network_as_it_would_alone():
                              atol=2e-4)
     with pytest.raises(ValueError, match="2 keys for a population of 3"):
         train.network_keys(keys[:2], 3)
+
+
+@pytest.fixture(scope="module")
+def mixed_pool():
+    """A tiny-preset zoo of iris networks whose widest layers fall in both of its buckets (8 and 16)."""
+    from neon_jax import zoo as zoo_lib
+    from neon_jax.pool import EnvPool
+    from neon_jax.presets import PRESETS
+
+    tiny = PRESETS["tiny"]
+    prepared = zoo_lib.prepare_data("iris", tiny, seed=0)
+    zoo = zoo_lib.build_zoo(prepared, tiny, n=7, n_heldout=1, seed=2, epochs=3)
+    return EnvPool.from_zoos([(zoo, prepared)], "all", 5.0, tiny), tiny
+
+
+def test_a_run_over_width_buckets_gives_each_network_the_rows_of_one_padded_program(mixed_pool):
+    """runner.run: each width bucket of a pool at its own shape (narrower, shallower) gives the rows of the whole
+    pool at its padded shape, whatever the batch size (every network has its own key); one program per group."""
+    from neon_jax import baselines, runner
+
+    pool, tiny = mixed_pool
+    groups = runner.shape_groups(pool, 2)
+    assert len(groups) == 2 and sorted(np.concatenate([g for g, _ in groups]).tolist()) == list(range(len(pool)))
+    for members, dims in groups:
+        widest = nets.widest_layers(pool.subset(members).archs)
+        assert dims.w_max == nets.bucket_width(widest.max()) and dims.w_max < pool.dims.w_max or dims == groups[-1][1]
+        assert dims.max_hidden == int(np.asarray(pool.archs.depth)[members].max())
+    assert runner.shape_groups(pool, len(pool))[0][1].w_max == pool.dims.w_max  # small buckets join wider ones
+
+    def rows(**kw):
+        result = baselines.run_baseline("random", pool, tiny, passes=2, seed=5, **kw)
+        return result, {(r["dataset"], r["network"]): r for r in result.rows}
+
+    bucketed, by_bucket = rows(batch_size=2)
+    padded, one_program = rows(batch_size=3, buckets=False)
+    _, one_by_one = rows(batch_size=1)
+    assert bucketed.compiles == 2 and padded.compiles == 1
+    assert [(g["w_max"], g["networks"]) for g in bucketed.groups] == [(d.w_max, len(m)) for m, d in groups]
+    for name, r in by_bucket.items():
+        for other in (one_program[name], one_by_one[name]):
+            for field in ("widths_after", "params_after", "actions", "steps", "finetune_epochs"):
+                assert r[field] == other[field], (name, field)
+            for field in ("test_acc_after", "val_acc"):
+                assert r[field] == pytest.approx(other[field], abs=1e-5), (name, field)
+            assert r["return"] == pytest.approx(other["return"], rel=1e-6, abs=1e-3), name  # cubes of ~30: float32
+
+
+def test_a_pool_moves_to_a_bucket_and_back_unchanged(mixed_pool):
+    from neon_jax import runner
+
+    pool, _ = mixed_pool
+    members, dims = runner.shape_groups(pool, 2)[0]
+    small = pool.subset(members).repadded(dims)
+    assert small.dims == dims and np.asarray(small.archs.mask).shape[-2:] == (dims.max_hidden, dims.w_max)
+    back = small.repadded(pool.dims)
+    for a, b in zip(jax.tree_util.tree_leaves((back.variables, back.archs)),
+                    jax.tree_util.tree_leaves((pool.subset(members).variables, pool.subset(members).archs))):
+        assert a.shape == b.shape
+    with pytest.raises(ValueError, match="only max_hidden and w_max"):
+        pool.repadded(nets.NetDims(pool.dims.d_max + 1, pool.dims.k_max, pool.dims.max_hidden, pool.dims.w_max))
+
+
+def test_agent_training_over_buckets_serves_each_bucket_at_its_shape_in_turn(mixed_pool, tmp_path):
+    """train_agent(buckets=True): every iteration's batch comes from one width bucket, the buckets take turns in
+    proportion to their networks (`bucket_schedule`), and the run records its groups."""
+    import csv
+    import json
+
+    from neon_jax import agent as agent_lib
+    from neon_jax import learn, runner
+    from neon_jax.env import EnvConfig
+
+    schedule = [learn.bucket_schedule([3, 1], k) for k in range(8)]
+    assert [g for g, _ in schedule] == [0, 0, 1, 0, 0, 0, 1, 0]
+    assert [s for g, s in schedule if g == 0] == list(range(6)) and learn.bucket_schedule([5], 9) == (0, 9)
+    pool, tiny = mixed_pool
+    groups = runner.shape_groups(pool, 2)
+    _, state = learn.train_agent(pool, tiny, EnvConfig(passes=1), agent_lib.AgentConfig(batch_size=2), tmp_path,
+                                 episodes=8, progress=False, buckets=True)
+    assert int(state.episodes) == 8
+    with open(tmp_path / "log.csv", newline="") as fh:
+        log = list(csv.DictReader(fh))
+    group_of = {pool.names[i]: g for g, (members, _) in enumerate(groups) for i in members}
+    for k in range(4):
+        served = {group_of[(r["dataset"], int(r["network"]))] for r in log[2 * k: 2 * k + 2]}
+        assert served == {learn.bucket_schedule([len(m) for m, _ in groups], k)[0]}
+    settings = json.loads((tmp_path / "run.json").read_text())
+    assert settings["buckets"] == [[d.w_max, d.max_hidden, len(m)] for m, d in groups]

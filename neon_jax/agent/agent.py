@@ -111,6 +111,6 @@ class Agent:
 
 def policy_program(env, agent: Agent):
     """The jitted pruning program of `agent`'s policy on `env` (`rollout.make_policy_program`), built once per
-    (environment, agent) settings in a process: ``program(key, env_params, agent.policy(actor, greedy, uniform))
+    (environment, agent) settings in a process: ``program(keys, env_params, agent.policy(actor, greedy, uniform))
     -> rollout.Outcome``."""
     return cached_policy_program(env, agent.act_fn, ("agent", agent.config, agent.preset))

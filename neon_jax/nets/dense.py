@@ -185,53 +185,68 @@ def expand(net: DenseNetwork, dims: NetDims) -> tuple[dict, Arch]:
 
 
 def repad(variables: dict, arch: Arch, dims_from: NetDims, dims_to: NetDims) -> tuple[dict, Arch]:
-    """Zero-pads one network (or a population: leading axes are kept) from `dims_from` to `dims_to`, each of whose
-    four sizes (d_max, k_max, max_hidden, w_max) is at least `dims_from`'s.
+    """One network (or a population: leading axes are kept) moved from the padded shape `dims_from` to `dims_to`:
+    each of the four sizes (d_max, k_max, max_hidden, w_max) grows with zeros or shrinks by cutting padding.
 
-    Puts networks of several datasets (different d_max / k_max) or of several width buckets into one population.
-    Neurons keep their columns and added hidden layers lie past every network's depth, so the outputs, the
-    statistics and (with `torch_linear_init`'s and dropout's padding-independent draws) the training of the real
-    network are unchanged.
+    Puts networks of several datasets (different d_max / k_max) or of several width buckets into one population,
+    and takes them back out to their own bucket. Neurons keep their columns, added hidden layers lie past every
+    network's depth and cut ones must too, so the outputs, the statistics and (with `torch_linear_init`'s and
+    dropout's padding-independent draws) the training of the real network are unchanged. A shrink that would cut
+    a real part (an alive neuron, a hidden layer within a network's depth, a real feature or class) raises a
+    ValueError naming it (checked on the host).
     """
-    grow = [(f, getattr(dims_from, f), getattr(dims_to, f)) for f in ("d_max", "k_max", "max_hidden", "w_max")]
-    shrunk = [f"{f} {a} -> {b}" for f, a, b in grow if b < a]
-    if shrunk:
-        raise ValueError(f"repad only grows the padded dims; cannot shrink {', '.join(shrunk)}")
-    dd, dk = dims_to.d_max - dims_from.d_max, dims_to.k_max - dims_from.k_max
-    dw, H0, H1 = dims_to.w_max - dims_from.w_max, dims_from.max_hidden, dims_to.max_hidden
+    H0, H1 = dims_from.max_hidden, dims_to.max_hidden
+    host = jax.device_get(arch)
+    lost = []
+    if H1 < H0 and (np.asarray(host.depth) > H1).any():
+        lost.append(f"max_hidden {H0} -> {H1} (a network has {int(np.max(host.depth))} hidden layers)")
+    if dims_to.w_max < dims_from.w_max and np.asarray(host.mask)[..., dims_to.w_max:].any():
+        lost.append(f"w_max {dims_from.w_max} -> {dims_to.w_max} (alive neurons lie beyond it)")
+    if dims_to.d_max < dims_from.d_max and (np.asarray(host.n_features) > dims_to.d_max).any():
+        lost.append(f"d_max {dims_from.d_max} -> {dims_to.d_max} (a network has {int(np.max(host.n_features))} "
+                    f"features)")
+    if dims_to.k_max < dims_from.k_max and (np.asarray(host.n_classes) > dims_to.k_max).any():
+        lost.append(f"k_max {dims_from.k_max} -> {dims_to.k_max} (a network has {int(np.max(host.n_classes))} "
+                    f"classes)")
+    if lost:
+        raise ValueError(f"repad cannot shrink {'; '.join(lost)}")
+    d, k, w = dims_to.d_max, dims_to.k_max, dims_to.w_max
 
-    def pad(a, value=0.0, **axes):  # axes: {"a<k>": n} pads axis -k by n
-        widths = [(0, 0)] * a.ndim
+    def fit(a, value=0.0, **axes):  # axes: {"a<k>": n} cuts or pads axis -k to n entries
         for name, n in axes.items():
-            widths[-int(name[1:])] = (0, n)
-        return jnp.pad(a, widths, constant_values=value)
+            axis = a.ndim - int(name[1:])
+            if a.shape[axis] > n:
+                a = jax.lax.slice_in_dim(a, 0, n, axis=axis)
+            elif a.shape[axis] < n:
+                widths = [(0, 0)] * a.ndim
+                widths[axis] = (0, n - a.shape[axis])
+                a = jnp.pad(a, widths, constant_values=value)
+        return a
 
-    def bn_pad(p, s, n):
-        return ({"scale": pad(p["scale"], 1.0, a1=n), "bias": pad(p["bias"], a1=n)},
-                {"mean": pad(s["mean"], a1=n), "var": pad(s["var"], 1.0, a1=n)})
+    def bn_fit(p, s, n):
+        return ({"scale": fit(p["scale"], 1.0, a1=n), "bias": fit(p["bias"], a1=n)},
+                {"mean": fit(s["mean"], a1=n), "var": fit(s["var"], 1.0, a1=n)})
 
     src_p, src_s = variables["params"], variables["batch_stats"]
     params, stats = {}, {}
     lead = src_p["output_bias"].shape[:-1]
     for j in range(H1):
         name, bn = linear_name(j, H1), batchnorm_name(j)
-        n_in = dd if j == 0 else dw
+        n_in = d if j == 0 else w
         if j < H0:
             old = linear_name(j, H0)
-            params[f"{name}_kernel"] = pad(src_p[f"{old}_kernel"], a2=n_in, a1=dw)
-            params[f"{name}_bias"] = pad(src_p[f"{old}_bias"], a1=dw)
-            params[bn], stats[bn] = bn_pad(src_p[bn], src_s[bn], n_in)
+            params[f"{name}_kernel"] = fit(src_p[f"{old}_kernel"], a2=n_in, a1=w)
+            params[f"{name}_bias"] = fit(src_p[f"{old}_bias"], a1=w)
+            params[bn], stats[bn] = bn_fit(src_p[bn], src_s[bn], n_in)
         else:  # a layer past every network's depth: zeros, and a batch-norm at its defaults
-            w = dims_to.w_max
             params[f"{name}_kernel"] = jnp.zeros(lead + (w, w), jnp.float32)
             params[f"{name}_bias"] = jnp.zeros(lead + (w,), jnp.float32)
             params[bn] = {"scale": jnp.ones(lead + (w,), jnp.float32), "bias": jnp.zeros(lead + (w,), jnp.float32)}
             stats[bn] = {"mean": jnp.zeros(lead + (w,), jnp.float32), "var": jnp.ones(lead + (w,), jnp.float32)}
-    params["output_kernel"] = pad(src_p["output_kernel"], a2=dw, a1=dk)
-    params["output_bias"] = pad(src_p["output_bias"], a1=dk)
-    dh = H1 - H0
-    arch = arch.replace(mask=pad(arch.mask, a2=dh, a1=dw), activation=pad(arch.activation, a1=dh),
-                        pre_layer=pad(arch.pre_layer, a1=dh))
+    params["output_kernel"] = fit(src_p["output_kernel"], a2=w, a1=k)
+    params["output_bias"] = fit(src_p["output_bias"], a1=k)
+    arch = arch.replace(mask=fit(arch.mask, a2=H1, a1=w), activation=fit(arch.activation, a1=H1),
+                        pre_layer=fit(arch.pre_layer, a1=H1))
     return {"params": params, "batch_stats": stats}, arch
 
 

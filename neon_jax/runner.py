@@ -93,19 +93,20 @@ def network_keys(seed: int, indices) -> jax.Array:
 def shape_groups(pool: EnvPool, batch_size: int) -> list[tuple[np.ndarray, nets.NetDims]]:
     """The shape groups of a run over `pool`: [(pool indices, padded dims)], narrowest first.
 
-    Networks are grouped by their widest hidden layer's bucket (`nets.bucket_width`); a bucket with fewer networks
-    than one batch joins the next wider one (a program compiled for a part of one batch costs more than the
-    padding it saves), so a run compiles at most min(buckets, ceil(N / batch_size) + 1) programs. A group's
-    max_hidden is its deepest network's depth (shorter episodes: passes x depth steps); d_max and k_max stay the
-    pool's, whose data arrays every group shares.
+    Networks are grouped by their widest hidden layer's bucket (`nets.bucket_width`). Narrowest first, a bucket
+    joins the next wider one unless running it at its own width saves at least one batch of work at the wider
+    width, n (1 - (w / w_next)^2) >= batch_size (w^2: the hidden matmuls): a program of its own costs a compile,
+    which only a batch or more of saved work repays. So a run compiles at most min(buckets, N / batch_size + 1)
+    programs. A group's max_hidden is its deepest network's depth (shorter episodes: passes x depth steps); d_max
+    and k_max stay the pool's, whose data arrays every group shares.
     """
     buckets = np.array([nets.bucket_width(w) for w in np.atleast_1d(nets.widest_layers(pool.archs))])
     depths = np.asarray(pool.archs.depth)
     rungs = sorted(set(buckets.tolist()))
     groups, waiting = [], np.zeros(0, int)
-    for rung in rungs:
+    for rung, wider in zip(rungs, rungs[1:] + [None]):
         idx = np.sort(np.concatenate([waiting, np.flatnonzero(buckets == rung)]))
-        if len(idx) < batch_size and rung != rungs[-1]:
+        if wider is not None and len(idx) * (1.0 - (rung / wider) ** 2) < batch_size:
             waiting = idx
             continue
         dims = dataclasses.replace(pool.dims, max_hidden=int(depths[idx].max()), w_max=min(rung, pool.dims.w_max))

@@ -67,6 +67,11 @@ MODES = {
     "device": dict(pop=[32, 128], pop_epochs=5, pop_repeats=3, env_batch=32, env_repeats=3, torch_passes=2,
                    episode_batch=8, update_batch=32, scaling=[32, 128, 256, 512, 1024], devices=[1],
                    device_env_steps=False),
+    # the paper preset on 2 CPU cores (fine-tunes of up to 100 epochs at widths to 1000): env steps and 4-pass
+    # episodes of a few networks, padded against the width buckets, beside PyTorch
+    "paper_cpu": dict(pop=[8], pop_epochs=1, pop_repeats=2, env_batch=4, env_repeats=2, torch_passes=1,
+                      episode_batch=2, update_batch=8, scaling=[2, 4], devices=[1], device_env_steps=False,
+                      zoo_networks=8),
     "dry": dict(pop=[4], pop_epochs=1, pop_repeats=1, env_batch=4, env_repeats=1, torch_passes=1, episode_batch=2,
                 update_batch=2, scaling=[2, 4], devices=[1], device_env_steps=False, zoo_networks=8),
 }
@@ -135,8 +140,8 @@ class Work:
             self.zoo_source = "benchmarks/.cache"
         if self.zoo.preset != self.preset:
             raise SystemExit(f"the zoo at {path} is of preset {self.zoo.preset.name}, not {self.preset.name}")
-        self.params, self.dims, self.names = pool_lib.batch_from_zoos([(self.zoo, self.prepared)], "all", args.tau,
-                                                                      self.preset)
+        self.pool = pool_lib.EnvPool.from_zoos([(self.zoo, self.prepared)], "all", args.tau, self.preset)
+        self.params, self.dims, self.names = self.pool.batch(np.arange(len(self.pool))), self.pool.dims, self.pool.names
         self.host_params = jax.device_get(self.params)
         self.n = len(self.names)
         self.tau = args.tau
@@ -148,6 +153,15 @@ class Work:
     def batch(self, b):
         idx = np.arange(b) % self.n
         return idx, take(self.params, idx)
+
+    def bucket_groups(self, idx):
+        """The networks `idx` split by width bucket, each group at its own shape (`runner.shape_groups` with no
+        merging, batch 1): [(positions in idx, dims, EnvParams at dims)]."""
+        from neon_jax import runner
+
+        sub = self.pool.subset(idx)
+        return [(members, dims, sub.subset(members).repadded(dims).batch(np.arange(len(members))))
+                for members, dims in runner.shape_groups(sub, 1)]
 
     def torch_env(self, i, seed):
         from benchmarks.torch_reference.env_step import torch_env_from_jax
@@ -278,7 +292,24 @@ def jax_env_steps(work: Work, b: int, repeats: int, seed: int, chunk: int | None
                 "note": "float rounding of differently batched matmuls, amplified by Adam, can move an accuracy "
                         "by a validation row; vmap(step) vs one environment at a time differs the same way"},
         }
-    return chunked | packed | {"batch_size": b, "jax_compile_s": compile_s, "jax_run_s": best, "jax_run_s_all_repeats": times,
+    bucketed = {}
+    if slots:  # the same steps, every width bucket at its own shape (the runner's programs)
+        groups, run_s, compile_g, same = [], 0.0, 0.0, True
+        for members, dims, params_g in work.bucket_groups(idx):
+            env_g = env_lib.NeonEnv(work.env.config, dims, work.preset, slots=slots)
+            _, states_g = jax.jit(jax.vmap(env_g.reset))(jax.random.split(jax.random.PRNGKey(seed), b)[members],
+                                                         params_g)
+            args_g = (keys[members], states_g, actions[members], params_g)
+            compiled_g, c = compile_aot(jax.jit(env_g.step_batch), *args_g)
+            best_g, _, out_g = timeit(lambda: compiled_g(*args_g), repeats)  # noqa: B023 (called at once)
+            run_s, compile_g = run_s + best_g, compile_g + c
+            same &= bool(np.array_equal(np.asarray(out_g[5]["width_after"]), np.asarray(out[5]["width_after"])[members]))
+            groups.append({"w_max": dims.w_max, "max_hidden": dims.max_hidden, "networks": len(members),
+                           "run_s": best_g, "compile_s": c})
+        bucketed = {"jax_buckets_run_s": run_s, "jax_buckets_compile_s": compile_g, "bucket_groups": groups,
+                    "buckets_same_widths_as_vmap": same}
+    return chunked | packed | bucketed | {
+            "batch_size": b, "jax_compile_s": compile_s, "jax_run_s": best, "jax_run_s_all_repeats": times,
             "env_steps_per_s": b / best, "actions": np.asarray(actions).tolist(), "idx": idx.tolist(),
             "jax_finetune_epochs_mean": float(epochs.mean()), "jax_loop_epochs": int(epochs.max()),
             "widths_after": np.asarray(out[5]["width_after"]).tolist(),
@@ -337,6 +368,10 @@ def bench_env_steps(args, mode, work: Work) -> dict:
         r["ratio_step_batch"] = r["torch_run_s"] / r["jax_step_batch_run_s"]
         log(f"  step_batch (slots {r['slots']}): jax {r['jax_step_batch_run_s']:.3f}s (compile "
             f"{r['jax_step_batch_compile_s']:.1f}s)  ratio {r['ratio_step_batch']:.2f}")
+    if "jax_buckets_run_s" in r:
+        r["ratio_buckets"] = r["torch_run_s"] / r["jax_buckets_run_s"]
+        log(f"  step_batch per width bucket ({len(r['bucket_groups'])} groups): jax {r['jax_buckets_run_s']:.3f}s "
+            f"(compile {r['jax_buckets_compile_s']:.1f}s)  ratio {r['ratio_buckets']:.2f}")
     r["note"] = ("jit(vmap(step)): the batched fine-tune loop runs until every environment has stopped "
                  "(jax_loop_epochs), PyTorch runs each environment's own epochs (torch_finetune_epochs_mean); "
                  "step_batch runs each environment's own epochs too (jax_step_batch_finetune_epochs_sum), "
@@ -379,6 +414,26 @@ def bench_episode(args, mode, work: Work) -> dict:
                   "step_batch_same_final_widths_as_vmap": bool(np.array_equal(state_b.arch.widths, state.arch.widths)),
                   "step_batch_return_max_abs_diff": float(np.abs(rewards_b.sum(1) - rewards.sum(1)).max())}
         log(f"  step_batch (slots {args.slots}): jax {best_b:.2f}s (compile {compile_b:.1f}s)")
+        # the same episodes, every width bucket at its own shape and depth (the runner's programs)
+        groups, run_g, compile_g, same_actions, same_widths = [], 0.0, 0.0, True, True
+        for members, dims, params_g in work.bucket_groups(idx):
+            env_g = env_lib.NeonEnv(work.env.config, dims, work.preset, slots=args.slots)
+            rollout_g = jax.jit(lambda k, p, e=env_g: make_rollout(e, random_policy)(k, p, None))
+            compiled_g, c = compile_aot(rollout_g, keys[members], params_g)
+            best_g, _, (final_g, t_g) = timeit(lambda: compiled_g(keys[members], params_g),  # noqa: B023
+                                                max(1, mode["env_repeats"] - 1))
+            run_g, compile_g = run_g + best_g, compile_g + c
+            for j, m in enumerate(members):
+                v = np.asarray(t_g.valid[j])
+                same_actions &= np.array_equal(np.asarray(t_g.action[j])[v], actions[m][valid[m]])
+                d = int(final_g.arch.depth[j])
+                same_widths &= np.array_equal(np.asarray(final_g.arch.widths[j])[:d], state.arch.widths[m][:d])
+            groups.append({"w_max": dims.w_max, "max_hidden": dims.max_hidden, "networks": len(members),
+                           "scan_steps": env_g.max_steps, "run_s": best_g, "compile_s": c})
+        packed |= {"jax_buckets_run_s": run_g, "jax_buckets_compile_s": compile_g, "bucket_groups": groups,
+                   "buckets_same_actions_as_vmap": bool(same_actions),
+                   "buckets_same_final_widths_as_vmap": bool(same_widths)}
+        log(f"  per width bucket ({len(groups)} groups): jax {run_g:.2f}s (compile {compile_g:.1f}s)")
     log(f"  torch: {b} episodes one by one, replaying the roll-out's actions")
     t0 = time.perf_counter()
     torch_eps, torch_times = [], []
@@ -401,6 +456,7 @@ def bench_episode(args, mode, work: Work) -> dict:
          "torch_wall_s_incl_setup": time.perf_counter() - t0} | packed | load()
     if packed:
         r["ratio_step_batch"] = torch_s / packed["jax_step_batch_run_s"]
+        r["ratio_buckets"] = torch_s / packed["jax_buckets_run_s"]
     log(f"  torch {torch_s:.2f}s  ratio {r['ratio']:.2f}" +
         (f" (step_batch {r['ratio_step_batch']:.2f})" if packed else "") + f"  same widths {r['same_final_widths']}")
     return {"settings": work.describe() | {"actions": "uniform random (the library's random policy), replayed by "

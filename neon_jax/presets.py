@@ -1,5 +1,5 @@
 """Named scale presets: `paper` (the original's scales), `cpu` (minutes on 2 cores), `wide` (the paper's widths on
-CPU schedules) and `tiny` (tests).
+CPU schedules), `mixed` (widths 8..256, for an agent of every width) and `tiny` (tests).
 
 A preset fixes every size that shapes a compiled program (padded widths, depth, feature width, sample size) and
 every schedule length (epochs, batch sizes, patience). Values in `paper` follow neon_spec.md §2.4, §3, §7; the
@@ -98,6 +98,15 @@ PRESETS: dict[str, Preset] = {
         name="wide", max_hidden=6, widths=tuple(range(100, 1001, 100)),
         train_epochs=30, train_batch=64, finetune_epochs=10, finetune_batch=32, patience=3,
         feature_width=1000, activation_sample=500, max_rows=1000,
+    ),
+    # Beyond the paper, for training one agent on networks of many sizes: widths on a doubling ladder 8..256 (each
+    # layer draws its own, so most networks have a layer wider than the 64 map columns, seen through evenly spaced
+    # neurons), the cpu preset's fine-tuning and activation sample, 40 training epochs and datasets capped at 1000
+    # rows so that the wider fine-tunes fit a 2-core budget. Networks run at their own width buckets.
+    "mixed": Preset(
+        name="mixed", max_hidden=6, widths=(8, 16, 32, 64, 128, 256),
+        train_epochs=40, train_batch=64, finetune_epochs=10, finetune_batch=32, patience=3,
+        feature_width=64, activation_sample=500, max_rows=1000,
     ),
     # For tests: seconds, not minutes. Up to 3 hidden layers of width 4..16.
     "tiny": Preset(

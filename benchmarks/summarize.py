@@ -25,6 +25,13 @@ def _step_batch_row(benchmark: str, work: str, r: dict) -> tuple:
             r["torch_run_s"], r["ratio_step_batch"])
 
 
+def _buckets_row(benchmark: str, work: str, r: dict) -> tuple:
+    """The row of a result's per-bucket variant: each width bucket at its own shape, as `runner.run` runs a pool."""
+    groups = ", ".join(f"{g['networks']} at {g['w_max']}x{g['max_hidden']}" for g in r["bucket_groups"])
+    return (benchmark, f"{work}, each width bucket at its own shape ({groups})", r["jax_buckets_run_s"],
+            r["jax_buckets_compile_s"], r["torch_run_s"], r["ratio_buckets"])
+
+
 def rows_of(doc: dict) -> list[tuple]:
     """(benchmark, work, jax s, compile s, torch s, ratio) rows of one suite file."""
     b = doc["benchmarks"]
@@ -48,12 +55,16 @@ def rows_of(doc: dict) -> list[tuple]:
                             r["jax_chunked_run_s"], r["jax_chunked_compile_s"], r["torch_run_s"], r["ratio_chunked"]))
             if "jax_step_batch_run_s" in r:
                 out.append(_step_batch_row("env steps", f"B={r['batch_size']} envs, NeonEnv.step_batch", r))
+            if "jax_buckets_run_s" in r:
+                out.append(_buckets_row("env steps", f"B={r['batch_size']} envs", r))
     if "episode" in b:
         for r in b["episode"]["results"]:
             out.append(("4-pass episode", f"B={r['batch_size']} networks", r["jax_run_s"], r["jax_compile_s"],
                         r["torch_run_s"], r["ratio"]))
             if "jax_step_batch_run_s" in r:
                 out.append(_step_batch_row("4-pass episode", f"B={r['batch_size']} networks, step_batch", r))
+            if "jax_buckets_run_s" in r:
+                out.append(_buckets_row("4-pass episode", f"B={r['batch_size']} networks", r))
     if "agent_update" in b:
         for r in b["agent_update"]["results"]:
             out.append(("agent update", f"B={r['batch_size']} episodes x {r['steps_per_episode']} steps "

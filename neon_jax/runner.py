@@ -74,6 +74,16 @@ def compiled(program, *args):
     return executable, time.perf_counter() - t0
 
 
+def clear_compiled() -> None:
+    """Forgets every program `compiled` holds, freeing the executables (`compiles` counts from zero again).
+
+    `jax.clear_caches()` does not reach these ahead-of-time executables. A process that compiles thousands of
+    shapes should call both. Each CPU executable holds memory mappings, and past the kernel's limit
+    (vm.max_map_count, 65,530 by default) XLA crashes.
+    """
+    _COMPILED.clear()
+
+
 def compiles(program) -> int:
     """How many times `run` has compiled `program` in this process (one per shape of its arguments)."""
     return sum(1 for signature in _COMPILED if signature[0] is program)

@@ -8,15 +8,33 @@ from pathlib import Path
 # inherited by the notebook kernels the tests start. Benchmarks never run with it.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # No persistent compilation cache in the suite, in the test processes or in the CLI subprocesses and notebook kernels
-# they start (`NEON_JAX_CACHE_DIR=off`, inherited): a CI run on 2 cores crashed with a segmentation fault inside
-# XLA's executable serialisation (`put_executable_and_time`) while writing a shared cache, and its worker's loss
-# hung the run. Each process compiles its own programs; JAX_COMPILATION_CACHE_DIR set by hand is still honoured.
+# they start (`NEON_JAX_CACHE_DIR=off`, inherited): each process compiles its own programs, and no test writes
+# executables to disk. JAX_COMPILATION_CACHE_DIR set by hand is still honoured.
 os.environ.setdefault("NEON_JAX_CACHE_DIR", "off")
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drops JAX's compiled programs after each test module.
+
+    Each compiled CPU executable holds memory mappings (six for a small program). A test process that kept every
+    program of the suite reached 49,000 mappings at 80 % of the run, against the kernel's default limit of 65,530
+    (vm.max_map_count). Past that limit XLA's compiler crashes with a segmentation fault: this happened in CI and
+    in a local run, in the compiler and in the cache writer. Programs are shared within a module and seldom across
+    modules, so clearing per module costs few recompiles.
+    """
+    yield
+    import jax
+
+    from neon_jax import runner
+
+    jax.clear_caches()
+    runner.clear_compiled()  # the runner's ahead-of-time executables, which jax.clear_caches does not reach
 
 
 def shared_data_root() -> Path:

@@ -59,14 +59,13 @@ Compression = params_before / params_after; accuracies are on the TEST split (ev
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neon_jax import admm, amc, nets, runner
+from neon_jax import admm, amc, nets, programs, runner
 from neon_jax.env import EnvConfig, EnvParams, NeonEnv
 from neon_jax.policies import random_policy
 from neon_jax.pool import EnvPool
@@ -296,7 +295,7 @@ def program(method: str, dims: nets.NetDims, preset: Preset, passes: int = 4, fi
     return _program(method, dims, preset, int(passes), bool(finetune), cut, slots, amc_config, admm_config)
 
 
-@functools.cache
+@programs.cached("baseline programs", maxsize=16)
 def _program(method, dims, preset, passes, finetune, cut, slots, amc_config, admm_config):
     H = dims.max_hidden
     # the random agents' environment; without per-step fine-tuning its fine-tune runs zero epochs

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from neon_jax import agent as agent_lib
-from neon_jax import runner
+from neon_jax import programs, runner
 from neon_jax.env import EnvConfig, NeonEnv
 from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset
@@ -130,9 +130,11 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
             done = int(state.episodes)
             iters += 1
             bar.update(min(done, episodes) - bar.n)
-            bar.set_postfix(ret=f"{np.mean(metrics['return']):.3g}", comp=f"{np.mean(metrics['compression']):.2f}")
+            bar.set_postfix(ret=f"{np.mean(metrics['return']):.3g}", comp=f"{np.mean(metrics['compression']):.2f}",
+                            programs=programs.status())
             if iters % checkpoint_every == 0:
                 agent_lib.save_checkpoint(ckpt, state, agent.config, preset, {"settings": settings})
+                programs.checkpoint(bar.write)  # a safe point: clears the compiled programs when over the bounds
     agent_lib.save_checkpoint(ckpt, state, agent.config, preset,
                               {"settings": settings, "train_seconds_this_run": time.perf_counter() - start})
     return agent, state

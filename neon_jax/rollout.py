@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from neon_jax import nets
+from neon_jax import nets, programs
 from neon_jax.env import EnvParams, EnvState, NeonEnv
 from neon_jax.features import Observation
 
@@ -183,13 +183,12 @@ def make_policy_program(env: NeonEnv, act_fn: ActFn):
     return program
 
 
-_PROGRAMS: dict = {}
+_PROGRAMS = programs.ProgramCache("policy programs", maxsize=16)
 
 
 def policy_program(env: NeonEnv, act_fn: ActFn, act_key=None):
-    """`make_policy_program`, built once per (environment settings, policy) in a process. `act_key` names the
-    policy in that cache (default: the act_fn itself; an agent passes its config, as its act_fn is a method)."""
+    """`make_policy_program`, built once per (environment settings, policy) and kept in a bounded cache
+    (`programs`). `act_key` names the policy in that cache (default: the act_fn itself; an agent passes its
+    config, as its act_fn is a method)."""
     key = (env.config, env.dims, env.preset, env.slots, act_fn if act_key is None else act_key)
-    if key not in _PROGRAMS:
-        _PROGRAMS[key] = make_policy_program(env, act_fn)
-    return _PROGRAMS[key]
+    return _PROGRAMS.get(key, lambda: make_policy_program(env, act_fn))

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from neon_jax import nets
+from neon_jax import nets, programs
 from neon_jax.pool import EnvPool
 
 ROW_FIELDS = (
@@ -58,35 +58,25 @@ class RunResult:
         return len(self.groups)
 
 
-_COMPILED: dict = {}
+_COMPILED = programs.ProgramCache("runner executables", maxsize=32)
 
 
 def compiled(program, *args):
-    """`program` compiled ahead of time for these argument shapes, once per process; (executable, seconds)."""
+    """`program` compiled ahead of time for these argument shapes, kept in a bounded process-wide cache
+    (`programs`); (executable, seconds spent compiling: 0 when it was there)."""
     shapes = tuple((np.shape(a), str(getattr(a, "dtype", type(a).__name__)))
                    for a in jax.tree_util.tree_leaves(args))
     signature = (program, jax.tree_util.tree_structure(args), shapes)
     if signature in _COMPILED:
-        return _COMPILED[signature], 0.0
+        return _COMPILED.get(signature, None), 0.0
     t0 = time.perf_counter()
-    executable = program.lower(*args).compile()
-    _COMPILED[signature] = executable
+    executable = _COMPILED.get(signature, lambda: program.lower(*args).compile())
     return executable, time.perf_counter() - t0
 
 
-def clear_compiled() -> None:
-    """Forgets every program `compiled` holds, freeing the executables (`compiles` counts from zero again).
-
-    `jax.clear_caches()` does not reach these ahead-of-time executables. A process that compiles thousands of
-    shapes should call both. Each CPU executable holds memory mappings, and past the kernel's limit
-    (vm.max_map_count, 65,530 by default) XLA crashes.
-    """
-    _COMPILED.clear()
-
-
 def compiles(program) -> int:
-    """How many times `run` has compiled `program` in this process (one per shape of its arguments)."""
-    return sum(1 for signature in _COMPILED if signature[0] is program)
+    """How many executables of `program` (one per shape of its arguments) the runner's cache holds now."""
+    return sum(1 for signature in _COMPILED.keys() if signature[0] is program)
 
 
 def widths_text(widths) -> str:
@@ -153,6 +143,7 @@ def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, b
     n = len(pool)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    programs.checkpoint()  # a safe point between runs: drops every compiled program when over the bounds
     groups = shape_groups(pool, batch_size) if buckets else [(np.arange(n), pool.dims)]
     rows, networks, details = [None] * n, ([None] * n if keep_networks else None), [None] * n
     compile_s = run_s = 0.0

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neon_jax import nets
+from neon_jax import nets, programs
 from neon_jax.agent import ActorPolicy
 from neon_jax.choices import SELECTIONS
 from neon_jax.env import EnvParams, NeonEnv
@@ -149,15 +149,14 @@ def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bo
     return program
 
 
-_PROGRAMS: dict = {}
+_PROGRAMS = programs.ProgramCache("candidate programs", maxsize=16)
 
 
 def cached_candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bool = True,
                               select: str = "best", act_key=None):
-    """`candidates_program`, built once per (environment, policy, sampled, greedy, select) settings in a process;
-    `act_key` names the policy (default: the act_fn; an agent passes its config, as `rollout.policy_program`)."""
+    """`candidates_program`, built once per (environment, policy, sampled, greedy, select) settings and kept in a
+    bounded cache (`programs`); `act_key` names the policy (default: the act_fn; an agent passes its config, as
+    `rollout.policy_program`)."""
     key = (env.config, env.dims, env.preset, env.slots, act_fn if act_key is None else act_key, int(sampled),
            bool(greedy), select)
-    if key not in _PROGRAMS:
-        _PROGRAMS[key] = candidates_program(env, act_fn, sampled, greedy, select)
-    return _PROGRAMS[key]
+    return _PROGRAMS.get(key, lambda: candidates_program(env, act_fn, sampled, greedy, select))

@@ -12,7 +12,6 @@ the others go on).
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -21,6 +20,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from neon_jax import programs
 from neon_jax.nets import NEG_LOGIT, Arch, Hints, MaskedMLP, Trainable, param_layer, param_mask
 from neon_jax.sharding import resolve_chunk_size, vmap_sorted_chunks
 
@@ -134,9 +134,10 @@ def network_keys(key: jax.Array, n: int) -> jax.Array:
     return jax.random.split(key, n)
 
 
-@functools.cache
+@programs.cached("trainers", maxsize=32)
 def make_trainer(model: MaskedMLP, learning_rate: float = 1e-3, double_softmax: bool = True):
-    """Builds the jitted population functions for one model shape. Cached: one compile per shape and schedule.
+    """Builds the jitted population functions for one model shape. Cached (bounded, `programs`): one compile per
+    shape and schedule.
 
     Returns an object with `train`, `finetune`, `evaluate` and `predict` (see their docstrings).
     """

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neon_jax import data as data_lib
-from neon_jax import nets, train
+from neon_jax import nets, programs, train
 from neon_jax.choices import ZOO_SPLITS
 from neon_jax.presets import ACTIVATION_NAMES, Preset
 
@@ -205,6 +205,7 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
         parts.append((idx, jax.device_get(variables), jax.device_get(archs), train_acc, test_acc,
                       np.concatenate(losses, axis=1)[:, -1] if losses else np.full(len(idx), np.nan)))
         bucket_meta[str(width)] = {"networks": len(idx), "seconds": time.perf_counter() - bucket_start}
+        programs.checkpoint()  # a safe point: this bucket's programs are done; cleared when over the bounds
     order = np.argsort(np.concatenate([p[0] for p in parts]))
     gather = lambda *a: np.concatenate(a)[order]  # noqa: E731
     variables = jax.tree_util.tree_map(gather, *[p[1] for p in parts])

@@ -20,21 +20,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_programs():
-    """Drops JAX's compiled programs after each test module.
+    """Drops every compiled program after each test module (`programs.clear`).
 
-    Each compiled CPU executable holds memory mappings (six for a small program). A test process that kept every
-    program of the suite reached 49,000 mappings at 80 % of the run, against the kernel's default limit of 65,530
-    (vm.max_map_count). Past that limit XLA's compiler crashes with a segmentation fault: this happened in CI and
-    in a local run, in the compiler and in the cache writer. Programs are shared within a module and seldom across
-    modules, so clearing per module costs few recompiles.
+    Not for memory: the library bounds its own programs (`neon_jax.programs`: each run over a pool, zoo bucket
+    and train-agent iteration is a checkpoint that clears past the bounds). It is here so each module starts with
+    no programs: tests that count compiles (one program per shape) then never see a clear of the library's fall
+    between the two runs they compare, whatever ran before them in the same process.
     """
     yield
-    import jax
+    from neon_jax import programs
 
-    from neon_jax import runner
-
-    jax.clear_caches()
-    runner.clear_compiled()  # the runner's ahead-of-time executables, which jax.clear_caches does not reach
+    programs.clear()
 
 
 def shared_data_root() -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from neon_jax import baselines, learn, pruner
+from neon_jax import baselines, learn, programs, pruner
 from neon_jax.env import EnvConfig
 from neon_jax.evaluate import zoos as zoo_sources
 from neon_jax.evaluate.agents import LoadedAgent, check_unseen, load_agent
@@ -187,8 +187,11 @@ def _run_cells(cfg: EvalConfig, todo: list[Cell], folds, located: dict, prepared
     views = {d: pool.subset(idx) for d, idx in by_dataset.items()}
     bar = tqdm(todo, desc="evaluate", unit="cell", disable=not progress)
     for cell in bar:
+        # a safe point: no compiled program is in use; clears them when over the bounds (`programs.LIMITS`)
+        programs.checkpoint(say)
         bar.set_postfix_str(f"{cell.method} {cell.setting[-24:]} p{cell.passes or '-'} "
-                            f"tau{'' if cell.tau is None else f'{cell.tau:g}'} s{cell.seed} {cell.dataset}")
+                            f"tau{'' if cell.tau is None else f'{cell.tau:g}'} s{cell.seed} {cell.dataset} "
+                            f"[programs: {programs.status()}]")
         view = views[cell.dataset]
         if cell.tau is not None:
             view = dataclasses.replace(view, tau=cell.tau)
@@ -198,5 +201,7 @@ def _run_cells(cfg: EvalConfig, todo: list[Cell], folds, located: dict, prepared
         seconds = time.perf_counter() - t0
         records = network_records(cell, rows, cfg.protocol, zoos, agent)
         append_rows(out, records)
-        append_cell(out, cell, len(records), seconds, digests(cell))
+        state = programs.stats()
+        append_cell(out, cell, len(records), seconds, digests(cell),
+                    {k: state[k] for k in ("memory_maps", "compiled", "compiled_since_clear", "clears")})
     bar.close()

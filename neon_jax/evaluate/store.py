@@ -193,11 +193,14 @@ def append_rows(out_dir, records: list[dict]) -> None:
         fh.flush()
 
 
-def append_cell(out_dir, cell: Cell, networks: int, seconds: float, inputs: str) -> None:
+def append_cell(out_dir, cell: Cell, networks: int, seconds: float, inputs: str, process: dict | None = None) -> None:
     """Records a cell as finished in ``cells.jsonl`` (after its rows are in ``networks.csv``), with the digest of
-    the files it ran on (`inputs`: a later run re-runs the cell when they change)."""
+    the files it ran on (`inputs`: a later run re-runs the cell when they change) and, when given, the state of
+    the process after it (`process`: its compiled programs and memory maps, `programs.stats`)."""
     doc = {"key": cell.key, **dataclasses.asdict(cell), "networks": networks, "seconds": seconds, "inputs": inputs,
            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if process is not None:
+        doc["process"] = process
     with open(Path(out_dir) / "cells.jsonl", "a") as fh:
         fh.write(json.dumps(doc) + "\n")
 

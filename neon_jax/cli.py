@@ -302,10 +302,12 @@ def cmd_prune(args) -> int:
 
     stages = None if args.quiet else Stages()
     try:
-        result = pruner.prune(args.dataset, data_dir=args.data_dir, network=args.network, tau=args.tau,
+        dataset, test, validation = _prune_rows(args)
+        result = pruner.prune(dataset, data_dir=args.data_dir, network=args.network, tau=args.tau,
                               passes=args.passes, agent=args.agent, preset=args.preset, seed=args.seed,
                               greedy=args.greedy, cut=args.cut, candidates=args.candidates, select=args.select,
-                              progress=stages)
+                              test=test, validation=validation, check_inputs=not args.no_input_check,
+                              trust_pickle=args.trust_pickle, small_data=args.small_data, progress=stages)
     except BaseException:
         if stages is not None:  # no spinner redrawn over the error line
             stages.abort()
@@ -336,18 +338,35 @@ def cmd_prune(args) -> int:
           f"{r['latency_b256_numpy_ms_after']:.3f} ms ({_speedup(r['speedup_b256_numpy'])})")
     if args.out:
         path = pruner.save_result(result, args.out, overwrite=args.overwrite)
-        print(f"saved the original and pruned networks (.npz + .json), report.json, candidates.csv and front.png "
-              f"to {path}; other formats: --export torch,onnx,safetensors")
+        sk = ", pruned.skops (your scikit-learn model, pruned)" if pruner.scikit.is_sklearn_model(
+            getattr(result.model, "estimator", None)) else ""
+        print(f"saved the original and pruned networks (.npz + .json){sk}, report.json, preprocessing.json (what "
+              f"the inputs are), candidates.csv and front.png to {path}; other formats: --export "
+              f"torch,onnx,safetensors")
         if "npz" in formats:  # --out already wrote pruned.npz / pruned.json, the npz export's files
             formats = [f for f in formats if f != "npz"]
             print(f"exported npz: {Path(args.out) / 'pruned.npz'}, {Path(args.out) / 'pruned.json'} (written above)")
     if formats:
         _export_and_verify(result.pruned, args.out, formats, "pruned", args.overwrite)
+        if "onnx" in formats and result.input_scaling() is not None:
+            _export_raw_onnx(result, Path(args.out) / "pruned_raw.onnx", args.overwrite)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(r, indent=1))
         print(f"report -> {args.json}")
     return 0
+
+
+def _prune_rows(args):
+    """(dataset, test, validation) for `pruner.prune`: with --preprocess none, the files' rows as given."""
+    if args.preprocess == "neon":
+        if args.test or args.validation:
+            raise CLIError("--test and --validation are your own rows, used as given: add --preprocess none")
+        return args.dataset, None, None
+    from neon_jax.user_data import read_rows
+
+    return (read_rows(args.dataset), read_rows(args.test) if args.test else None,
+            read_rows(args.validation) if args.validation else None)
 
 
 def _parse_agents(specs) -> dict:
@@ -476,6 +495,25 @@ def _export_and_verify(net, out, formats, stem, overwrite) -> None:
         c = checks[fmt]
         print(f"exported {fmt}: {', '.join(str(p) for p in files)} (read back: max |logit diff| "
               f"{c['max_abs_diff_logits']:.1e}, same predictions: {c['same_predictions']})")
+
+
+def _export_raw_onnx(result, path: Path, overwrite: bool) -> None:
+    """pruned_raw.onnx: the pruned network with the input scaling baked in, checked on raw rows."""
+    import numpy as np
+
+    from neon_jax import interop
+
+    if path.exists() and not overwrite:
+        raise CLIError(f"{path} exists; pass --overwrite to replace it")
+    offset, scale = result.input_scaling()
+    path.write_bytes(interop.to_onnx(result.pruned, input_scaling=(offset, scale)).SerializeToString())
+    span = np.where(scale > 0, 1.0 / np.where(scale > 0, scale, 1.0), 1.0)
+    raw = (offset + np.random.default_rng(0).random((256, len(offset))) * span).astype(np.float32)
+    logits = interop.run_onnx(path, raw)["logits"]
+    diff = float(np.abs(logits - result.pruned.logits((raw - offset) * scale)).max())
+    if diff > 1e-3:
+        raise CLIError(f"{path}: the raw-row ONNX model differs from the network by {diff:.3g}")
+    print(f"exported onnx on raw rows (the input scaling baked in): {path} (read back: max |logit diff| {diff:.1e})")
 
 
 def cmd_export(args) -> int:
@@ -639,13 +677,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_agent)
 
     p = sub.add_parser("prune", help="prune a network on a dataset with a trained agent (the main job)")
-    p.add_argument("--dataset", required=True, help="dataset name (see `neon-jax datasets`) or a CSV file")
+    p.add_argument("--dataset", required=True,
+                   help="dataset name (see `neon-jax datasets`) or a CSV file (target in the last column); with "
+                        "--preprocess none: your training rows, used as they are")
     _add_data_args(p)
+    p.add_argument("--preprocess", default="neon", choices=("neon", "none"),
+                   help="neon: neon_jax's preprocessing (min-max scaling, one-hot encoding, the preset's row cap, "
+                        "its own 70/30 split); none: the CSV rows exactly as given, your split (--test, "
+                        "--validation), no row cap")
+    p.add_argument("--test", default=None,
+                   help="with --preprocess none: a CSV of test rows that only report (default: none; the report "
+                        "then gives the validation rows' accuracy and says so)")
+    p.add_argument("--validation", default=None,
+                   help="with --preprocess none: a CSV of rows that choose among the candidates (default: 20%% "
+                        "of the training rows, split off with --seed)")
+    p.add_argument("--no-input-check", action="store_true",
+                   help="prune even when the network does no better than always guessing the most common class "
+                        "on its training rows (a sign the rows are preprocessed otherwise than it was trained)")
     p.add_argument("--network", default=None,
-                   help="the network to prune: a PyTorch file (.pt/.pth: torch.save of an nn.Sequential of "
-                        "Linear/ReLU/Tanh/Sigmoid/BatchNorm1d/Dropout[/Softmax], or of {'state_dict', 'layers'}), "
-                        "a .safetensors export, or a neon_jax network (.npz/.json); default: train a random base "
-                        "network first")
+                   help="the network to prune: a scikit-learn MLPClassifier or Pipeline ending in one (.skops; "
+                        ".pkl/.joblib with --trust-pickle), a PyTorch file (.pt/.pth: torch.save of an "
+                        "nn.Sequential of Linear/ReLU/Tanh/Sigmoid/BatchNorm1d/Dropout[/Softmax], or of "
+                        "{'state_dict', 'layers'}), a .safetensors export, or a neon_jax network (.npz/.json); "
+                        "default: train a random base network first")
+    p.add_argument("--small-data", default="auto", choices=("auto", "on", "off"),
+                   help="when one validation row is worth more than tau/2 points (auto; on: always), a candidate "
+                        "must stay within tau less one standard error of the validation accuracy to be chosen; "
+                        "off: tau itself")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load a scikit-learn model from a pickle (.pkl/.joblib): a pickle runs any code it holds")
     p.add_argument("--tau", type=float, default=5.0, help="tolerated accuracy drop, points (default 5)")
     p.add_argument("--passes", type=int, default=4,
                    help="passes over the layers (default: 4, as the shipped agents were trained)")

@@ -98,6 +98,9 @@ class EnvParams:
       train: the whole 70% train split (the activation sample is drawn from it, as the original does).
       test: the 30% test split (reported accuracies only; never seen by the agent or the reward).
       tau: () float32, tolerated accuracy drop in points (paper: 1, 5, 50).
+      select_tau: () float32, the tolerance the choice among candidates applies (`neon_jax.select`), or None:
+        tau. The main job tightens it when the validation rows are too few to resolve tau; the reward and the
+        agent's observation always use tau.
     """
 
     variables: Any
@@ -107,6 +110,12 @@ class EnvParams:
     train: train.PaddedData
     test: train.PaddedData
     tau: jax.Array
+    select_tau: jax.Array | None = None
+
+    @property
+    def choice_tau(self) -> jax.Array:
+        """The tolerance of the choice: `select_tau`, else `tau`."""
+        return self.tau if self.select_tau is None else self.select_tau
 
 
 @struct.dataclass

@@ -410,9 +410,10 @@ def load_network(path) -> DenseNetwork:
         return from_torch_file(path)
     if suffix == ".safetensors":
         return load_safetensors(path)
-    if suffix == ".onnx":
-        raise ValueError(f"{path}: importing ONNX models is not supported; pass the PyTorch model (.pt) or a "
-                         f"neon_jax network")
+    if suffix == ".onnx":  # the network alone; `neon_jax.prune` also keeps the graph's Scaler and class labels
+        from neon_jax.onnx_import import from_onnx
+
+        return from_onnx(path)[0]
     return load_dense_network(path)
 
 
@@ -507,13 +508,14 @@ def torch_state_dict(net: DenseNetwork) -> dict:
             "layers": layer_spec(net), "n_features": net.n_features, "n_classes": net.n_classes}
 
 
-def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET):
+def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None):
     """`DenseNetwork` -> ``onnx.ModelProto`` (built with ``onnx.helper``; default domain, opset `ONNX_OPSET`).
 
     Input ``input`` (batch, n_features) float32, dynamic batch. Outputs ``logits`` (batch, n_classes) and, when the
     network ends in Softmax, ``probabilities`` first. Linear -> Gemm (weights stored (out, in), transB=1),
     BatchNorm1d -> BatchNormalization (inference form), Dropout is the identity in inference and emits no node.
-    Initialisers carry the PyTorch state_dict names.
+    Initialisers carry the PyTorch state_dict names. `input_scaling` ((d,) offset, (d,) scale): the graph starts
+    with ``(input - offset) * scale`` (``Sub``, ``Mul``), so it runs on raw rows (`pruner.PruneResult.input_scaling`).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -521,6 +523,15 @@ def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET):
     arrays = state_arrays(net)
     nodes, inits = [], []
     h = "input"
+    if input_scaling is not None:
+        offset, scale = (np.asarray(a, np.float32).reshape(-1) for a in input_scaling)
+        if offset.shape != (net.n_features,) or scale.shape != (net.n_features,):
+            raise ValueError(f"input_scaling needs {net.n_features} offsets and scales, got {offset.shape} and "
+                             f"{scale.shape}")
+        inits += [numpy_helper.from_array(offset, "input_offset"), numpy_helper.from_array(scale, "input_scale")]
+        nodes += [helper.make_node("Sub", ["input", "input_offset"], ["input_centred"], name="input_sub"),
+                  helper.make_node("Mul", ["input_centred", "input_scale"], ["input_scaled"], name="input_mul")]
+        h = "input_scaled"
     last_linear = max(i for i, l in enumerate(net.layers) if l["kind"] == "linear")
     outputs = []
     for i, l in enumerate(net.layers):

@@ -50,6 +50,7 @@ class EnvPool:
     data: dict
     tau: float
     base_test_accuracy: np.ndarray
+    select_tau: float | None = None  # the choice's tolerance (`EnvParams.select_tau`); None: tau
 
     @classmethod
     def from_zoos(cls, zoos_and_data: list[tuple[Zoo, PreparedData]], which: str, tau: float, preset: Preset,
@@ -128,7 +129,9 @@ class EnvPool:
         split = {s: jax.tree_util.tree_map(lambda a: jnp.asarray(a[ds]), self.data[s]) for s in SPLITS}
         return EnvParams(variables=jax.tree_util.tree_map(take, self.variables),
                          arch=jax.tree_util.tree_map(take, self.archs),
-                         tau=jnp.full((len(indices),), self.tau, jnp.float32), **split)
+                         tau=jnp.full((len(indices),), self.tau, jnp.float32),
+                         select_tau=None if self.select_tau is None
+                         else jnp.full((len(indices),), self.select_tau, jnp.float32), **split)
 
 
 def batch_from_zoos(zoos_and_data, which: str, tau: float, preset: Preset):

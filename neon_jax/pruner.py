@@ -18,7 +18,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from neon_jax import agent as agent_lib
-from neon_jax import interop, nets, runner
+from neon_jax import data as data_lib
+from neon_jax import interop, nets, onnx_import, runner, scikit
 from neon_jax.choices import DEFAULT_CANDIDATES, SELECTIONS
 from neon_jax.env import EnvConfig, NeonEnv, validate_tau
 from neon_jax.learn import agent_env
@@ -27,6 +28,8 @@ from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset, get_preset
 from neon_jax.progress import stage
 from neon_jax.select import cached_candidates_program, within_tolerance
+from neon_jax.user_data import check_feature_names, prepare_user_data
+from neon_jax.user_data import check_inputs as check_inputs_fn
 from neon_jax.zoo import Zoo, build_zoo, prepare_data
 
 # preset -> {training tau: policy stem in neon_jax/assets/}; `prune` takes the agent trained nearest the user's tau
@@ -43,6 +46,32 @@ class PruneResult:
     pruned: nets.DenseNetwork
     report: dict
     candidates: list[dict] = dataclasses.field(default_factory=list)
+    model: scikit.SklearnModel | onnx_import.OnnxModel | None = None  # what a scikit-learn / ONNX model brought
+    preprocessing: dict = dataclasses.field(default_factory=dict)  # what the inputs are (`preprocessing_record`)
+
+    def input_scaling(self):
+        """((d,) offset, (d,) scale) such that the network's inputs are ``(raw - offset) * scale``: neon_jax's
+        min-max scaling of a dataset without categorical columns, or an ONNX model's leading Scaler; None when the
+        inputs are the rows as given, or their preprocessing is not an affine map of the raw columns (one-hot
+        encoding, a scikit-learn pipeline's steps: `to_sklearn` keeps those)."""
+        if isinstance(self.model, onnx_import.OnnxModel):
+            return self.model.scaler
+        p = self.preprocessing
+        if p.get("scaling") != data_lib.SCALING_NOTE or p.get("categorical_columns"):
+            return None
+        lo, hi = np.asarray(p["feature_min"], np.float32), np.asarray(p["feature_max"], np.float32)
+        span = hi - lo
+        return lo, np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+
+    def to_sklearn(self):
+        """The pruned network as the scikit-learn estimator it came as (the same `Pipeline` with the pruned MLP
+        last, or an `MLPClassifier`); for a network that came otherwise, an `MLPClassifier` of the same classes
+        0..K-1 with no preprocessing."""
+        if isinstance(self.model, scikit.SklearnModel):
+            return scikit.to_sklearn(self.pruned, self.model)
+        return scikit.to_sklearn(self.pruned, scikit.SklearnModel(
+            estimator=_blank_mlp(self.pruned), preprocess=None, classes=np.arange(self.pruned.n_classes),
+            feature_names=None, binary=False))
 
 
 def pretrained_checkpoint(preset: str | Preset, tau: float | None = None) -> Path:
@@ -100,14 +129,87 @@ def load_agent(spec: str, preset: Preset, tau: float | None = None):
     return agent, actor, False, f"{what} ({meta.get('episodes', '?')} training episodes{tau_note})", meta
 
 
+def preprocessing_record(ds: data_lib.Dataset) -> dict:
+    """What a network's inputs and outputs are, to run it on new rows: the scaling applied (none, the model's own
+    steps, or neon_jax's min-max scaling with its per-column min and max), the input columns in order, the raw
+    columns they came from (one-hot columns are named "column=value") and the class labels in output order."""
+    meta = ds.meta
+    record = {"dataset": ds.name, "source": ds.source, "scaling": meta.get("scaling"),
+              "input_columns": list(ds.feature_names), "class_labels": list(ds.class_names)}
+    if meta.get("scaling") == data_lib.SCALING_NOTE:
+        lo, hi = np.asarray(meta["feature_min"], float), np.asarray(meta["feature_max"], float)
+        record.update({
+            "formula": "x[j] = (raw[j] - feature_min[j]) / (feature_max[j] - feature_min[j]); 0 where max == min; "
+                       "categorical columns one-hot encoded first (input columns 'column=value')",
+            "feature_min": lo.tolist(), "feature_max": hi.tolist(),
+            "raw_columns": meta.get("raw_feature_names"), "categorical_columns": meta.get("categorical_columns"),
+            "categories": meta.get("categories")})
+    return record
+
+
+SMALL_DATA_RULES = ("auto", "on", "off")
+
+
+def selection_rule(tau: float, acc0: float, n_val: int, small_data: str = "auto") -> dict:
+    """The tolerance the choice among candidates applies, given how many validation rows decide.
+
+    A candidate's validation change moves in steps of one row (100 / n_val points), and with few rows the
+    smallest candidate that happens to score well on them is often worse on new rows. So the choice can require a
+    candidate to stay within ``tau - margin``, margin one standard error of the original's validation accuracy,
+    ``100 sqrt(p (1 - p) / n_val)`` with ``p = (correct + 1) / (n_val + 2)`` (never 0). "auto" applies it when one
+    row is worth more than tau / 2 points, "on" always, "off" never.
+
+    Returns:
+      {"rule", "applied", "validation_rows", "one_row_points", "margin_points", "select_tau"} (select_tau None
+      when the choice uses tau itself).
+    """
+    if small_data not in SMALL_DATA_RULES:
+        raise ValueError(f"small_data must be one of {', '.join(SMALL_DATA_RULES)}, got {small_data!r}")
+    one_row = 100.0 / n_val
+    p = (acc0 * n_val + 1.0) / (n_val + 2.0)
+    margin = 100.0 * float(np.sqrt(p * (1.0 - p) / n_val))
+    applied = small_data == "on" or (small_data == "auto" and one_row > tau / 2)
+    return {"rule": small_data, "applied": bool(applied), "validation_rows": int(n_val), "one_row_points": one_row,
+            "margin_points": margin, "select_tau": float(tau - margin) if applied else None}
+
+
+def _blank_mlp(net: nets.DenseNetwork):
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier(hidden_layer_sizes=tuple(net.hidden_widths))
+
+
+def _is_rows(dataset) -> bool:
+    """(X, y): the user's own rows (a pair of array-likes), not a dataset name, path or `data.Dataset`."""
+    return isinstance(dataset, (tuple, list)) and len(dataset) == 2 and not isinstance(dataset[0], str)
+
+
+def _model_named(ds: data_lib.Dataset, model) -> data_lib.Dataset:
+    """A named dataset loaded unscaled, as a scikit-learn or ONNX model takes it: the model's own steps before its
+    MLP applied, the labels in the model's class order (matched by their text)."""
+    labels = np.asarray(ds.class_names, dtype=object)[ds.y]
+    names = [str(c) for c in model.classes.tolist()]
+    unknown = sorted(set(labels.tolist()) - set(names))
+    if unknown:
+        raise ValueError(f"{ds.name}: labels {unknown[:5]} are not among the model's classes_ {names[:10]}")
+    y = np.array([names.index(v) for v in labels.tolist()], np.int32)
+    x = model.transform(ds.X)
+    return dataclasses.replace(ds, X=x, y=y, class_names=tuple(names),
+                               feature_names=tuple(f"x{i}" for i in range(x.shape[1])),
+                               meta={**ds.meta, "scaling": "the model's own steps before its MLP (unscaled rows)"})
+
+
 def _single_network_zoo(network: nets.DenseNetwork, prepared, preset: Preset) -> Zoo:
     """A one-network zoo around a user's network, checked against the dataset."""
     if network.n_features != prepared.n_features:
         raise ValueError(f"the network expects {network.n_features} input features but the dataset has "
                          f"{prepared.n_features}")
     if network.n_classes != prepared.n_classes:
+        hint = ("; a binary model with one logistic output z? pass the scikit-learn model itself, or give its "
+                "output layer two columns, logits (0, z)" if network.n_classes == 1 and prepared.n_classes == 2
+                else "")
         raise ValueError(f"the network has {network.n_classes} outputs but the dataset has "
-                         f"{prepared.n_classes} classes")
+                         f"{prepared.n_classes} classes{hint}")
     widths = network.hidden_widths
     if len(widths) > preset.feature_rows - 1:
         raise ValueError(f"the network has {len(widths)} hidden layers; the state maps hold at most "
@@ -124,17 +226,36 @@ def _single_network_zoo(network: nets.DenseNetwork, prepared, preset: Preset) ->
 
 def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int = 4, agent: str = "pretrained",
           preset: str | Preset = "cpu", seed: int = 0, greedy: bool = False, cut: str | None = None,
-          candidates: int = DEFAULT_CANDIDATES, select: str = "best", progress=print) -> PruneResult:
+          candidates: int = DEFAULT_CANDIDATES, select: str = "best", test=None, validation=None,
+          check_inputs: bool = True, trust_pickle: bool = False, small_data: str = "auto",
+          progress=print) -> PruneResult:
     """Prunes a network on a dataset with a trained agent, keeping the user's tolerance on the validation split.
 
     Args:
-      dataset: a dataset name (see `neon-jax datasets`), a CSV path, or a loaded `data.Dataset`.
+      dataset: the user's own training rows ``(X, y)`` (NumPy arrays or a pandas DataFrame / Series, used exactly
+        as given: no scaling, encoding, reordering or row cap; `user_data.prepare_user_data`), or a dataset name
+        (see `neon-jax datasets`), a CSV path, or a loaded `data.Dataset` (neon_jax's preprocessing: min-max
+        scaled, the preset's row cap, its own seeded 70/30 split).
       data_dir: folder(s) of CSV datasets.
-      network: a `DenseNetwork`, a PyTorch file (``.pt``: ``torch.save`` of an ``nn.Sequential`` or of
-        ``{"state_dict", "layers"}``, see `interop.from_torch_file`), a ``.safetensors`` export, or a path written by
-        `nets.save_dense_network`, of any width and up to ``feature_rows - 1`` (9) hidden layers; None trains a
-        random base network of the preset's architecture space first.
+      test: with ``(X, y)`` rows: ``(X_test, y_test)`` that only report (None: the validation rows are reported,
+        and the report says so).
+      validation: with ``(X, y)`` rows: ``(X_val, y_val)`` that choose among the candidates (None: 20 % of the
+        training rows, split off with `seed`).
+      check_inputs: before any work, a given network must score better on its training rows than always guessing
+        the most common class (else the rows are not preprocessed as it was trained: one clear error).
+      network: a scikit-learn `MLPClassifier` or a `Pipeline` ending in one, or its file (``.skops``; a pickle
+        only with `trust_pickle`): its earlier steps are applied to the rows (`scikit.from_sklearn`) and the
+        answer's `to_sklearn()` gives the pruned model back as the same estimator. Or a `DenseNetwork`, a PyTorch
+        file (``.pt``: ``torch.save`` of an ``nn.Sequential`` or of ``{"state_dict", "layers"}``, see
+        `interop.from_torch_file`), a ``.safetensors`` export, or a path written by `nets.save_dense_network`. Any
+        width and up to ``feature_rows - 1`` (9) hidden layers; None trains a random base network of the preset's
+        architecture space first.
+      trust_pickle: load a scikit-learn model from a pickle file (``.pkl`` / ``.joblib``), which runs any code it
+        holds; ``.skops`` files need no trust.
       tau: tolerated accuracy drop in points (paper: 1, 5, 50).
+      small_data: how the choice treats validation rows too few to resolve tau (`selection_rule`): "auto" (a
+        candidate must stay within tau less one standard error of the validation accuracy when one validation
+        row is worth more than tau / 2 points), "on" (always so), "off" (tau itself: the rule before).
       passes: visits per hidden layer (paper's best: 4).
       agent: "pretrained" (the agent shipped for the preset), "random", or a checkpoint path.
       greedy: argmax actions in a single episode instead of sampled ones (the original samples).
@@ -158,11 +279,23 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         raise ValueError(f"candidates must be a whole number of episodes >= 1, got {candidates!r}")
     if select not in SELECTIONS:
         raise ValueError(f"unknown selection {select!r}; choose one of {', '.join(SELECTIONS)}")
+    if small_data not in SMALL_DATA_RULES:
+        raise ValueError(f"small_data must be one of {', '.join(SMALL_DATA_RULES)}, got {small_data!r}")
     EnvConfig(passes=passes)  # every argument is checked before any work: passes >= 1
     say = progress or (lambda *_: None)
+    own_rows = _is_rows(dataset)
+    if not own_rows and (test is not None or validation is not None):
+        raise ValueError("test= and validation= go with your own rows: prune((X, y), test=(X_test, y_test), ...)")
     clock = _Laps()
     stage(progress, "loading the agent, the network and the data")
-    if network is not None and not isinstance(network, nets.DenseNetwork):
+    model = None
+    if isinstance(network, (str, Path)) and Path(network).suffix.lower() in scikit.SKLEARN_SUFFIXES:
+        network, model = scikit.from_sklearn(scikit.load_sklearn_file(network, trust_pickle))
+    elif isinstance(network, (str, Path)) and Path(network).suffix.lower() == ".onnx":
+        network, model = onnx_import.from_onnx(network)
+    elif scikit.is_sklearn_model(network):
+        network, model = scikit.from_sklearn(network)
+    elif network is not None and not isinstance(network, nets.DenseNetwork):
         network = interop.load_network(network)  # .pt/.pth (PyTorch), .safetensors, or a neon_jax network
     agent_obj, actor_params, random_actions, agent_desc, agent_meta = load_agent(agent, preset, tau)
     trained_env = agent_meta.get("env", agent_meta.get("settings", {}).get("env", {}))
@@ -171,7 +304,29 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
     EnvConfig(passes=passes, cut=cut)
     if "passes" in trained_env and trained_env["passes"] != passes:
         say(f"note: the agent was trained with {trained_env['passes']} passes, this prune makes {passes}")
-    prepared = prepare_data(dataset, preset, seed=seed, data_dir=data_dir)
+    if own_rows:
+        if model is not None:
+            columns = getattr(dataset[0], "columns", None)
+            check_feature_names(model.feature_names, None if columns is None else tuple(str(c) for c in columns))
+        prepared = prepare_user_data(dataset, test=test, validation=validation, seed=seed,
+                                     classes=None if model is None else model.classes,
+                                     transform=None if model is None else model.input_transform)
+        rows = prepared.dataset.meta["user_rows"]
+        say(f"your rows as given: {rows['finetune']} fine-tune, {rows['validation_rows']} validation "
+            f"({'given' if rows['validation_given'] else f'split off the training rows, seed {seed}'}), "
+            + (f"{rows['test']} test" if rows["test_given"]
+               else "no test rows given: the report's test numbers are the validation rows'"))
+    else:
+        ds = dataset
+        if not isinstance(ds, data_lib.Dataset):
+            ds = data_lib.load_dataset(ds, data_dir=data_dir, scale=model is None)
+        if model is not None:  # the model brings its own preprocessing: unscaled rows through its steps
+            ds = _model_named(ds, model)
+        if preset.max_rows is not None and ds.n_rows > preset.max_rows:
+            say(f"note: {ds.name} has {ds.n_rows} rows; preset {preset.name} subsamples {preset.max_rows} of them "
+                f"(stratified, seed {seed}). To use every row, pass them: prune((X, y), test=...)")
+        prepared = prepare_data(ds, preset, seed=seed)
+    input_check = None
     if network is None:
         seconds = {"load": clock.lap()}
         stage(progress, f"training a random base network on {prepared.dataset.name} "
@@ -180,7 +335,9 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         seconds["base_network"] = clock.lap()
     else:
         network.check_finite(prepared.splits.x_test, "the network to prune")
-        zoo = _single_network_zoo(network, prepared, preset)
+        zoo = _single_network_zoo(network, prepared, preset)  # checks its shape against the data first
+        if check_inputs:
+            input_check = check_inputs_fn(network, prepared.splits.x_train, prepared.splits.y_train)
         seconds = {"load": clock.lap(), "base_network": 0.0}
     cache = jax.config.jax_compilation_cache_dir
     stage(progress, "building the environment and compiling the pruning program"
@@ -189,6 +346,11 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
     v0, a0 = jax.tree_util.tree_map(lambda a: a[0], (pool.variables, pool.archs))
     original = nets.compact(v0, a0, pool.dims, preset.dropout_rate)
     original.check_finite(prepared.splits.x_test, "the base network" if network is None else "the network")
+    x_val, y_val = prepared.splits.x_val, prepared.splits.y_val
+    selection = selection_rule(tau, float((original.logits(x_val).argmax(1) == y_val).mean()), len(y_val),
+                               small_data)
+    if selection["select_tau"] is not None:
+        pool = dataclasses.replace(pool, select_tau=selection["select_tau"])
     env_config = EnvConfig(passes=passes, cut=cut)
     sampled = int(candidates) if select == "best" and not greedy else 1
     with_greedy = select == "best" and not greedy and not random_actions
@@ -209,15 +371,25 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
 
     result = runner.run(method, pool, seed=seed, batch_size=1, keep_networks=True, on_stage=on_stage)
     seconds["run"] = clock.lap()
+    if selection["applied"]:
+        bound = selection["select_tau"]
+        need = f"lose at most {bound:.2f} points" if bound >= 0 else f"gain at least {-bound:.2f} points"
+        say(f"note: the choice was made on {selection['validation_rows']} validation rows, where one row is "
+            f"{selection['one_row_points']:.2f} points against tau = {tau:g}; so a candidate had to {need} of "
+            f"validation accuracy (tau less one standard error, {selection['margin_points']:.2f} points; "
+            f"small_data={small_data!r}); more validation rows (validation=(X_val, y_val) / --validation) let the "
+            f"choice use tau itself")
     stage(progress, "measuring the latency of the original and the pruned network")
     row = result.rows[0]
     final_variables, final_arch = result.networks[0]
     pruned = nets.compact(final_variables, final_arch, pool.dims, preset.dropout_rate)
     pruned.check_finite(prepared.splits.x_test, "the pruned network")
-    table = candidate_table(result.details[0], row, tau)
+    table = candidate_table(result.details[0], row,
+                            tau if selection["select_tau"] is None else selection["select_tau"])
     if select == "best" and row["chosen_episode"] < 0:
-        say(f"no pruned candidate kept the validation accuracy within tau = {tau:g} points of the original's: "
-            f"returning the original network")
+        limit = tau if selection["select_tau"] is None else selection["select_tau"]
+        say(f"no pruned candidate kept the validation accuracy within {limit:.4g} points of the original's"
+            f"{'' if selection['select_tau'] is None else ' (the small-data rule)'}: returning the original network")
     report = {
         "dataset": prepared.dataset.name, "rows": prepared.dataset.n_rows, "features": prepared.n_features,
         "classes": prepared.n_classes, "preset": preset.name, "tau": tau, "passes": passes, "agent": agent_desc,
@@ -235,11 +407,20 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         # measured, not inferred from the parameter count: NumPy eval forward pass, batch 256, this machine
         **interop.latency_report(original, pruned),
         "candidate_table": table,
+        "data": {"source": prepared.dataset.source, "scaling": prepared.dataset.meta.get("scaling"),
+                 "splits": {"train": len(prepared.splits.train_idx), "finetune": len(prepared.splits.finetune_idx),
+                            "validation": len(prepared.splits.val_idx), "test": len(prepared.splits.test_idx)},
+                 "test_rows": ("the validation rows (no test rows given)"
+                               if own_rows and not prepared.dataset.meta["user_rows"]["test_given"]
+                               else "given" if own_rows else "neon_jax's split"),
+                 "input_check": input_check},
+        # the rows that decided, what one row is worth, and the tolerance the choice applied
+        "selection": selection,
     }
     seconds["report"] = clock.lap()
     seconds["total"] = sum(seconds.values())  # the stages partition the call's wall time: what the user waited
     return PruneResult(dataset=prepared.dataset.name, original=original, pruned=pruned, report=report,
-                       candidates=table)
+                       candidates=table, model=model, preprocessing=preprocessing_record(prepared.dataset))
 
 
 class _Laps:
@@ -256,7 +437,8 @@ class _Laps:
 
 def candidate_table(details: dict, row: dict, tau: float) -> list[dict]:
     """Every candidate of one prune as dicts (the original first, then each step of each episode): episode,
-    step, greedy, params, widths, val_acc, test_acc, val / test change in points, within_tau, chosen."""
+    step, greedy, params, widths, val_acc, test_acc, val / test change in points, within_tau (within the
+    tolerance the choice applied, `tau` here; the original always counts, as it is always eligible), chosen."""
     acc0, test0 = float(details["val_acc0"]), float(details["test_acc0"])
     depth = len(row["widths_before"].split("-"))
 
@@ -266,7 +448,7 @@ def candidate_table(details: dict, row: dict, tau: float) -> list[dict]:
         return {"episode": episode, "step": step, "greedy": greedy, "params": int(n_params),
                 "widths": widths, "val_acc": val, "test_acc": test,
                 "val_change_points": val_change, "test_change_points": test_change,
-                "within_tau": bool(within_tolerance(np.float32(val), np.float32(acc0), tau)),
+                "within_tau": episode < 0 or bool(within_tolerance(np.float32(val), np.float32(acc0), tau)),
                 "chosen": (episode, step) == (row["chosen_episode"], row["chosen_step"])}
 
     table = [entry(-1, 0, False, details["params0"], row["widths_before"], acc0, test0)]
@@ -283,8 +465,9 @@ CANDIDATE_FIELDS = ("episode", "step", "greedy", "params", "widths", "val_acc", 
 
 
 def save_result(result: PruneResult, out_dir, overwrite: bool = False) -> Path:
-    """Writes original.{npz,json}, pruned.{npz,json}, report.json, candidates.csv and front.png to `out_dir`
-    (never silently overwrites)."""
+    """Writes original.{npz,json}, pruned.{npz,json}, report.json, preprocessing.json (`preprocessing_record`),
+    candidates.csv and front.png to `out_dir`, and pruned.skops (the pruned scikit-learn estimator, loaded with
+    ``skops.io.load(path)``) when a scikit-learn model was pruned. Never silently overwrites."""
     out = Path(out_dir)
     if (out / "report.json").exists() and not overwrite:
         raise FileExistsError(f"{out} already holds a prune result; pass --overwrite to replace it")
@@ -292,6 +475,13 @@ def save_result(result: PruneResult, out_dir, overwrite: bool = False) -> Path:
     nets.save_dense_network(result.original, out / "original")
     nets.save_dense_network(result.pruned, out / "pruned")
     (out / "report.json").write_text(json.dumps(result.report, indent=1))
+    (out / "preprocessing.json").write_text(json.dumps(result.preprocessing, indent=1, default=str))
+    if isinstance(result.model, scikit.SklearnModel):
+        try:
+            import skops.io as sio
+        except ImportError:
+            raise ValueError("saving the pruned scikit-learn model needs skops (pip install skops)") from None
+        sio.dump(result.to_sklearn(), out / "pruned.skops")
     with open(out / "candidates.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, CANDIDATE_FIELDS)
         writer.writeheader()

@@ -68,7 +68,7 @@ def running_best(env: NeonEnv) -> Tap:
 
     def step(best, params: EnvParams, state, info):
         n_params = nets.count_params(state.arch)
-        take = info["active"] & within_tolerance(state.acc, state.acc0, params.tau) & better(
+        take = info["active"] & within_tolerance(state.acc, state.acc0, params.choice_tau) & better(
             n_params, state.acc, best["params"], best["acc"])
         pick = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
             lambda a, b: jnp.where(take.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
@@ -131,7 +131,7 @@ def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bo
                       "arch": jax.tree_util.tree_map(last, final.arch), "acc": final.acc[:, 0]}
             step, episode = final.step[:, 0], jnp.zeros(n, jnp.int32)
         acc0 = final.acc0[:, 0]
-        within = (t.valid & within_tolerance(t.info["acc"], acc0[:, None, None], params.tau[:, None, None]))
+        within = (t.valid & within_tolerance(t.info["acc"], acc0[:, None, None], params.choice_tau[:, None, None]))
         return Outcome(
             variables=chosen["variables"], arch=chosen["arch"], widths_before=params.arch.widths,
             params_before=nets.count_params(params.arch), params_after=nets.count_params(chosen["arch"]),

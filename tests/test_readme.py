@@ -35,3 +35,22 @@ def test_readme_python_prune_runs_as_written():
     result = namespace["result"]
     assert result.report["compression"] >= 1.0 and result.report["tau"] == 5.0
     assert result.report["chosen"]["val_acc_change_points"] >= -5.0
+
+
+def test_readme_bring_your_own_runs(capsys):
+    """'Bring your own model and data': the scikit-learn pipeline pruned on the user's split (at the tiny preset
+    here; as written under -m slow)."""
+    code = _block("result.to_sklearn()").replace("tau=5)", 'tau=5, preset="tiny", passes=1, candidates=2)')
+    assert 'preset="tiny"' in code
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    result, pipe = namespace["result"], namespace["pipe"]
+    assert abs(result.report["test_acc_before"] - pipe.score(namespace["X_test"], namespace["y_test"])) < 1e-6
+    assert "->" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_readme_bring_your_own_runs_as_written():
+    namespace: dict = {}
+    exec(compile(_block("result.to_sklearn()"), "README.md", "exec"), namespace)
+    assert namespace["result"].report["compression"] >= 1.0

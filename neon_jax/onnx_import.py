@@ -1,0 +1,184 @@
+"""ONNX in: an MLP graph (PyTorch's exporter, skl2onnx's MLPClassifier) as a `DenseNetwork`.
+
+    net, model = onnx_import.from_onnx("model.onnx")
+    x = model.transform(X)          # a leading Scaler (skl2onnx's StandardScaler / MinMaxScaler), if any
+    model.classes                   # the labels in output order (skl2onnx's classes; else 0..K-1)
+
+The graph is walked from its input along one chain: ``Gemm`` (or ``MatMul`` + ``Add``), ``Relu`` / ``Tanh`` /
+``Sigmoid``, ``BatchNormalization``, ``Dropout`` / ``Identity`` / ``Cast`` (no-ops in inference), ending in
+``Softmax`` (or, for skl2onnx's binary models, ``Sigmoid`` -> ``Sub`` -> ``Concat``: one logistic output z, taken
+as the two logits (0, z)). A leading ``Scaler`` is applied to the rows, not folded into the first layer, so the
+fine-tune sees what the network was trained on. After the probabilities only skl2onnx's label branch
+(``ArgMax``, ``ArrayFeatureExtractor``, ``Reshape``, ``Cast``, ``ZipMap``) may follow. Any other node is refused,
+naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from neon_jax.nets import DenseNetwork
+
+_ACTIVATIONS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
+_NO_OPS = ("Dropout", "Identity", "Cast")
+_LABEL_BRANCH = ("ArgMax", "ArrayFeatureExtractor", "Reshape", "Cast", "ZipMap", "Identity")
+
+
+@dataclasses.dataclass
+class OnnxModel:
+    """What an ONNX model brings besides its weights.
+
+    Attributes:
+      path: the file.
+      input_name: the graph's input; output_names: its outputs, in order.
+      scaler: (offset, scale) of a leading Scaler: rows become (x - offset) * scale; None: none.
+      classes: labels in output order (skl2onnx's class list; else 0..K-1).
+      binary: one logistic output taken as two logits.
+    """
+
+    path: str
+    input_name: str
+    output_names: tuple[str, ...]
+    scaler: tuple[np.ndarray, np.ndarray] | None
+    classes: np.ndarray
+    binary: bool
+    feature_names: tuple[str, ...] | None = None
+
+    def transform(self, X) -> np.ndarray:
+        """(N, d) float32: the rows as the network sees them (the leading Scaler applied, if any)."""
+        X = np.asarray(X, np.float32)
+        if self.scaler is None:
+            return X
+        offset, scale = self.scaler
+        return ((X - offset) * scale).astype(np.float32)
+
+    @property
+    def input_transform(self):
+        return None if self.scaler is None else self.transform
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def from_onnx(path) -> tuple[DenseNetwork, OnnxModel]:
+    """An ONNX MLP file as a `DenseNetwork` and its `OnnxModel` (see the module docstring for the graphs read).
+
+    Raises:
+      ValueError naming the first node that is not part of an MLP (a ``Conv``, say), or the shape that breaks.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as err:  # noqa: BLE001 - onnx raises several kinds on a bad file
+        raise ValueError(f"{path}: not a readable ONNX model ({type(err).__name__})") from None
+    graph = model.graph
+    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            weights[node.output[0]] = numpy_helper.to_array(_attrs(node)["value"])
+    inputs = [i.name for i in graph.input if i.name not in weights]
+    if len(inputs) != 1:
+        raise ValueError(f"{path}: an MLP graph has one input, this one has {len(inputs)}: {inputs}")
+    current = inputs[0]
+    layers: list[dict] = []
+    scaler = None
+    classes = None
+    binary = False
+    ended = False
+    pending = None  # a MatMul's kernel, waiting for its Add
+
+    def where(node):
+        return f"{path}: node {node.name or '?'} ({node.op_type})"
+
+    nodes = [n for n in graph.node if n.op_type != "Constant"]
+    i = 0
+    while i < len(nodes):
+        node = nodes[i]
+        op = node.op_type
+        if ended:
+            if op not in _LABEL_BRANCH:
+                raise ValueError(f"{where(node)} follows the probabilities; an MLP classifier ends there")
+            if op == "ArrayFeatureExtractor" and node.input[0] in weights:
+                classes = weights[node.input[0]]
+            i += 1
+            continue
+        if current not in node.input:
+            raise ValueError(f"{where(node)} is not on the network's chain; neon_jax reads plain MLP graphs")
+        if op == "Scaler" and not layers:
+            a = _attrs(node)
+            scaler = (np.asarray(a.get("offset", [0.0]), np.float32), np.asarray(a.get("scale", [1.0]), np.float32))
+        elif op in _NO_OPS:
+            pass  # identities in inference (a Dropout's mask output is unused)
+        elif op == "Gemm":
+            a = _attrs(node)
+            if a.get("transA", 0):
+                raise ValueError(f"{where(node)}: transA=1 is not a dense layer's form")
+            w = weights.get(node.input[1])
+            if w is None:
+                raise ValueError(f"{where(node)}: its weight is not a constant of the graph")
+            w = (w.T if a.get("transB", 0) else w) * float(a.get("alpha", 1.0))
+            b = weights.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[1])
+            layers.append(dict(kind="linear", kernel=np.asarray(w, np.float32),
+                               bias=np.asarray(b * float(a.get("beta", 1.0)), np.float32).reshape(-1)))
+        elif op == "MatMul":
+            w = weights.get(node.input[1])
+            if w is None or w.ndim != 2:
+                raise ValueError(f"{where(node)}: its weight is not a 2-D constant of the graph")
+            pending = np.asarray(w, np.float32)
+            layers.append(dict(kind="linear", kernel=pending, bias=np.zeros(pending.shape[1], np.float32)))
+        elif op == "Add" and pending is not None:
+            other = [n for n in node.input if n != current]
+            b = weights.get(other[0]) if other else None
+            if b is None:
+                raise ValueError(f"{where(node)}: its bias is not a constant of the graph")
+            layers[-1]["bias"] = np.asarray(b, np.float32).reshape(-1)
+            pending = None
+        elif op == "BatchNormalization":
+            a = _attrs(node)
+            scale, bias, mean, var = (np.asarray(weights[n], np.float32) for n in node.input[1:5])
+            layers.append(dict(kind="batchnorm", scale=scale, bias=bias, mean=mean, var=var,
+                               eps=float(a.get("epsilon", 1e-5))))
+        elif op == "Softmax":
+            layers.append(dict(kind="softmax"))
+            ended = True
+        elif op == "Sigmoid" and layers and layers[-1]["kind"] == "linear" and layers[-1]["kernel"].shape[1] == 1 \
+                and i + 2 < len(nodes) and [n.op_type for n in nodes[i + 1:i + 3]] == ["Sub", "Concat"]:
+            last = layers[-1]  # skl2onnx's binary head: p = sigmoid(z), (1 - p, p) -> logits (0, z)
+            last["kernel"] = np.concatenate([np.zeros_like(last["kernel"]), last["kernel"]], axis=1)
+            last["bias"] = np.concatenate([np.zeros_like(last["bias"]), last["bias"]])
+            layers.append(dict(kind="softmax"))
+            binary, ended = True, True
+            current = nodes[i + 2].output[0]
+            i += 3
+            continue
+        elif op in _ACTIVATIONS:
+            layers.append(dict(kind=_ACTIVATIONS[op]))
+        else:
+            raise ValueError(f"{where(node)} is not supported: neon_jax reads MLP graphs (Gemm or MatMul+Add, "
+                             f"Relu/Tanh/Sigmoid, BatchNormalization, Dropout, a final Softmax)")
+        current = node.output[0]
+        i += 1
+    linears = [layer for layer in layers if layer["kind"] == "linear"]
+    if not linears:
+        raise ValueError(f"{path}: the graph has no dense layer")
+    if not ended:  # no Softmax: the last Linear's outputs are the logits
+        layers.append(dict(kind="softmax"))
+    n_classes = int(linears[-1]["kernel"].shape[1])
+    classes = np.arange(n_classes) if classes is None else np.asarray(classes).reshape(-1)
+    if len(classes) != n_classes:
+        raise ValueError(f"{path}: {n_classes} outputs but {len(classes)} class labels")
+    net = DenseNetwork(layers=layers, n_features=int(linears[0]["kernel"].shape[0]), n_classes=n_classes)
+    info = OnnxModel(path=str(path), input_name=inputs[0], output_names=tuple(o.name for o in graph.output),
+                     scaler=scaler, classes=classes, binary=binary)
+    return net, info

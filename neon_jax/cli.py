@@ -700,10 +700,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "nn.Sequential of Linear/ReLU/Tanh/Sigmoid/BatchNorm1d/Dropout[/Softmax], or of "
                         "{'state_dict', 'layers'}), a .safetensors export, or a neon_jax network (.npz/.json); "
                         "default: train a random base network first")
-    p.add_argument("--small-data", default="auto", choices=("auto", "on", "off"),
-                   help="when one validation row is worth more than tau/2 points (auto; on: always), a candidate "
-                        "must stay within tau less one standard error of the validation accuracy to be chosen; "
-                        "off: tau itself")
+    p.add_argument("--small-data", default="off", choices=("off", "auto", "on"),
+                   help="off: the choice keeps tau on the validation rows; auto: when one validation row is worth "
+                        "more than tau/2 points (on: always), a candidate must stay within tau less one standard "
+                        "error of the validation accuracy (measured: no fewer test losses beyond tau on small "
+                        "sets, less compression; benchmarks/README.md)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="load a scikit-learn model from a pickle (.pkl/.joblib): a pickle runs any code it holds")
     p.add_argument("--tau", type=float, default=5.0, help="tolerated accuracy drop, points (default 5)")

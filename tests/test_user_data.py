@@ -302,6 +302,7 @@ def test_the_small_data_rule_by_hand():
     assert r["margin_points"] == pytest.approx(100 * np.sqrt(p * (1 - p) / 21))
     assert r["select_tau"] == pytest.approx(5.0 - r["margin_points"])
     assert not selection_rule(50.0, 20 / 21, 21, "auto")["applied"]  # one row resolves tau = 50
+    assert not selection_rule(5.0, 20 / 21, 21)["applied"]  # off by default (measured: benchmarks/README.md)
     assert selection_rule(5.0, 0.9, 2000, "auto")["select_tau"] is None
     assert selection_rule(5.0, 0.9, 2000, "on")["select_tau"] == pytest.approx(5.0 - 100 * np.sqrt(
         (1801 / 2002) * (201 / 2002) / 2000))

@@ -348,7 +348,7 @@ def cmd_prune(args) -> int:
             print(f"exported npz: {Path(args.out) / 'pruned.npz'}, {Path(args.out) / 'pruned.json'} (written above)")
     if formats:
         _export_and_verify(result.pruned, args.out, formats, "pruned", args.overwrite)
-        if "onnx" in formats and result.input_scaling() is not None:
+        if "onnx" in formats and result.raw_onnx() is not None:
             _export_raw_onnx(result, Path(args.out) / "pruned_raw.onnx", args.overwrite)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -505,15 +505,21 @@ def _export_raw_onnx(result, path: Path, overwrite: bool) -> None:
 
     if path.exists() and not overwrite:
         raise CLIError(f"{path} exists; pass --overwrite to replace it")
-    offset, scale = result.input_scaling()
-    path.write_bytes(interop.to_onnx(result.pruned, input_scaling=(offset, scale)).SerializeToString())
+    path.write_bytes(result.raw_onnx().SerializeToString())
+    scaling = result.input_scaling()
+    offset, scale = (np.zeros(result.pruned.n_features, np.float32), np.ones(result.pruned.n_features, np.float32)) \
+        if scaling is None else scaling
     span = np.where(scale > 0, 1.0 / np.where(scale > 0, scale, 1.0), 1.0)
     raw = (offset + np.random.default_rng(0).random((256, len(offset))) * span).astype(np.float32)
-    logits = interop.run_onnx(path, raw)["logits"]
-    diff = float(np.abs(logits - result.pruned.logits((raw - offset) * scale)).max())
-    if diff > 1e-3:
+    out = interop.run_onnx(path, raw)
+    roles = dict(getattr(result.model, "output_roles", ())) or {"probabilities": "probabilities", "logits": "logits"}
+    named = {r: out[n] for n, r in roles.items()}
+    probs = named["probabilities"] if "probabilities" in named else interop._softmax(named["logits"])
+    diff = float(np.abs(probs - result.pruned.predict_proba((raw - offset) * scale)).max())
+    if diff > 1e-4:
         raise CLIError(f"{path}: the raw-row ONNX model differs from the network by {diff:.3g}")
-    print(f"exported onnx on raw rows (the input scaling baked in): {path} (read back: max |logit diff| {diff:.1e})")
+    print(f"exported onnx on raw rows (the input scaling baked in, the input model's outputs where it was ONNX): "
+          f"{path} (read back: max |probability diff| {diff:.1e})")
 
 
 def cmd_export(args) -> int:
@@ -700,11 +706,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "nn.Sequential of Linear/ReLU/Tanh/Sigmoid/BatchNorm1d/Dropout[/Softmax], or of "
                         "{'state_dict', 'layers'}), a .safetensors export, or a neon_jax network (.npz/.json); "
                         "default: train a random base network first")
-    p.add_argument("--small-data", default="off", choices=("off", "auto", "on"),
+    p.add_argument("--small-data", default="off", choices=("off", "auto", "on", "share"),
                    help="off: the choice keeps tau on the validation rows; auto: when one validation row is worth "
                         "more than tau/2 points (on: always), a candidate must stay within tau less one standard "
                         "error of the validation accuracy (measured: no fewer test losses beyond tau on small "
-                        "sets, less compression; benchmarks/README.md)")
+                        "sets, less compression; benchmarks/README.md); share: then half the training rows "
+                        "choose, not 20%%")
     p.add_argument("--trust-pickle", action="store_true",
                    help="load a scikit-learn model from a pickle (.pkl/.joblib): a pickle runs any code it holds")
     p.add_argument("--tau", type=float, default=5.0, help="tolerated accuracy drop, points (default 5)")

@@ -508,7 +508,7 @@ def torch_state_dict(net: DenseNetwork) -> dict:
             "layers": layer_spec(net), "n_features": net.n_features, "n_classes": net.n_classes}
 
 
-def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None):
+def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None, outputs=None, class_labels=None):
     """`DenseNetwork` -> ``onnx.ModelProto`` (built with ``onnx.helper``; default domain, opset `ONNX_OPSET`).
 
     Input ``input`` (batch, n_features) float32, dynamic batch. Outputs ``logits`` (batch, n_classes) and, when the
@@ -516,12 +516,26 @@ def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None):
     BatchNorm1d -> BatchNormalization (inference form), Dropout is the identity in inference and emits no node.
     Initialisers carry the PyTorch state_dict names. `input_scaling` ((d,) offset, (d,) scale): the graph starts
     with ``(input - offset) * scale`` (``Sub``, ``Mul``), so it runs on raw rows (`pruner.PruneResult.input_scaling`).
+    `outputs` ([(name, role)], role "probabilities" / "logits" / "label"): the graph's outputs in that order and
+    with those names instead (an imported ONNX model's, `onnx_import.OnnxModel.output_roles`); a "label" output is
+    ``class_labels[argmax]`` (int64 or string labels).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     arrays = state_arrays(net)
     nodes, inits = [], []
+    wanted = None if outputs is None else [(str(n), str(r)) for n, r in outputs]
+    if wanted is not None:
+        bad = sorted({r for _, r in wanted} - {"probabilities", "logits", "label"})
+        if bad:
+            raise ValueError(f"unknown output role(s) {bad}; use probabilities, logits or label")
+        if any(r == "label" for _, r in wanted) and class_labels is None:
+            raise ValueError("a label output needs class_labels")
+        own = {"input", "input_centred", "input_scaled", "label_index", "class_labels"}
+        clash = {n for n, r in wanted if n in own or (n in ("logits", "probabilities") and n != r)}
+        if clash:
+            raise ValueError(f"output names {sorted(clash)} are the graph's own tensors; rename them")
     h = "input"
     if input_scaling is not None:
         offset, scale = (np.asarray(a, np.float32).reshape(-1) for a in input_scaling)
@@ -559,10 +573,33 @@ def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None):
         h = out
     outputs.append("logits")
     shape_out = ["batch", net.n_classes]
+    infos = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape_out) for name in outputs]
+    if wanted is not None:
+        infos = []
+        probabilities = "probabilities" if "probabilities" in outputs else None
+        for name, role in wanted:
+            if role == "label":
+                labels = np.asarray(class_labels)
+                is_text = labels.dtype.kind in "USO"
+                labels = labels.astype(object if is_text else np.int64)
+                inits.append(numpy_helper.from_array(labels, "class_labels"))
+                nodes += [helper.make_node("ArgMax", [probabilities or "logits"], ["label_index"], axis=1,
+                                           keepdims=0, name="label_argmax"),
+                          helper.make_node("Gather", ["class_labels", "label_index"], [name], axis=0,
+                                           name="label_gather")]
+                infos.append(helper.make_tensor_value_info(
+                    name, TensorProto.STRING if is_text else TensorProto.INT64, ["batch"]))
+            else:
+                source = probabilities if role == "probabilities" else "logits"
+                if source is None:
+                    raise ValueError("the network ends without Softmax: it has no probabilities output")
+                if name != source:
+                    nodes.append(helper.make_node("Identity", [source], [name], name=f"output_{name}"))
+                infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape_out))
     graph = helper.make_graph(
         nodes, "neon_jax_dense",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", net.n_features])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape_out) for name in outputs],
+        infos,
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="neon_jax",

@@ -46,6 +46,7 @@ class OnnxModel:
     classes: np.ndarray
     binary: bool
     feature_names: tuple[str, ...] | None = None
+    output_roles: tuple[tuple[str, str], ...] = ()  # (graph output, "probabilities" / "logits" / "label"), in order
 
     def transform(self, X) -> np.ndarray:
         """(N, d) float32: the rows as the network sees them (the leading Scaler applied, if any)."""
@@ -97,6 +98,7 @@ def from_onnx(path) -> tuple[DenseNetwork, OnnxModel]:
     binary = False
     ended = False
     pending = None  # a MatMul's kernel, waiting for its Add
+    probabilities = None  # the tensor of the class probabilities (None: the graph ends in logits)
 
     def where(node):
         return f"{path}: node {node.name or '?'} ({node.op_type})"
@@ -151,7 +153,7 @@ def from_onnx(path) -> tuple[DenseNetwork, OnnxModel]:
                                eps=float(a.get("epsilon", 1e-5))))
         elif op == "Softmax":
             layers.append(dict(kind="softmax"))
-            ended = True
+            ended, probabilities = True, node.output[0]
         elif op == "Sigmoid" and layers and layers[-1]["kind"] == "linear" and layers[-1]["kernel"].shape[1] == 1 \
                 and i + 2 < len(nodes) and [n.op_type for n in nodes[i + 1:i + 3]] == ["Sub", "Concat"]:
             last = layers[-1]  # skl2onnx's binary head: p = sigmoid(z), (1 - p, p) -> logits (0, z)
@@ -159,7 +161,7 @@ def from_onnx(path) -> tuple[DenseNetwork, OnnxModel]:
             last["bias"] = np.concatenate([np.zeros_like(last["bias"]), last["bias"]])
             layers.append(dict(kind="softmax"))
             binary, ended = True, True
-            current = nodes[i + 2].output[0]
+            current = probabilities = nodes[i + 2].output[0]
             i += 3
             continue
         elif op in _ACTIVATIONS:
@@ -169,6 +171,7 @@ def from_onnx(path) -> tuple[DenseNetwork, OnnxModel]:
                              f"Relu/Tanh/Sigmoid, BatchNormalization, Dropout, a final Softmax)")
         current = node.output[0]
         i += 1
+    logits = current  # the chain's last tensor: the logits when there is no Softmax
     linears = [layer for layer in layers if layer["kind"] == "linear"]
     if not linears:
         raise ValueError(f"{path}: the graph has no dense layer")
@@ -180,5 +183,24 @@ def from_onnx(path) -> tuple[DenseNetwork, OnnxModel]:
         raise ValueError(f"{path}: {n_classes} outputs but {len(classes)} class labels")
     net = DenseNetwork(layers=layers, n_features=int(linears[0]["kernel"].shape[0]), n_classes=n_classes)
     info = OnnxModel(path=str(path), input_name=inputs[0], output_names=tuple(o.name for o in graph.output),
-                     scaler=scaler, classes=classes, binary=binary)
+                     scaler=scaler, classes=classes, binary=binary,
+                     output_roles=_output_roles(graph, nodes, probabilities, logits))
     return net, info
+
+
+def _output_roles(graph, nodes, probabilities: str | None, logits: str) -> tuple[tuple[str, str], ...]:
+    """Each graph output's role: the probabilities (the Softmax's output, or an Identity of it), the logits (the
+    last Linear's output when there is no Softmax), or the label (skl2onnx's label branch)."""
+    same = {probabilities} if probabilities else set()
+    for node in nodes:
+        if node.op_type == "Identity" and node.input[0] in same:
+            same.add(node.output[0])
+    roles = []
+    for out in graph.output:
+        if out.name in same:
+            roles.append((out.name, "probabilities"))
+        elif out.name == logits:
+            roles.append((out.name, "logits"))
+        else:
+            roles.append((out.name, "label"))
+    return tuple(roles)

@@ -55,11 +55,13 @@ class PreparedData:
         return h.hexdigest()[:16]
 
 
-def prepare_data(name_or_dataset, preset: Preset, seed: int = 0, data_dir=None) -> PreparedData:
+def prepare_data(name_or_dataset, preset: Preset, seed: int = 0, data_dir=None,
+                 val_fraction: float = 0.2) -> PreparedData:
     """Loads (if given a name), subsamples to the preset's row cap and splits a classification dataset.
 
     The base networks train on the 70% train split and report accuracy on the 30% test split; the environment
-    fine-tunes on 80% of train and rewards on the other 20% (neon_spec.md §2.1).
+    fine-tunes on 80% of train and rewards on the other 20% (neon_spec.md §2.1; `val_fraction` changes that share,
+    not the 70/30 split).
     """
     ds = name_or_dataset
     if not isinstance(ds, data_lib.Dataset):
@@ -68,7 +70,7 @@ def prepare_data(name_or_dataset, preset: Preset, seed: int = 0, data_dir=None) 
         raise ValueError(f"dataset {ds.name!r} is a {ds.task} task; NEON prunes classifiers only")
     if preset.max_rows is not None:
         ds = data_lib.subsample(ds, preset.max_rows, seed)
-    return PreparedData(dataset=ds, splits=data_lib.make_splits(ds, seed=seed), seed=seed)
+    return PreparedData(dataset=ds, splits=data_lib.make_splits(ds, seed=seed, val_fraction=val_fraction), seed=seed)
 
 
 @dataclasses.dataclass(eq=False)

@@ -328,3 +328,30 @@ def test_the_small_data_rule_chooses_within_its_tighter_tolerance():
     assert out["on"]["selection"]["applied"] and not out["off"]["selection"]["applied"]
     assert out["on"]["within_tau"] <= out["off"]["within_tau"]
     assert out["on"]["candidates"] == out["off"]["candidates"]  # the same episodes: only the choice differs
+
+
+def test_an_onnx_model_comes_back_with_its_own_outputs_on_raw_rows(tmp_path):
+    """`PruneResult.raw_onnx()` of an skl2onnx pipeline: the input's Scaler baked in, its outputs (label,
+    probabilities) with their names and order; labels are the model's classes."""
+    from skl2onnx import to_onnx
+
+    from neon_jax import interop
+
+    X, y = load_iris(return_X_y=True)
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    X_tr, X_te, y_tr, y_te = train_test_split(X.astype(np.float32), labels, test_size=0.3, random_state=2,
+                                              stratify=labels)
+    pipe = _fit(make_pipeline(StandardScaler(), MLPClassifier((12,), max_iter=500, random_state=0)), X_tr, y_tr)
+    path = tmp_path / "iris.onnx"
+    path.write_bytes(to_onnx(pipe, X_tr[:1], options={"zipmap": False}).SerializeToString())
+    result = neon_jax.prune((X_tr, y_tr), network=str(path), test=(X_te, y_te), preset="tiny", passes=1,
+                            candidates=1, progress=None)
+    assert result.model.output_roles == (("label", "label"), ("probabilities", "probabilities"))
+    model = result.raw_onnx()
+    assert [o.name for o in model.graph.output] == ["label", "probabilities"]
+    out = interop.run_onnx(model, X_te)
+    expected = result.pruned.predict_proba(result.model.transform(X_te))
+    np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+    got = np.array([v.decode() if isinstance(v, bytes) else v for v in out["label"]])
+    assert (got == result.model.classes[expected.argmax(1)]).all()
+    assert abs((got == y_te).mean() - result.report["test_acc_after"]) < 1e-6

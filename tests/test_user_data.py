@@ -355,3 +355,18 @@ def test_an_onnx_model_comes_back_with_its_own_outputs_on_raw_rows(tmp_path):
     got = np.array([v.decode() if isinstance(v, bytes) else v for v in out["label"]])
     assert (got == result.model.classes[expected.argmax(1)]).all()
     assert abs((got == y_te).mean() - result.report["test_acc_after"]) < 1e-6
+
+
+def test_the_share_rule_lets_half_the_training_rows_choose_on_small_data():
+    """iris at tau 5: 21 validation rows (one row 4.8 points > tau / 2), so "share" splits 53 of the 105 training
+    rows off to choose; the test rows and the base network's training rows stay as they were."""
+    plain = neon_jax.prune("iris", tau=5, preset="tiny", passes=1, candidates=1, progress=None).report
+    share = neon_jax.prune("iris", tau=5, preset="tiny", passes=1, candidates=1, small_data="share",
+                           progress=None).report
+    assert plain["selection"]["validation_rows"] == 21 and share["selection"]["validation_rows"] == 53
+    assert share["data"]["splits"]["train"] == plain["data"]["splits"]["train"] == 105
+    assert share["data"]["splits"]["test"] == plain["data"]["splits"]["test"] == 45
+    assert share["test_acc_before"] == plain["test_acc_before"]  # the same base network
+    big = neon_jax.prune("iris", tau=50, preset="tiny", passes=1, candidates=1, small_data="share",
+                         progress=None).report
+    assert big["selection"]["validation_rows"] == 21  # one row resolves tau = 50: the split stays

@@ -274,7 +274,8 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         `SMALL_DATA_SHARE` of the training rows choose, not 20 %; the base network still trains on all of them;
         without given validation rows). Measured on iris, wine and
         sonar (5 seeds, tau 5; `benchmarks/small_data_tau.py`), "auto" lost as often beyond tau on test (3 of 15)
-        at less compression (mean x4.05 against x5.61), so it is not the default. Either way the report's
+        at less compression (mean x4.05 against x5.61); "share" lost beyond tau once in 15, at a lower median
+        compression (x3.16 against x5.57); unmeasured at tau 1, neither is the default yet. Either way the report's
         ``selection`` says how many validation rows decided and what one row is worth, and a note says so when
         one row is worth more than tau / 2.
       passes: visits per hidden layer (paper's best: 4).
@@ -403,7 +404,8 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
     if not selection["applied"] and selection["one_row_points"] > tau / 2:
         say(f"note: the choice was made on {selection['validation_rows']} validation rows, where one row is "
             f"{selection['one_row_points']:.2f} points against tau = {tau:g}: they can hardly resolve tau, and the "
-            f"test change may fall beyond it; give more validation rows (validation=(X_val, y_val) / --validation)")
+            f"test change may fall beyond it; give more validation rows (validation=(X_val, y_val) / --validation) "
+            f"or let half the training rows choose (small_data='share' / --small-data share)")
     if selection["applied"]:
         bound = selection["select_tau"]
         need = f"lose at most {bound:.2f} points" if bound >= 0 else f"gain at least {-bound:.2f} points"

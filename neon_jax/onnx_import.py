@@ -47,6 +47,7 @@ class OnnxModel:
     binary: bool
     feature_names: tuple[str, ...] | None = None
     output_roles: tuple[tuple[str, str], ...] = ()  # (graph output, "probabilities" / "logits" / "label"), in order
+    labelled: bool = False  # the graph names its classes (skl2onnx); else `classes` is 0..K-1, in the data's order
 
     def transform(self, X) -> np.ndarray:
         """(N, d) float32: the rows as the network sees them (the leading Scaler applied, if any)."""
@@ -178,12 +179,13 @@ def from_onnx(path) -> tuple[DenseNetwork, OnnxModel]:
     if not ended:  # no Softmax: the last Linear's outputs are the logits
         layers.append(dict(kind="softmax"))
     n_classes = int(linears[-1]["kernel"].shape[1])
+    labelled = classes is not None
     classes = np.arange(n_classes) if classes is None else np.asarray(classes).reshape(-1)
     if len(classes) != n_classes:
         raise ValueError(f"{path}: {n_classes} outputs but {len(classes)} class labels")
     net = DenseNetwork(layers=layers, n_features=int(linears[0]["kernel"].shape[0]), n_classes=n_classes)
     info = OnnxModel(path=str(path), input_name=inputs[0], output_names=tuple(o.name for o in graph.output),
-                     scaler=scaler, classes=classes, binary=binary,
+                     scaler=scaler, classes=classes, binary=binary, labelled=labelled,
                      output_roles=_output_roles(graph, nodes, probabilities, logits))
     return net, info
 

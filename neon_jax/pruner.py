@@ -201,7 +201,13 @@ def _is_rows(dataset) -> bool:
 
 def _model_named(ds: data_lib.Dataset, model) -> data_lib.Dataset:
     """A named dataset loaded unscaled, as a scikit-learn or ONNX model takes it: the model's own steps before its
-    MLP applied, the labels in the model's class order (matched by their text)."""
+    MLP applied, the labels in the model's class order (matched by their text; a model that does not name its
+    classes, such as a PyTorch export, keeps the dataset's order)."""
+    if not getattr(model, "labelled", True):
+        if model.input_transform is None:
+            return ds
+        return dataclasses.replace(ds, X=model.transform(ds.X),
+                                   meta={**ds.meta, "scaling": "the model's own steps (unscaled rows)"})
     labels = np.asarray(ds.class_names, dtype=object)[ds.y]
     names = [str(c) for c in model.classes.tolist()]
     unknown = sorted(set(labels.tolist()) - set(names))
@@ -346,9 +352,12 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
                else "no test rows given: the report's test numbers are the validation rows'"))
     else:
         ds = dataset
+        # a scikit-learn model, or an ONNX model with its own Scaler, brings its preprocessing: unscaled rows
+        # through its steps; any other network takes neon_jax's (min-max scaled, as a .pt file does)
+        own_steps = isinstance(model, scikit.SklearnModel) or (model is not None and model.input_transform is not None)
         if not isinstance(ds, data_lib.Dataset):
-            ds = data_lib.load_dataset(ds, data_dir=data_dir, scale=model is None)
-        if model is not None:  # the model brings its own preprocessing: unscaled rows through its steps
+            ds = data_lib.load_dataset(ds, data_dir=data_dir, scale=not own_steps)
+        if model is not None:
             ds = _model_named(ds, model)
         if preset.max_rows is not None and ds.n_rows > preset.max_rows:
             say(f"note: {ds.name} has {ds.n_rows} rows; preset {preset.name} subsamples {preset.max_rows} of them "

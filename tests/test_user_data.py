@@ -370,3 +370,19 @@ def test_the_share_rule_lets_half_the_training_rows_choose_on_small_data():
     big = neon_jax.prune("iris", tau=50, preset="tiny", passes=1, candidates=1, small_data="share",
                          progress=None).report
     assert big["selection"]["validation_rows"] == 21  # one row resolves tau = 50: the split stays
+
+
+def test_a_pytorch_exported_onnx_mlp_prunes_and_exports(tmp_path):
+    """torch.onnx's graph (Gemm, BatchNormalization, Dropout, Softmax; no Scaler) pruned on iris by name, its
+    ONNX export read back."""
+    from neon_jax import interop
+
+    name, path, proba, X = _onnx_models(tmp_path)[0]
+    assert name == "torch"
+    result = neon_jax.prune("iris", network=str(path), preset="tiny", passes=1, candidates=1, check_inputs=False,
+                            progress=None)
+    assert result.report["widths_before"] == "12-6" and result.model.output_roles == (("probs", "probabilities"),)
+    paths = interop.export_network(result.pruned, tmp_path / "out", ["onnx"])
+    x = np.asarray(X, np.float32)
+    np.testing.assert_allclose(interop.run_onnx(paths["onnx"][0], x)["probabilities"], result.pruned.predict_proba(x),
+                               atol=1e-5)

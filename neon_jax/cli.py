@@ -342,14 +342,17 @@ def cmd_prune(args) -> int:
             getattr(result.model, "estimator", None)) else ""
         print(f"saved the original and pruned networks (.npz + .json){sk}, report.json, preprocessing.json (what "
               f"the inputs are), candidates.csv and front.png to {path}; other formats: --export "
-              f"torch,onnx,safetensors")
+              f"torch,onnx,safetensors,sklearn")
         if "npz" in formats:  # --out already wrote pruned.npz / pruned.json, the npz export's files
             formats = [f for f in formats if f != "npz"]
             print(f"exported npz: {Path(args.out) / 'pruned.npz'}, {Path(args.out) / 'pruned.json'} (written above)")
-    if formats:
-        _export_and_verify(result.pruned, args.out, formats, "pruned", args.overwrite)
-        if "onnx" in formats and result.raw_onnx() is not None:
+    others = [f for f in formats if f != "sklearn"]
+    if others:
+        _export_and_verify(result.pruned, args.out, others, "pruned", args.overwrite)
+        if "onnx" in others and result.raw_onnx() is not None:
             _export_raw_onnx(result, Path(args.out) / "pruned_raw.onnx", args.overwrite)
+    if "sklearn" in formats:  # the pruned model as the user's estimator, or on raw rows: not the bare network
+        _export_sklearn(result, Path(args.out) / "pruned.skops")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(r, indent=1))
@@ -497,6 +500,44 @@ def _export_and_verify(net, out, formats, stem, overwrite) -> None:
               f"{c['max_abs_diff_logits']:.1e}, same predictions: {c['same_predictions']})")
 
 
+def _raw_rows(result, n: int = 256):
+    """n random raw rows spanning the range the input scaling maps to [0, 1], and the network's inputs for them."""
+    import numpy as np
+
+    scaling = result.input_scaling()
+    d = result.pruned.n_features
+    offset, scale = (np.zeros(d, np.float32), np.ones(d, np.float32)) if scaling is None else scaling
+    span = np.where(scale > 0, 1.0 / np.where(scale > 0, scale, 1.0), 1.0)
+    raw = (offset + np.random.default_rng(0).random((n, d)) * span).astype(np.float32)
+    return raw, (raw - offset) * scale
+
+
+def _export_sklearn(result, path: Path) -> None:
+    """pruned.skops for --export sklearn: `PruneResult.to_sklearn` (the user's estimator, pruned, which --out has
+    written; else an MLPClassifier of the dataset's labels behind the input scaling), read back and checked."""
+    import numpy as np
+
+    from neon_jax import scikit
+
+    if isinstance(result.model, scikit.SklearnModel):
+        print(f"exported sklearn: {path} (your scikit-learn model, pruned; written above)")
+        return
+    try:
+        import skops.io as sio
+        estimator = result.to_sklearn()
+    except (ImportError, ValueError) as err:
+        raise CLIError(f"--export sklearn: {err}") from None
+    sio.dump(estimator, path)
+    raw, x = _raw_rows(result)
+    back = scikit.load_sklearn_file(path)
+    diff = float(np.abs(back.predict_proba(raw.astype(np.float64)) - result.pruned.predict_proba(x)).max())
+    if diff > 1e-4:
+        raise CLIError(f"{path}: the scikit-learn model differs from the network by {diff:.3g}")
+    kind = "a Pipeline (the input scaling, then the MLP)" if hasattr(back, "steps") else "an MLPClassifier"
+    print(f"exported sklearn: {path}, {kind} on raw rows predicting {[str(c) for c in back.classes_[:6]]}"
+          f"{'...' if len(back.classes_) > 6 else ''} (read back: max |probability diff| {diff:.1e})")
+
+
 def _export_raw_onnx(result, path: Path, overwrite: bool) -> None:
     """pruned_raw.onnx: the pruned network with the input scaling baked in, checked on raw rows."""
     import numpy as np
@@ -506,16 +547,12 @@ def _export_raw_onnx(result, path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise CLIError(f"{path} exists; pass --overwrite to replace it")
     path.write_bytes(result.raw_onnx().SerializeToString())
-    scaling = result.input_scaling()
-    offset, scale = (np.zeros(result.pruned.n_features, np.float32), np.ones(result.pruned.n_features, np.float32)) \
-        if scaling is None else scaling
-    span = np.where(scale > 0, 1.0 / np.where(scale > 0, scale, 1.0), 1.0)
-    raw = (offset + np.random.default_rng(0).random((256, len(offset))) * span).astype(np.float32)
+    raw, x = _raw_rows(result)
     out = interop.run_onnx(path, raw)
     roles = dict(getattr(result.model, "output_roles", ())) or {"probabilities": "probabilities", "logits": "logits"}
     named = {r: out[n] for n, r in roles.items()}
     probs = named["probabilities"] if "probabilities" in named else interop._softmax(named["logits"])
-    diff = float(np.abs(probs - result.pruned.predict_proba((raw - offset) * scale)).max())
+    diff = float(np.abs(probs - result.pruned.predict_proba(x)).max())
     if diff > 1e-4:
         raise CLIError(f"{path}: the raw-row ONNX model differs from the network by {diff:.3g}")
     print(f"exported onnx on raw rows (the input scaling baked in, the input model's outputs where it was ONNX): "
@@ -738,7 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="save original + pruned network and report.json in this folder")
     p.add_argument("--export", default=None,
                    help="also write the pruned network to --out as FORMATS (comma-separated: torch, onnx, "
-                        "safetensors, npz, or all), each read back and checked")
+                        "safetensors, npz, sklearn, or all = the first four), each read back and checked; "
+                        "sklearn: pruned.skops, your scikit-learn model pruned, or an MLPClassifier of the "
+                        "dataset's labels behind its input scaling (a Pipeline on raw rows)")
     p.add_argument("--overwrite", action="store_true", help="replace files already in --out / --json")
     p.add_argument("--quiet", action="store_true", help="no progress messages; only the result table")
     p.set_defaults(func=cmd_prune)

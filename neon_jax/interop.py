@@ -44,7 +44,8 @@ from neon_jax.nets import BN_EPS, DenseNetwork, load_dense_network, save_dense_n
 ONNX_OPSET = 17  # default ONNX domain; every op used (Gemm, BatchNormalization, Relu, Tanh, Sigmoid, Softmax)
 ONNX_IR_VERSION = 8  # the lowest IR version that carries opset 17, so older runtimes read the file too
 TORCH_FORMAT = "neon_jax.torch/1"  # the {"state_dict", "layers"} bundle and the safetensors metadata
-EXPORT_FORMATS = ("torch", "onnx", "safetensors", "npz")
+EXPORT_FORMATS = ("torch", "onnx", "safetensors", "npz", "sklearn")
+ALL_FORMATS = ("torch", "onnx", "safetensors", "npz")  # "all": the formats every network fits (sklearn by name)
 
 # PyTorch class name -> DenseNetwork layer kind
 _TORCH_KINDS = {"Linear": "linear", "ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid",
@@ -508,7 +509,8 @@ def torch_state_dict(net: DenseNetwork) -> dict:
             "layers": layer_spec(net), "n_features": net.n_features, "n_classes": net.n_classes}
 
 
-def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None, outputs=None, class_labels=None):
+def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None, outputs=None, class_labels=None,
+            feature_names=None):
     """`DenseNetwork` -> ``onnx.ModelProto`` (built with ``onnx.helper``; default domain, opset `ONNX_OPSET`).
 
     Input ``input`` (batch, n_features) float32, dynamic batch. Outputs ``logits`` (batch, n_classes) and, when the
@@ -518,7 +520,9 @@ def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None, outp
     with ``(input - offset) * scale`` (``Sub``, ``Mul``), so it runs on raw rows (`pruner.PruneResult.input_scaling`).
     `outputs` ([(name, role)], role "probabilities" / "logits" / "label"): the graph's outputs in that order and
     with those names instead (an imported ONNX model's, `onnx_import.OnnxModel.output_roles`); a "label" output is
-    ``class_labels[argmax]`` (int64 or string labels).
+    ``class_labels[argmax]`` (int64 or string labels). `feature_names` (d names): the input's columns in order, kept
+    as the model's metadata ``feature_names`` (a JSON list), which `onnx_import.from_onnx` reads back so a DataFrame
+    with other or reordered columns is named before any work.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -605,6 +609,11 @@ def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None, outp
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="neon_jax",
                               doc_string=f"hidden widths {net.hidden_widths}, {net.num_params()} parameters")
     model.ir_version = ONNX_IR_VERSION
+    if feature_names is not None:
+        names = [str(n) for n in feature_names]
+        if len(names) != net.n_features:
+            raise ValueError(f"{len(names)} feature names for a network of {net.n_features} inputs")
+        helper.set_model_props(model, {"feature_names": json.dumps(names)})
     onnx.checker.check_model(model)
     return model
 
@@ -613,25 +622,28 @@ def export_paths(out_dir, stem: str, formats: Iterable[str]) -> dict[str, list[P
     """The files `export_network` writes for each format."""
     out = Path(out_dir)
     files = {"torch": [f"{stem}.pt"], "onnx": [f"{stem}.onnx"],
-             "safetensors": [f"{stem}.safetensors", f"{stem}.arch.json"], "npz": [f"{stem}.npz", f"{stem}.json"]}
+             "safetensors": [f"{stem}.safetensors", f"{stem}.arch.json"], "npz": [f"{stem}.npz", f"{stem}.json"],
+             "sklearn": [f"{stem}.skops"]}
     return {f: [out / name for name in files[f]] for f in formats}
 
 
 def parse_formats(text: str | Sequence[str]) -> list[str]:
-    """"torch,onnx" or a list -> validated, de-duplicated format names ("all" = every format)."""
+    """"torch,onnx" or a list -> validated, de-duplicated format names ("all" = `ALL_FORMATS`, the ones every
+    network fits; "sklearn" is asked by name: scikit-learn's MLP holds no batch-norm or dropout)."""
     names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
     if "all" in names:
-        return list(EXPORT_FORMATS)
+        return list(dict.fromkeys(list(ALL_FORMATS) + [n for n in names if n in EXPORT_FORMATS]))
     unknown = [n for n in names if n not in EXPORT_FORMATS]
     if unknown or not names:
         raise ValueError(f"unknown export format(s) {', '.join(unknown) or '(none given)'}; choose from "
-                         f"{', '.join(EXPORT_FORMATS)} or all")
+                         f"{', '.join(EXPORT_FORMATS)} or all (= {', '.join(ALL_FORMATS)})")
     return list(dict.fromkeys(names))
 
 
 def check_export_dependencies(formats: Iterable[str]) -> None:
     """Raises ImportError (with the pip command) if a package that one of `formats` needs is missing."""
-    needs = {"torch": ["torch"], "onnx": ["onnx", "onnxruntime"], "safetensors": ["safetensors"], "npz": []}
+    needs = {"torch": ["torch"], "onnx": ["onnx", "onnxruntime"], "safetensors": ["safetensors"], "npz": [],
+             "sklearn": ["skops"]}
     import importlib.util
 
     missing = sorted({m for f in formats for m in needs[f] if importlib.util.find_spec(m) is None})
@@ -640,7 +652,7 @@ def check_export_dependencies(formats: Iterable[str]) -> None:
                           f"pip install 'neon_jax[torch,export]'")
 
 
-def export_network(net: DenseNetwork, out_dir, formats: Iterable[str] = EXPORT_FORMATS, stem: str = "pruned",
+def export_network(net: DenseNetwork, out_dir, formats: Iterable[str] = ALL_FORMATS, stem: str = "pruned",
                    overwrite: bool = False) -> dict[str, list[Path]]:
     """Writes `net` in each of `formats` into `out_dir`; returns {format: [files]}.
 
@@ -652,6 +664,9 @@ def export_network(net: DenseNetwork, out_dir, formats: Iterable[str] = EXPORT_F
       safetensors.torch.load_file(path))`` works on ``to_torch``'s Sequential) with the layer list in its metadata,
       and the same architecture as ``<stem>.arch.json``.
     * ``npz``: ``<stem>.npz`` + ``<stem>.json`` (`nets.save_dense_network`: kernels (in, out)).
+    * ``sklearn``: ``<stem>.skops``, a fitted scikit-learn ``MLPClassifier`` (classes 0..K-1) saved with skops
+      (`scikit.network_to_mlp`; read it with `neon_jax.scikit.load_sklearn_file` or ``skops.io.load``); networks
+      with batch-norm or dropout modules or mixed activations are refused (scikit-learn's MLP has none).
     Never overwrites an existing file unless `overwrite`.
     """
     formats = parse_formats(list(formats))
@@ -676,6 +691,12 @@ def export_network(net: DenseNetwork, out_dir, formats: Iterable[str] = EXPORT_F
             paths[fmt][1].write_text(json.dumps(arch_doc, indent=1))
         elif fmt == "npz":
             save_dense_network(net, paths[fmt][0])
+        elif fmt == "sklearn":
+            import skops.io as sio
+
+            from neon_jax.scikit import network_to_mlp
+
+            sio.dump(network_to_mlp(net), paths[fmt][0])
     return paths
 
 
@@ -742,6 +763,13 @@ def verify_exports(net: DenseNetwork, paths: dict[str, list[Path]], x: np.ndarra
         elif fmt == "onnx":
             out = run_onnx(files[0], x)
             logits, probs = out["logits"], out.get("probabilities", _softmax(out["logits"]))
+        elif fmt == "sklearn":  # probabilities only: logits are log-probabilities up to a constant per row
+            from neon_jax.scikit import load_sklearn_file
+
+            probs64 = load_sklearn_file(files[0]).predict_proba(x.astype(np.float64))
+            probs = probs64.astype(np.float32)
+            logits = np.log(np.maximum(probs64, 1e-300))
+            logits = logits - logits.mean(1, keepdims=True) + ref.mean(1, keepdims=True)
         else:
             logits = (load_safetensors(files[0]) if fmt == "safetensors" else load_dense_network(files[0])).logits(x)
             probs = _softmax(logits)

@@ -16,6 +16,7 @@ naming it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ class OnnxModel:
       scaler: (offset, scale) of a leading Scaler: rows become (x - offset) * scale; None: none.
       classes: labels in output order (skl2onnx's class list; else 0..K-1).
       binary: one logistic output taken as two logits.
+      feature_names: the input's columns in order, from the model's metadata (`FEATURE_NAME_KEYS`); None if unnamed.
     """
 
     path: str
@@ -121,6 +123,11 @@ def from_onnx(path) -> tuple[DenseNetwork, OnnxModel]:
         if op == "Scaler" and not layers:
             a = _attrs(node)
             scaler = (np.asarray(a.get("offset", [0.0]), np.float32), np.asarray(a.get("scale", [1.0]), np.float32))
+        elif op in ("Sub", "Mul") and not layers and node.input[0] == current and node.input[1] in weights:
+            # a leading (input - offset) * scale, as `interop.to_onnx(input_scaling=...)` writes it: the Scaler's map
+            offset, scale = scaler if scaler is not None else (np.float32(0.0), np.float32(1.0))
+            c = np.asarray(weights[node.input[1]], np.float32).reshape(-1)
+            scaler = (offset + c / np.where(scale != 0, scale, 1.0), scale) if op == "Sub" else (offset, scale * c)
         elif op in _NO_OPS:
             pass  # identities in inference (a Dropout's mask output is unused)
         elif op == "Gemm":
@@ -186,8 +193,30 @@ def from_onnx(path) -> tuple[DenseNetwork, OnnxModel]:
     net = DenseNetwork(layers=layers, n_features=int(linears[0]["kernel"].shape[0]), n_classes=n_classes)
     info = OnnxModel(path=str(path), input_name=inputs[0], output_names=tuple(o.name for o in graph.output),
                      scaler=scaler, classes=classes, binary=binary, labelled=labelled,
+                     feature_names=_feature_names(model, path, net.n_features),
                      output_roles=_output_roles(graph, nodes, probabilities, logits))
     return net, info
+
+
+FEATURE_NAME_KEYS = ("feature_names", "feature_names_in", "columns")  # metadata keys read as the input's columns
+
+
+def _feature_names(model, path, n_features: int) -> tuple[str, ...] | None:
+    """The input's column names where the model's metadata holds them (a JSON list or comma-separated text under
+    one of `FEATURE_NAME_KEYS`; `interop.to_onnx` writes ``feature_names``); None when it does not."""
+    props = {p.key: p.value for p in model.metadata_props}
+    key = next((k for k in FEATURE_NAME_KEYS if k in props), None)
+    if key is None:
+        return None
+    text = props[key]
+    try:
+        names = json.loads(text)
+    except json.JSONDecodeError:
+        names = [n.strip() for n in text.split(",")]
+    if not isinstance(names, list) or len(names) != n_features:
+        raise ValueError(f"{path}: the metadata's {key!r} names {len(names) if isinstance(names, list) else '?'} "
+                         f"columns but the first layer takes {n_features} inputs")
+    return tuple(str(n) for n in names)
 
 
 def _output_roles(graph, nodes, probabilities: str | None, logits: str) -> tuple[tuple[str, str], ...]:

@@ -72,20 +72,33 @@ class PruneResult:
         scaling = self.input_scaling()
         if scaling is None and not isinstance(self.model, onnx_import.OnnxModel):
             return None
+        names = getattr(self.model, "feature_names", None) or self.preprocessing.get("input_columns") or None
+        if names is not None and (len(names) != self.pruned.n_features
+                                  or list(names) == [f"x{i}" for i in range(len(names))]):  # none, or made up
+            names = None
         if isinstance(self.model, onnx_import.OnnxModel) and self.model.output_roles:
             return interop.to_onnx(self.pruned, input_scaling=scaling, outputs=self.model.output_roles,
-                                   class_labels=self.model.classes)
-        return interop.to_onnx(self.pruned, input_scaling=scaling)
+                                   class_labels=self.model.classes, feature_names=names)
+        return interop.to_onnx(self.pruned, input_scaling=scaling, feature_names=names)
 
     def to_sklearn(self):
-        """The pruned network as the scikit-learn estimator it came as (the same `Pipeline` with the pruned MLP
-        last, or an `MLPClassifier`); for a network that came otherwise, an `MLPClassifier` of the same classes
-        0..K-1 with no preprocessing."""
+        """The pruned network as a scikit-learn estimator: the one it came as (the same `Pipeline` with the
+        pruned MLP last, or an `MLPClassifier`); for a network that came otherwise, an `MLPClassifier` predicting
+        the dataset's class labels, behind the input scaling as a `MinMaxScaler` in a `Pipeline` where that
+        scaling is an affine map of the raw columns (`input_scaling`), so it runs on raw rows as
+        ``pruned_raw.onnx`` does."""
+        from sklearn.pipeline import Pipeline
+
         if isinstance(self.model, scikit.SklearnModel):
             return scikit.to_sklearn(self.pruned, self.model)
-        return scikit.to_sklearn(self.pruned, scikit.SklearnModel(
-            estimator=_blank_mlp(self.pruned), preprocess=None, classes=np.arange(self.pruned.n_classes),
-            feature_names=None, binary=False))
+        labels = self.preprocessing.get("class_labels")
+        if isinstance(self.model, onnx_import.OnnxModel) and self.model.labelled:
+            labels = list(self.model.classes)
+        if not labels or len(labels) != self.pruned.n_classes:
+            labels = list(range(self.pruned.n_classes))
+        mlp = scikit.network_to_mlp(self.pruned, labels)
+        scaling = self.input_scaling()
+        return mlp if scaling is None else Pipeline([("scale", scikit.affine_scaler(*scaling)), ("mlp", mlp)])
 
 
 def pretrained_checkpoint(preset: str | Preset, tau: float | None = None) -> Path:
@@ -186,12 +199,6 @@ def selection_rule(tau: float, acc0: float, n_val: int, small_data: str = "off")
     applied = small_data == "on" or (small_data == "auto" and one_row > tau / 2)  # "share" acts on the split
     return {"rule": small_data, "applied": bool(applied), "validation_rows": int(n_val), "one_row_points": one_row,
             "margin_points": margin, "select_tau": float(tau - margin) if applied else None}
-
-
-def _blank_mlp(net: nets.DenseNetwork):
-    from sklearn.neural_network import MLPClassifier
-
-    return MLPClassifier(hidden_layer_sizes=tuple(net.hidden_widths))
 
 
 def _is_rows(dataset) -> bool:
@@ -335,7 +342,10 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
     if own_rows:
         if model is not None:
             columns = getattr(dataset[0], "columns", None)
-            check_feature_names(model.feature_names, None if columns is None else tuple(str(c) for c in columns))
+            source = ("list(onnx_import.from_onnx(path)[1].feature_names)" if isinstance(model, onnx_import.OnnxModel)
+                      else "model.feature_names_in_")
+            check_feature_names(model.feature_names, None if columns is None else tuple(str(c) for c in columns),
+                                source)
         def user_rows(val_fraction):
             return prepare_user_data(dataset, test=test, validation=validation, seed=seed,
                                      classes=None if model is None else model.classes,

@@ -133,8 +133,8 @@ def to_sklearn(net: DenseNetwork, like: SklearnModel | Any):
     network's classes and probabilities.
 
     Args:
-      net: Linear and one hidden activation kind between them (no batch-norm or dropout modules: scikit-learn's
-        MLP has none), ending in softmax.
+      net: Linear layers and one hidden activation kind between them, ending in softmax; batch-norms before a
+        linear layer are folded into it and dropout left out (`DenseNetwork.folded`), the same function.
       like: the `SklearnModel` of `from_sklearn` (or the estimator itself).
     """
     from sklearn.base import clone
@@ -143,6 +143,7 @@ def to_sklearn(net: DenseNetwork, like: SklearnModel | Any):
 
     if not isinstance(like, SklearnModel):
         like = from_sklearn(like)[1]
+    net = net.folded()  # batch-norms into the next linear layer, dropout out: the same function
     kinds = [layer["kind"] for layer in net.layers]
     other = sorted({k for k in kinds if k not in ("linear", "softmax", *_BACK)})
     if other:
@@ -155,9 +156,6 @@ def to_sklearn(net: DenseNetwork, like: SklearnModel | Any):
     linears = [layer for layer in net.layers if layer["kind"] == "linear"]
     coefs = [np.asarray(layer["kernel"], np.float64) for layer in linears]
     biases = [np.asarray(layer["bias"], np.float64) for layer in linears]
-    if like.binary:  # logits (a, b) -> one logistic output b - a
-        coefs[-1] = coefs[-1][:, 1:] - coefs[-1][:, :1]
-        biases[-1] = biases[-1][1:] - biases[-1][:1]
     old = like.estimator.steps[-1][1] if isinstance(like.estimator, Pipeline) else like.estimator
     widths = tuple(int(w.shape[1]) for w in coefs[:-1])
     mlp = clone(old).set_params(hidden_layer_sizes=widths, activation=_BACK[acts.pop()] if acts else old.activation,
@@ -168,6 +166,9 @@ def to_sklearn(net: DenseNetwork, like: SklearnModel | Any):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         mlp.fit(x0, like.classes)
+    if mlp.out_activation_ == "logistic":  # two classes: logits (a, b) -> one logistic output b - a
+        coefs[-1] = coefs[-1][:, 1:] - coefs[-1][:, :1]
+        biases[-1] = biases[-1][1:] - biases[-1][:1]
     mlp.coefs_, mlp.intercepts_ = coefs, biases
     mlp.n_iter_, mlp.loss_curve_ = getattr(old, "n_iter_", 0), list(getattr(old, "loss_curve_", []))
     if hasattr(old, "feature_names_in_"):
@@ -176,6 +177,43 @@ def to_sklearn(net: DenseNetwork, like: SklearnModel | Any):
         return Pipeline(like.estimator.steps[:-1] + [(like.estimator.steps[-1][0], mlp)],
                         memory=like.estimator.memory)
     return mlp
+
+
+def network_to_mlp(net: DenseNetwork, classes=None):
+    """A `DenseNetwork` as a fitted `MLPClassifier` of no preprocessing whose `predict_proba` is the network's
+    softmax (`to_sklearn` for a network that did not come from scikit-learn).
+
+    Args:
+      classes: (K,) labels in output order; default 0..K-1.
+    """
+    from sklearn.neural_network import MLPClassifier
+
+    classes = np.arange(net.n_classes) if classes is None else np.asarray(classes)
+    if len(classes) != net.n_classes:
+        raise ValueError(f"{len(classes)} class labels for a network of {net.n_classes} outputs")
+    return to_sklearn(net, SklearnModel(estimator=MLPClassifier(hidden_layer_sizes=tuple(net.hidden_widths)),
+                                        preprocess=None, classes=classes, feature_names=None, binary=False))
+
+
+def affine_scaler(offset, scale):
+    """A fitted `MinMaxScaler` whose `transform` is ``(X - offset) * scale`` (columns with scale 0 give 0), so a
+    network trained on scaled inputs runs on raw rows as a `Pipeline` (the map neon_jax's min-max scaling and an
+    ONNX model's Scaler apply).
+
+    Args:
+      offset, scale: (d,) arrays.
+    """
+    from sklearn.preprocessing import MinMaxScaler
+
+    offset, scale = np.asarray(offset, np.float64), np.asarray(scale, np.float64)
+    if offset.shape != scale.shape or offset.ndim != 1:
+        raise ValueError(f"offset and scale must be two (d,) arrays, got shapes {offset.shape} and {scale.shape}")
+    scaler = MinMaxScaler().fit(np.stack([offset, offset + 1.0]))  # sets every fitted attribute; then ours
+    scaler.scale_ = scale
+    scaler.min_ = -offset * scale
+    span = np.where(scale != 0, 1.0 / np.where(scale != 0, scale, 1.0), 0.0)
+    scaler.data_min_, scaler.data_max_, scaler.data_range_ = offset, offset + span, span
+    return scaler
 
 
 SKLEARN_SUFFIXES = (".skops", ".pkl", ".pickle", ".joblib")

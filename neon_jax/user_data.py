@@ -160,7 +160,8 @@ def check_inputs(net: DenseNetwork, x: np.ndarray, y: np.ndarray, what: str = "t
     return {"accuracy": acc, "majority_rate": majority, "rows": int(len(y))}
 
 
-def check_feature_names(expected: tuple[str, ...] | None, given: tuple[str, ...] | None) -> None:
+def check_feature_names(expected: tuple[str, ...] | None, given: tuple[str, ...] | None,
+                        source: str = "model.feature_names_in_") -> None:
     """A ValueError naming the mismatch when a model fitted on named columns is given other columns (or the same
     columns in another order); nothing to check when either side has no names."""
     if expected is None or given is None:
@@ -174,8 +175,7 @@ def check_feature_names(expected: tuple[str, ...] | None, given: tuple[str, ...]
         raise ValueError(f"the model was fitted on other columns: missing {missing[:5]}, unexpected {extra[:5]}")
     moved = [n for i, n in enumerate(given) if expected[i] != n]
     raise ValueError(f"the columns are in another order than the model was fitted on: {len(moved)} moved, first "
-                     f"{moved[:3]} (expected order starts {list(expected[:3])}); reorder them as X[model."
-                     f"feature_names_in_]")
+                     f"{moved[:3]} (expected order starts {list(expected[:3])}); reorder them as X[{source}]")
 
 
 def read_rows(path) -> tuple:

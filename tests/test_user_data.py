@@ -281,16 +281,30 @@ def test_the_onnx_export_can_run_on_raw_rows(tmp_path, capsys):
 
     out = tmp_path / "wine"
     code = cli.main(["prune", "--dataset", "wine", "--preset", "tiny", "--passes", "1", "--candidates", "1",
-                     "--quiet", "--out", str(out), "--export", "onnx"])
+                     "--quiet", "--out", str(out), "--export", "onnx,sklearn"])
     assert code == 0, capsys.readouterr().err
-    assert "pruned_raw.onnx" in capsys.readouterr().out
-    raw = load_wine().data.astype(np.float32)
+    printed = capsys.readouterr().out
+    assert "pruned_raw.onnx" in printed and "exported sklearn" in printed
+    frame = load_wine(as_frame=True).data
+    raw = frame.to_numpy(np.float32)
     scaled = data.load_dataset("wine").X
     a = interop.run_onnx(out / "pruned_raw.onnx", raw)["logits"]
     b = interop.run_onnx(out / "pruned.onnx", scaled)["logits"]
     np.testing.assert_allclose(a, b, atol=1e-4)
     prep = json.loads((out / "preprocessing.json").read_text())
     assert len(prep["feature_min"]) == 13 and prep["input_columns"][0] == "alcohol"
+    # --export sklearn: a Pipeline (the same scaling, then the MLP) on raw rows, predicting the dataset's labels
+    pipe = scikit.load_sklearn_file(out / "pruned.skops")
+    np.testing.assert_allclose(pipe.predict_proba(raw), interop._softmax(b), atol=1e-5)
+    assert list(pipe.classes_) == prep["class_labels"]
+    # the raw ONNX names its columns: the same rows with two columns swapped are named before any work
+    from neon_jax.onnx_import import from_onnx
+
+    assert from_onnx(out / "pruned_raw.onnx")[1].feature_names == tuple(frame.columns)
+    y = load_wine().target
+    swapped = frame[[frame.columns[1], frame.columns[0], *frame.columns[2:]]]
+    with pytest.raises(ValueError, match="another order.*'malic_acid', 'alcohol'"):
+        neon_jax.prune((swapped, y), network=str(out / "pruned_raw.onnx"), preset="tiny", progress=None)
 
 
 def test_the_small_data_rule_by_hand():
@@ -386,3 +400,43 @@ def test_a_pytorch_exported_onnx_mlp_prunes_and_exports(tmp_path):
     x = np.asarray(X, np.float32)
     np.testing.assert_allclose(interop.run_onnx(paths["onnx"][0], x)["probabilities"], result.pruned.predict_proba(x),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_any_network_becomes_an_mlpclassifier_with_its_batchnorms_folded(n_classes, tmp_path):
+    """`DenseNetwork.folded` (batch-norms into the next linear layer, dropout out) computes the same logits, and
+    `scikit.network_to_mlp` gives an MLPClassifier with the same probabilities (two classes: one logistic
+    output); mixed activations are refused by name."""
+    from neon_jax import nets
+
+    rng = np.random.default_rng(n_classes)
+
+    def bn(n):
+        return dict(kind="batchnorm", scale=rng.normal(size=n).astype(np.float32),
+                    bias=rng.normal(size=n).astype(np.float32), mean=rng.normal(size=n).astype(np.float32),
+                    var=rng.uniform(0.2, 2, size=n).astype(np.float32), eps=1e-5)
+
+    def linear(i, o):
+        return dict(kind="linear", kernel=rng.normal(size=(i, o)).astype(np.float32),
+                    bias=rng.normal(size=o).astype(np.float32))
+
+    layers = [bn(6), linear(6, 9), dict(kind="tanh"), dict(kind="dropout", rate=0.5), bn(9), linear(9, 5),
+              dict(kind="tanh"), bn(5), linear(5, n_classes), dict(kind="softmax")]
+    net = nets.DenseNetwork(layers=layers, n_features=6, n_classes=n_classes)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    folded = net.folded()
+    assert [layer["kind"] for layer in folded.layers] == ["linear", "tanh", "linear", "tanh", "linear", "softmax"]
+    np.testing.assert_allclose(folded.logits(x), net.logits(x), rtol=1e-4, atol=1e-4)
+    mlp = scikit.network_to_mlp(net, classes=[f"c{i}" for i in range(n_classes)])
+    assert mlp.hidden_layer_sizes == (9, 5) and mlp.activation == "tanh"
+    assert mlp.out_activation_ == ("logistic" if n_classes == 2 else "softmax")
+    np.testing.assert_allclose(mlp.predict_proba(x), net.predict_proba(x), atol=1e-5)
+    assert (mlp.predict(x) == np.array([f"c{i}" for i in range(n_classes)])[net.logits(x).argmax(1)]).all()
+    from neon_jax import interop  # the export format of a bare network: <stem>.skops, read back and checked
+
+    paths = interop.export_network(net, tmp_path, ["sklearn"], stem="net")
+    assert paths["sklearn"] == [tmp_path / "net.skops"]
+    assert interop.verify_exports(net, paths, x)["sklearn"]["same_predictions"]
+    layers[6] = dict(kind="relu")
+    with pytest.raises(ValueError, match="mixes hidden activations.*relu.*tanh"):
+        scikit.network_to_mlp(nets.DenseNetwork(layers=layers, n_features=6, n_classes=n_classes))

@@ -79,6 +79,35 @@ class DenseNetwork:
         z = np.exp(z - z.max(1, keepdims=True))
         return z / z.sum(1, keepdims=True)
 
+    def folded(self) -> DenseNetwork:
+        """The same function with fewer kinds of module: each batch-norm (eval mode, an affine map per column)
+        folded into the linear layer after it, dropout (the identity in eval mode) left out. A batch-norm with no
+        linear layer after it stays."""
+        layers: list[dict] = []
+        pending = None  # (a, c): the affine map h -> h * a + c of the batch-norms met since the last linear layer
+        for layer in self.layers:
+            kind = layer["kind"]
+            if kind == "dropout":
+                continue
+            if kind == "batchnorm":
+                a = np.asarray(layer["scale"], np.float64) / np.sqrt(np.asarray(layer["var"], np.float64)
+                                                                     + layer["eps"])
+                c = np.asarray(layer["bias"], np.float64) - np.asarray(layer["mean"], np.float64) * a
+                pending = (a, c) if pending is None else (pending[0] * a, pending[1] * a + c)
+                continue
+            if kind == "linear" and pending is not None:
+                w, b = np.asarray(layer["kernel"], np.float64), np.asarray(layer["bias"], np.float64)
+                layer = dict(kind="linear", kernel=(pending[0][:, None] * w).astype(np.float32),
+                             bias=(b + pending[1] @ w).astype(np.float32))
+                pending = None
+            elif pending is not None:  # an activation between the batch-norm and the linear layer: keep the norm
+                layers.append(dict(kind="batchnorm", scale=pending[0].astype(np.float32),
+                                   bias=pending[1].astype(np.float32), mean=np.zeros_like(pending[0], np.float32),
+                                   var=np.ones_like(pending[0], np.float32), eps=0.0))
+                pending = None
+            layers.append(layer)
+        return DenseNetwork(layers=layers, n_features=self.n_features, n_classes=self.n_classes)
+
 
 def compact(variables: dict, arch: Arch, dims: NetDims, dropout_rate: float = 0.5) -> DenseNetwork:
     """Turns one masked network into a `DenseNetwork` with its real widths (alive neurons only).

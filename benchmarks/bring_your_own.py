@@ -104,7 +104,7 @@ def _structured_at(prepared, network, preset, target: float, tau: float):
 
 def run_case(case: dict, tau: float, preset: str) -> dict:
     import neon_jax
-    from neon_jax import scikit
+    from neon_jax.interop import scikit
     from neon_jax.presets import get_preset
 
     out = {"case": case["name"], "tau": tau, "preset": preset}

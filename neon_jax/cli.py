@@ -517,7 +517,7 @@ def _export_sklearn(result, path: Path) -> None:
     written; else an MLPClassifier of the dataset's labels behind the input scaling), read back and checked."""
     import numpy as np
 
-    from neon_jax import scikit
+    from neon_jax.interop import scikit
 
     if isinstance(result.model, scikit.SklearnModel):
         print(f"exported sklearn: {path} (your scikit-learn model, pruned; written above)")
@@ -551,7 +551,7 @@ def _export_raw_onnx(result, path: Path, overwrite: bool) -> None:
     out = interop.run_onnx(path, raw)
     roles = dict(getattr(result.model, "output_roles", ())) or {"probabilities": "probabilities", "logits": "logits"}
     named = {r: out[n] for n, r in roles.items()}
-    probs = named["probabilities"] if "probabilities" in named else interop._softmax(named["logits"])
+    probs = named["probabilities"] if "probabilities" in named else interop.softmax(named["logits"])
     diff = float(np.abs(probs - result.pruned.predict_proba(x)).max())
     if diff > 1e-4:
         raise CLIError(f"{path}: the raw-row ONNX model differs from the network by {diff:.3g}")

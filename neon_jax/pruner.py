@@ -19,9 +19,10 @@ from matplotlib.figure import Figure
 
 from neon_jax import agent as agent_lib
 from neon_jax import data as data_lib
-from neon_jax import interop, nets, onnx_import, runner, scikit
+from neon_jax import interop, nets, runner
 from neon_jax.choices import DEFAULT_CANDIDATES, SELECTIONS
 from neon_jax.env import EnvConfig, NeonEnv, validate_tau
+from neon_jax.interop import onnx_import, scikit
 from neon_jax.learn import agent_env
 from neon_jax.policies import random_policy
 from neon_jax.pool import EnvPool

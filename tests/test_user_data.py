@@ -14,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 import neon_jax
-from neon_jax import scikit
+from neon_jax.interop import scikit
 from neon_jax.user_data import check_feature_names, check_inputs, prepare_user_data
 
 
@@ -218,7 +218,7 @@ def _onnx_models(tmp_path):
 
 
 def test_onnx_mlps_from_pytorch_and_skl2onnx_read_as_their_own_outputs(tmp_path):
-    from neon_jax import onnx_import
+    from neon_jax.interop import onnx_import
 
     for name, path, proba, X in _onnx_models(tmp_path):
         net, info = onnx_import.from_onnx(path)
@@ -295,10 +295,10 @@ def test_the_onnx_export_can_run_on_raw_rows(tmp_path, capsys):
     assert len(prep["feature_min"]) == 13 and prep["input_columns"][0] == "alcohol"
     # --export sklearn: a Pipeline (the same scaling, then the MLP) on raw rows, predicting the dataset's labels
     pipe = scikit.load_sklearn_file(out / "pruned.skops")
-    np.testing.assert_allclose(pipe.predict_proba(raw), interop._softmax(b), atol=1e-5)
+    np.testing.assert_allclose(pipe.predict_proba(raw), interop.softmax(b), atol=1e-5)
     assert list(pipe.classes_) == prep["class_labels"]
     # the raw ONNX names its columns: the same rows with two columns swapped are named before any work
-    from neon_jax.onnx_import import from_onnx
+    from neon_jax.interop.onnx_import import from_onnx
 
     assert from_onnx(out / "pruned_raw.onnx")[1].feature_names == tuple(frame.columns)
     y = load_wine().target

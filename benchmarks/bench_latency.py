@@ -67,10 +67,10 @@ import numpy as np  # noqa: E402
 
 from benchmarks.bench_population_training import cpu_model  # noqa: E402
 from neon_jax import interop, nets  # noqa: E402
+from neon_jax.agent.registry import load_agent  # noqa: E402
 from neon_jax.env import EnvConfig  # noqa: E402
 from neon_jax.learn import run_agent  # noqa: E402
 from neon_jax.pool import EnvPool  # noqa: E402
-from neon_jax.pruner import load_agent  # noqa: E402
 from neon_jax.zoo import load_zoo_with_data  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -27,8 +27,9 @@ import jax
 import numpy as np
 import pandas as pd
 
-from neon_jax import baselines, learn, nets, pruner
+from neon_jax import baselines, learn, nets
 from neon_jax import zoo as zoo_lib
+from neon_jax.agent import registry
 from neon_jax.env import EnvConfig
 from neon_jax.pool import EnvPool
 from neon_jax.presets import get_preset
@@ -83,10 +84,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         view = dataclasses.replace(pool, tau=float(tau)) if method == "neon" else pool
         if method == "neon":
-            agent, actor, _, _, meta = pruner.load_agent(setting.split(":")[0], preset,
-                                                         float(setting.split(":")[1]) if ":" in setting else None)
-            cut = meta.get("env", meta.get("settings", {}).get("env", {})).get("cut", "reinit")
-            result = learn.run_agent(agent, actor, view, preset, EnvConfig(passes=int(passes), cut=cut),
+            loaded = registry.load_agent(setting, preset)
+            result = learn.run_agent(loaded.agent, loaded.actor, view, preset, EnvConfig(passes=int(passes), cut=loaded.cut),
                                      seed=int(seed), batch_size=int(config["batch_size"]))
         elif method == "random":
             result = baselines.run_baseline("random", view, preset, passes=int(passes), cut=setting or "reinit",

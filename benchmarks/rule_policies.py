@@ -31,8 +31,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from neon_jax import baselines, learn, policies, pruner, runner
+from neon_jax import baselines, learn, policies, runner
 from neon_jax import zoo as zoo_lib
+from neon_jax.agent import registry
 from neon_jax.env import KEEP_FRACTIONS, NUM_ACTIONS, EnvConfig, NeonEnv, validate_tau
 from neon_jax.pool import EnvPool
 from neon_jax.presets import get_preset
@@ -53,7 +54,7 @@ def run_policy(spec: str, pool, preset, env_config, seed: int, batch: int, tau: 
                                       seed=seed, batch_size=batch).rows
     if spec.startswith(("agent:", "greedy:")):
         kind, path = spec.split(":", 1)
-        agent, actor, *_ = pruner.load_agent(path, preset, tau=tau)
+        agent, actor, *_ = registry.load_agent(path, preset, tau=tau)
         return learn.run_agent(agent, actor, pool, preset, env_config, seed=seed, greedy=kind == "greedy",
                                batch_size=batch).rows
     rule = parse_rule(spec)

@@ -115,9 +115,10 @@ def cmd_rollout(args) -> int:
     parameters and test accuracy before and after."""
     import jax
 
-    from neon_jax import baselines, learn, policies, pruner, runner
+    from neon_jax import baselines, learn, policies, runner
     from neon_jax import env as env_lib
     from neon_jax import zoo as zoo_lib
+    from neon_jax.agent import registry
     from neon_jax.pool import EnvPool
     from neon_jax.rollout import policy_program
 
@@ -163,7 +164,7 @@ def cmd_rollout(args) -> int:
         result = runner.run(lambda dims: (policy_program(env_lib.NeonEnv(config, dims, preset), policies.rule_policy),
                                           rule), pool, seed=args.seed, batch_size=args.batch, progress=not args.quiet)
     else:
-        agent, actor, _, description, _ = pruner.load_agent(policy, preset, tau)
+        agent, actor, _, description, _ = registry.load_agent(policy, preset, tau)
         print(f"agent: {description}", file=sys.stderr)
         result = learn.run_agent(agent, actor, pool, preset, config, seed=args.seed, batch_size=args.batch,
                                  progress=not args.quiet)

@@ -10,16 +10,15 @@ import csv
 import dataclasses
 import json
 import time
-from importlib import resources
 from pathlib import Path
 
 import jax
 import numpy as np
 from matplotlib.figure import Figure
 
-from neon_jax import agent as agent_lib
 from neon_jax import data as data_lib
 from neon_jax import interop, nets, runner
+from neon_jax.agent.registry import load_agent
 from neon_jax.choices import DEFAULT_CANDIDATES, SELECTIONS
 from neon_jax.env import EnvConfig, NeonEnv, validate_tau
 from neon_jax.interop import onnx_import, scikit
@@ -32,9 +31,6 @@ from neon_jax.select import cached_candidates_program, within_tolerance
 from neon_jax.user_data import check_feature_names, prepare_user_data
 from neon_jax.user_data import check_inputs as check_inputs_fn
 from neon_jax.zoo import Zoo, build_zoo, prepare_data
-
-# preset -> {training tau: policy stem in neon_jax/assets/}; `prune` takes the agent trained nearest the user's tau
-PRETRAINED = {"cpu": {1.0: "agent_cpu_tau1", 5.0: "agent_cpu_tau5", 50.0: "agent_cpu_tau50"}}
 
 
 @dataclasses.dataclass
@@ -100,61 +96,6 @@ class PruneResult:
         mlp = scikit.network_to_mlp(self.pruned, labels)
         scaling = self.input_scaling()
         return mlp if scaling is None else Pipeline([("scale", scikit.affine_scaler(*scaling)), ("mlp", mlp)])
-
-
-def pretrained_checkpoint(preset: str | Preset, tau: float | None = None) -> Path:
-    """Path (stem) of the shipped agent for networks of `preset`, the one trained nearest `tau` (on a log scale;
-    None means the default tau of 5).
-
-    The preset's own agents first; a preset without any (such as `tiny` or `paper`) takes the agents of a preset
-    whose state maps hold as many hidden layers (any width: a wider layer is seen through evenly spaced neurons).
-    A clear error if none does.
-    """
-    preset = get_preset(preset)
-    candidates = [preset.name] + [name for name in PRETRAINED if name != preset.name]
-    fits = [name for name in candidates if name in PRETRAINED and _maps_hold(get_preset(name), preset)]
-    if not fits:
-        raise ValueError(f"no pretrained agent ships for preset {preset.name!r} (its networks have up to "
-                         f"{preset.max_hidden} hidden layers; agents ship for "
-                         f"{', '.join(PRETRAINED)}); train one with `neon-jax train-agent` and pass --agent PATH")
-    by_tau = PRETRAINED[fits[0]]
-    target = np.log1p(5.0 if tau is None else float(tau))
-    nearest = min(by_tau, key=lambda t: (abs(np.log1p(t) - target), t))
-    path = Path(str(resources.files("neon_jax") / "assets" / by_tau[nearest]))
-    if not path.with_suffix(".npz").exists():
-        raise FileNotFoundError(f"the pretrained agent file {path.with_suffix('.npz')} is missing from the install")
-    return path
-
-
-def _maps_hold(agent_preset: Preset, preset: Preset) -> bool:
-    return agent_preset.feature_rows >= preset.max_hidden + 1
-
-
-def agent_path(spec) -> Path:
-    """The stem of an agent on disk: a `train-agent --out` folder (its checkpoint), a checkpoint or policy file
-    with or without ``.npz`` / ``.json``."""
-    p = Path(spec)
-    if p.is_dir():
-        p = p / "checkpoint"
-    return p.with_suffix("") if p.suffix in (".npz", ".json") else p
-
-
-def load_agent(spec: str, preset: Preset, tau: float | None = None):
-    """'pretrained' (the shipped agent trained nearest `tau`), 'random' or a path (`agent_path`) ->
-    (agent, actor_params, random_actions, description, meta). The agent must observe networks of `preset`
-    (`Agent.observation_preset`)."""
-    if spec == "random":  # the uniform policy: no actor weights (actor_params None)
-        return agent_lib.Agent(agent_lib.AgentConfig(batch_size=1), preset), None, True, "random policy", {}
-    path = pretrained_checkpoint(preset, tau) if spec == "pretrained" else agent_path(spec)
-    agent, actor, meta = agent_lib.load_policy(path)
-    try:
-        agent.observation_preset(preset)
-    except ValueError as err:
-        raise ValueError(f"the agent at {path} cannot observe these networks: {err}") from None
-    trained_tau = meta.get("tau", meta.get("settings", {}).get("tau"))
-    what = f"{spec} {path.name}" if spec == "pretrained" else spec
-    tau_note = f", trained at tau {float(trained_tau):g}" if trained_tau is not None else ""
-    return agent, actor, False, f"{what} ({meta.get('episodes', '?')} training episodes{tau_note})", meta
 
 
 def preprocessing_record(ds: data_lib.Dataset) -> dict:
@@ -287,9 +228,9 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         when one validation row is worth more than tau / 2 points), "on" (always so), "share" (then
         `SMALL_DATA_SHARE` of the training rows choose, not 20 %; the base network still trains on all of them;
         without given validation rows). Measured on iris, wine and
-        sonar (5 seeds, tau 5; `benchmarks/small_data_tau.py`), "auto" lost as often beyond tau on test (3 of 15)
-        at less compression (mean x4.05 against x5.61); "share" lost beyond tau once in 15, at a lower median
-        compression (x3.16 against x5.57); unmeasured at tau 1, neither is the default yet. Either way the report's
+        sonar (5 seeds each; `benchmarks/small_data_tau.py`): at tau 5 "off" lost beyond tau on test 3 times in
+        15, "auto" 3 (at less compression), "share" once (median x3.16 against x5.57); at tau 1 "off" 6, "auto"
+        1 (returning the original 12 times), "share" 9. No rule wins at both, so "off" stays the default. The report's
         ``selection`` says how many validation rows decided and what one row is worth, and a note says so when
         one row is worth more than tau / 2.
       passes: visits per hidden layer (paper's best: 4).
@@ -333,8 +274,9 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         network, model = scikit.from_sklearn(network)
     elif network is not None and not isinstance(network, nets.DenseNetwork):
         network = interop.load_network(network)  # .pt/.pth (PyTorch), .safetensors, or a neon_jax network
-    agent_obj, actor_params, random_actions, agent_desc, agent_meta = load_agent(agent, preset, tau)
-    trained_env = agent_meta.get("env", agent_meta.get("settings", {}).get("env", {}))
+    loaded = load_agent(agent, preset, tau)
+    agent_obj, actor_params, random_actions, agent_desc = loaded.agent, loaded.actor, loaded.random, loaded.description
+    trained_env = loaded.env
     if cut is None:
         cut = trained_env.get("cut", "reinit")
     EnvConfig(passes=passes, cut=cut)
@@ -425,7 +367,8 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         say(f"note: the choice was made on {selection['validation_rows']} validation rows, where one row is "
             f"{selection['one_row_points']:.2f} points against tau = {tau:g}: they can hardly resolve tau, and the "
             f"test change may fall beyond it; give more validation rows (validation=(X_val, y_val) / --validation) "
-            f"or let half the training rows choose (small_data='share' / --small-data share)")
+            f"or let half the training rows choose (small_data='share' / --small-data share; measured better at tau 5, "
+            f"while at tau 1 small_data='auto' kept tau more often, mostly by keeping the original)")
     if selection["applied"]:
         bound = selection["select_tau"]
         need = f"lose at most {bound:.2f} points" if bound >= 0 else f"gain at least {-bound:.2f} points"

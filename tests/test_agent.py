@@ -275,15 +275,15 @@ def test_policy_file_round_trip(tmp_path):
 
 
 def test_shipped_agent_loads_and_fits_the_cpu_preset():
-    from neon_jax import pruner
+    from neon_jax.agent import registry
 
-    agent, actor, random_actions, description, meta = pruner.load_agent("pretrained", PRESETS["cpu"])
+    agent, actor, random_actions, description, meta = registry.load_agent("pretrained", PRESETS["cpu"])
     assert not random_actions and agent.preset == PRESETS["cpu"]
     assert meta["env"]["cut"] in ("reinit", "keep_best") and meta["episodes"] > 0
     logits = agent.actor.apply(actor, agent.dummy_obs())
     assert logits.shape == (5,) and np.isfinite(np.asarray(logits)).all()
     # networks of the paper's widths are observed through the agent's own maps (evenly spaced neurons)
-    agent, *_ = pruner.load_agent("pretrained", PRESETS["paper"])
+    agent, *_ = registry.load_agent("pretrained", PRESETS["paper"])
     seen = agent.observation_preset(PRESETS["paper"], nets.NetDims(d_max=30, k_max=4, max_hidden=6, w_max=1024))
     assert (seen.feature_rows, seen.feature_width, seen.finetune_epochs) == (10, 64, 100)
     with pytest.raises(ValueError, match="hold 9 hidden layers"):
@@ -294,9 +294,9 @@ def test_shipped_agent_loads_and_fits_the_cpu_preset():
 def test_shipped_agent_acts_on_networks_of_any_width(width):
     """The shipped agent observes a network of width 8 .. 1000 at the network's own bucket and returns finite action
     probabilities; at width <= 64 (what it was trained on) the maps are the padded network's exactly."""
-    from neon_jax import pruner
+    from neon_jax.agent import registry
 
-    agent, actor, *_ = pruner.load_agent("pretrained", PRESETS["cpu"], tau=5.0)
+    agent, actor, *_ = registry.load_agent("pretrained", PRESETS["cpu"], tau=5.0)
     rng = np.random.default_rng(width)
     widths, fan_in, layers = [width, max(width // 2, 1)], 5, []
     for w in widths:
@@ -327,10 +327,10 @@ def test_shipped_agent_acts_on_networks_of_any_width(width):
 def test_shipped_tau5_agent_acts_on_its_progress():
     """The shipped tau-5 agent reads the episode's progress: it cuts hardest while the validation accuracy holds
     the original's and keeps layers once the drop is beyond tau (the same maps, only the progress differs)."""
-    from neon_jax import pruner
+    from neon_jax.agent import registry
     from neon_jax.features import progress_features
 
-    agent, actor, *_, meta = pruner.load_agent("pretrained", PRESETS["cpu"], tau=5.0)
+    agent, actor, *_, meta = registry.load_agent("pretrained", PRESETS["cpu"], tau=5.0)
     assert agent.config.observe_progress and meta["env"]["reward"] == "neon_hold"
     obs = agent.dummy_obs()
     probs = {acc: np.asarray(jax.nn.softmax(agent.actor.apply(
@@ -342,17 +342,23 @@ def test_shipped_tau5_agent_acts_on_its_progress():
 
 
 def test_pretrained_agent_is_the_one_trained_nearest_tau():
-    from neon_jax import pruner
+    from neon_jax.agent import registry
 
-    shipped = pruner.PRETRAINED["cpu"]
+    shipped = registry.PRETRAINED["cpu"]
     assert len(shipped) >= 2
     for tau in shipped:  # each shipped agent is chosen at its own tau and records that tau
-        *_, meta = pruner.load_agent("pretrained", PRESETS["cpu"], tau=tau)
+        *_, meta = registry.load_agent("pretrained", PRESETS["cpu"], tau=tau)
         assert float(meta["tau"]) == tau
     low, high = min(shipped), max(shipped)
-    assert pruner.pretrained_checkpoint("cpu", 0.5).name == shipped[low]
-    assert pruner.pretrained_checkpoint("cpu", 1000).name == shipped[high]
-    assert pruner.pretrained_checkpoint("cpu", None) == pruner.pretrained_checkpoint("cpu", 5.0)
+    assert registry.pretrained_checkpoint("cpu", 0.5).name == shipped[low]
+    assert registry.pretrained_checkpoint("cpu", 1000).name == shipped[high]
+    assert registry.pretrained_checkpoint("cpu", None) == registry.pretrained_checkpoint("cpu", 5.0)
+    # "pretrained:<tau>" names the same agent; the record is decoded in one place and machine-independent
+    loaded = registry.load_agent(f"pretrained:{high:g}", PRESETS["cpu"])
+    assert loaded.tau == high and loaded.path == "pretrained" and loaded.cut == loaded.env.get("cut", "reinit")
+    assert registry.checkpoint_stem(f"pretrained:{high:g}", PRESETS["cpu"]).name == shipped[high]
+    rand = registry.load_agent("random", PRESETS["cpu"])
+    assert rand.random and rand.actor is None and rand.tau is None
 
 
 def test_progress_features_by_hand():

@@ -135,7 +135,7 @@ def _one_line_error(argv, capsys, *needles):
 
 
 def test_damaged_files_are_named_in_one_line(zoo_dir, tmp_path, capsys):
-    from neon_jax.pruner import pretrained_checkpoint
+    from neon_jax.agent.registry import pretrained_checkpoint
 
     shipped = pretrained_checkpoint("cpu", 5.0)
     agent = tmp_path / "agent"

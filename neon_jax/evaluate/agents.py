@@ -2,61 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
-from neon_jax import pruner
+from neon_jax.agent import registry
+from neon_jax.agent.registry import LoadedAgent
 from neon_jax.evaluate.config import Cell
 from neon_jax.evaluate.plan import agent_key
 from neon_jax.presets import Preset
 
 
-@dataclasses.dataclass(frozen=True)
-class LoadedAgent:
-    """An agent ready to prune, with its training record.
-
-    Attributes:
-      agent / actor: the `neon_jax.agent.Agent` and its actor parameters.
-      tau: the tau it was trained at (None if unrecorded).
-      cut: the cut of its training environment.
-      datasets: the datasets of its training networks (None if unrecorded).
-      episodes: its training episodes (None if unrecorded).
-      path: the checkpoint it was loaded from ("pretrained" for the shipped agent).
-    """
-
-    agent: Any
-    actor: Any
-    tau: float | None
-    cut: str
-    datasets: list | None
-    episodes: int | None
-    path: str
-
-
 def load_agent(spec: str, preset: Preset) -> LoadedAgent:
-    """Loads the agent of a neon cell's setting.
-
-    Args:
-      spec: "pretrained:<tau>" (the shipped agent trained nearest tau), "pretrained", or a path: a
-        `train-agent --out` folder, a checkpoint or a policy file (with or without .npz / .json).
-      preset: the preset of the networks it will observe.
-
-    Returns:
-      The `LoadedAgent`.
-    """
-    path, tau_wanted = spec, None
-    if spec.startswith("pretrained"):
-        path, _, wanted = spec.partition(":")
-        tau_wanted = float(wanted) if wanted else None
-    else:
-        path = str(pruner.agent_path(spec))
-    agent, actor, _, _, meta = pruner.load_agent(path, preset, tau_wanted)
-    settings = meta.get("settings", {})
-    env = meta.get("env", settings.get("env", {}))
-    tau = meta.get("tau", settings.get("tau"))
-    return LoadedAgent(agent=agent, actor=actor, tau=None if tau is None else float(tau),
-                       cut=env.get("cut", "reinit"), datasets=meta.get("datasets", settings.get("datasets")),
-                       episodes=meta.get("episodes"), path=path)
+    """Loads the agent of a neon cell's setting: "pretrained:<tau>", "pretrained" or a path
+    (`neon_jax.agent.registry.load_agent`)."""
+    return registry.load_agent(spec, preset)
 
 
 def check_unseen(agent: LoadedAgent, cell: Cell, folds: list[list[str]]) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from neon_jax import baselines, learn, programs, pruner
+from neon_jax import baselines, learn, programs
+from neon_jax.agent import registry
 from neon_jax.env import EnvConfig
 from neon_jax.evaluate import zoos as zoo_sources
 from neon_jax.evaluate.agents import LoadedAgent, check_unseen, load_agent
@@ -53,9 +54,7 @@ class _InputDigests:
         if zoo is None or spec is None:
             return zoo
         if spec not in self.agents:
-            name, _, wanted = spec.partition(":")
-            stem = (pruner.pretrained_checkpoint(self.preset, float(wanted) if wanted else None)
-                    if name == "pretrained" else pruner.agent_path(spec))
+            stem = registry.checkpoint_stem(spec, self.preset)
             files = [stem.with_suffix(".npz"), stem.with_suffix(".json")]
             self.agents[spec] = file_digest(files) if all(f.exists() for f in files) else "missing"
         return f"{zoo}+{self.agents[spec]}"

@@ -6,7 +6,7 @@ twice in one process: the first call compiles (the persistent cache is off), the
 
 * ``one_at_a_time``: `amc.prune` jitted for one network, called once per network (E = 1, the original's order);
 * ``mapped``: the same searches (same keys, same numbers) one after the other inside one program (`lax.map`),
-  what `neon_jax.baselines` runs on a CPU (``AMCConfig.batching="auto"``);
+  what `neon_jax.pruning` runs on a CPU (``AMCConfig.batching="auto"``);
 * ``vmapped``: the same searches as one vmapped program over all networks (the default on accelerators);
 * ``vmapped_parallel_E``: E episodes per round with one actor (E * L updates per round, as E = 1 would do in
   the same number of episodes) — a different schedule, so its search quality is reported beside it.

@@ -87,7 +87,7 @@ def _acc(net, x, y) -> float:
 def _structured_at(prepared, network, preset, target: float, tau: float):
     """Structured pruning of `network` on `prepared` at each removal fraction; the most compressed with test
     accuracy >= `target`."""
-    from neon_jax import baselines
+    from neon_jax import pruning
     from neon_jax.pool import EnvPool
     from neon_jax.pruner import _single_network_zoo
 
@@ -95,7 +95,7 @@ def _structured_at(prepared, network, preset, target: float, tau: float):
     best = None
     rows = []
     for f in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
-        row = baselines.run_baseline("structured", pool, preset, setting=f, batch_size=1).rows[0]
+        row = pruning.run_baseline("structured", pool, preset, setting=f, batch_size=1).rows[0]
         rows.append({"remove": f, "compression": row["compression"], "test_acc": row["test_acc_after"]})
         if row["test_acc_after"] >= target - 1e-9 and (best is None or row["compression"] > best["compression"]):
             best = rows[-1]

@@ -5,7 +5,7 @@ networks.csv[.gz]), rebuilds the dataset's zoo if it is not at hand (zoos are de
 data give the same networks, which is checked against the recorded widths and test accuracies), pads the pool to
 the shapes of ALL the evaluation's datasets (as the evaluation did: random draws depend on the padded shapes),
 re-runs every (method, setting, tau) cell of that dataset through the library (NEON through `learn.run_agent`,
-the baselines through `baselines.run_baseline`) and reports, per cell, how many networks match exactly (widths,
+the baselines through `pruning.run_baseline`) and reports, per cell, how many networks match exactly (widths,
 parameters) and the largest accuracy difference.
 
     PYTHONPATH=. python benchmarks/reproduce_evaluation.py --results benchmarks/results/eval_cpu_heldout_v2 \\
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from neon_jax import baselines, learn, nets
+from neon_jax import learn, nets, pruning
 from neon_jax import zoo as zoo_lib
 from neon_jax.agent import registry
 from neon_jax.env import EnvConfig
@@ -88,11 +88,11 @@ def main(argv=None) -> int:
             result = learn.run_agent(loaded.agent, loaded.actor, view, preset, EnvConfig(passes=int(passes), cut=loaded.cut),
                                      seed=int(seed), batch_size=int(config["batch_size"]))
         elif method == "random":
-            result = baselines.run_baseline("random", view, preset, passes=int(passes), cut=setting or "reinit",
+            result = pruning.run_baseline("random", view, preset, passes=int(passes), cut=setting or "reinit",
                                             seed=int(seed), batch_size=int(config["batch_size"]))
         else:
             value = float(setting) if method != "lap" else int(float(setting))
-            result = baselines.run_baseline(method, view, preset, setting=value, seed=int(seed),
+            result = pruning.run_baseline(method, view, preset, setting=value, seed=int(seed),
                                             passes=int(passes) if passes == passes else 4,
                                             batch_size=int(config["batch_size"]))
         got = {r["network"]: r for r in result.rows}

@@ -31,7 +31,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from neon_jax import baselines, learn, policies, runner
+from neon_jax import learn, policies, pruning, runner
 from neon_jax import zoo as zoo_lib
 from neon_jax.agent import registry
 from neon_jax.env import KEEP_FRACTIONS, NUM_ACTIONS, EnvConfig, NeonEnv, validate_tau
@@ -50,7 +50,7 @@ def parse_rule(text: str):
 
 def run_policy(spec: str, pool, preset, env_config, seed: int, batch: int, tau: float) -> list[dict]:
     if spec == "random":
-        return baselines.run_baseline("random", pool, preset, passes=env_config.passes, cut=env_config.cut,
+        return pruning.run_baseline("random", pool, preset, passes=env_config.passes, cut=env_config.cut,
                                       seed=seed, batch_size=batch).rows
     if spec.startswith(("agent:", "greedy:")):
         kind, path = spec.split(":", 1)

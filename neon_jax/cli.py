@@ -115,8 +115,8 @@ def cmd_rollout(args) -> int:
     parameters and test accuracy before and after."""
     import jax
 
-    from neon_jax import baselines, learn, policies, runner
     from neon_jax import env as env_lib
+    from neon_jax import learn, policies, pruning, runner
     from neon_jax import zoo as zoo_lib
     from neon_jax.agent import registry
     from neon_jax.pool import EnvPool
@@ -157,7 +157,7 @@ def cmd_rollout(args) -> int:
     print(f"rollout: {len(pool)} networks ({', '.join(names)}), policy {policy}, {args.passes} pass(es), "
           f"batches of {min(args.batch, len(pool))}", file=sys.stderr, flush=True)
     if policy == "random":
-        result = baselines.run_baseline("random", pool, preset, passes=args.passes, cut=args.cut, seed=args.seed,
+        result = pruning.run_baseline("random", pool, preset, passes=args.passes, cut=args.cut, seed=args.seed,
                                         batch_size=args.batch, progress=not args.quiet)
     elif policies.is_rule(policy):
         rule = policies.parse_rule(policy)

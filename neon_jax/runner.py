@@ -6,7 +6,7 @@
 A method is ``method(dims) -> (program, program_args)``: the jitted ``program(keys, env_params, program_args) ->
 rollout.Outcome`` of a batch of environments at the padded shape `dims` (a policy's roll-out,
 `rollout.make_policy_program` / `agent.policy_program`; a candidate search, `select.candidates_program`; a
-baseline, `baselines.program`) and its third argument. The runner splits the pool into shape groups
+baseline, `pruning.program`) and its third argument. The runner splits the pool into shape groups
 (`shape_groups`: the networks' width buckets and depths) and runs each group at its own shape, so narrow networks
 do not pay for the widest one's padding. Each group's batches are compiled ahead of time once per (program,
 shapes) in a process, so the seconds in the rows are run time; compile seconds are reported apart. Network i of

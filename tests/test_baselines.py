@@ -1,4 +1,4 @@
-"""Baselines (neon_jax.baselines): magnitude, structured and lookahead pruning on hand-made networks checked
+"""Baselines (neon_jax.pruning): magnitude, structured and lookahead pruning on hand-made networks checked
 against NumPy, the unstructured parameter count by hand, fine-tuning with frozen pruned weights, the random
 agent's action distribution, argument errors, and one small end-to-end run of every method on a tiny zoo.
 
@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neon_jax import baselines as B
 from neon_jax import nets, runner, train
 from neon_jax import pool as pool_lib
+from neon_jax import pruning as B
 from neon_jax import zoo as zoo_lib
 from neon_jax.env import NUM_ACTIONS
 from neon_jax.policies import random_policy

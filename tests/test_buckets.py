@@ -163,7 +163,7 @@ def mixed_pool():
 def test_a_run_over_width_buckets_gives_each_network_the_rows_of_one_padded_program(mixed_pool):
     """runner.run: each width bucket of a pool at its own shape (narrower, shallower) gives the rows of the whole
     pool at its padded shape, whatever the batch size (every network has its own key); one program per group."""
-    from neon_jax import baselines, runner
+    from neon_jax import pruning, runner
 
     pool, tiny = mixed_pool
     groups = runner.shape_groups(pool, 2)
@@ -175,7 +175,7 @@ def test_a_run_over_width_buckets_gives_each_network_the_rows_of_one_padded_prog
     assert runner.shape_groups(pool, len(pool))[0][1].w_max == pool.dims.w_max  # small buckets join wider ones
 
     def rows(**kw):
-        result = baselines.run_baseline("random", pool, tiny, passes=2, seed=5, **kw)
+        result = pruning.run_baseline("random", pool, tiny, passes=2, seed=5, **kw)
         return result, {(r["dataset"], r["network"]): r for r in result.rows}
 
     bucketed, by_bucket = rows(batch_size=2)

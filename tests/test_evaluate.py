@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from neon_jax import agent as agent_lib
-from neon_jax import baselines, cli, paper_results, runner
+from neon_jax import cli, paper_results, pruning, runner
 from neon_jax import evaluate as ev
 from neon_jax import zoo as zoo_lib
 from neon_jax.presets import get_preset
@@ -70,7 +70,7 @@ def test_amc_and_admm_are_methods_with_settings_as_data():
                         amc={"episodes": 20, "parallel_episodes": 5})
     cells = ev.plan_cells(cfg, None)
     assert sorted(c.setting for c in cells if c.method == "amc") == ["0.2", "0.5"]
-    assert len([c for c in cells if c.method == "admm"]) == len(baselines.default_settings("admm"))
+    assert len([c for c in cells if c.method == "admm"]) == len(pruning.default_settings("admm"))
     assert cfg.amc_config().episodes == 20 and cfg.amc_config().parallel_episodes == 5
     assert cfg.identity()["amc"] == {"episodes": 20, "parallel_episodes": 5}
     assert "amc" not in dataclasses_replace(cfg, amc={}).identity()  # older folders keep their identity

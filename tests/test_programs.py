@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neon_jax import baselines, nets, programs, select, train
+from neon_jax import nets, programs, pruning, select, train
 from neon_jax import zoo as zoo_lib
 from neon_jax.pool import EnvPool
 from neon_jax.presets import PRESETS
@@ -97,7 +97,7 @@ def _long_run(pools, rounds):
     maps = []
     for r in range(rounds):
         method = ("magnitude", "structured")[r // 2 % 2]
-        baselines.run_baseline(method, pools[r % 2], TINY, seed=r, batch_size=1 + r // 4, buckets=False)
+        pruning.run_baseline(method, pools[r % 2], TINY, seed=r, batch_size=1 + r // 4, buckets=False)
         maps.append(programs.memory_maps())
     return np.array(maps)
 

@@ -46,7 +46,7 @@ Deviations, each behind a switch where the original's behaviour is a bug:
   keeps the bias, so the bias is counted twice. Here the target is the output without the bias (``X @ W``);
   True fits the original's target.
 * ``floor_accuracy`` (False): the original reported max(pruned accuracy, unpruned accuracy) (§12 C3); it is
-  applied by `neon_jax.baselines` only when set.
+  applied by `neon_jax.pruning` only when set.
 * A layer narrower than `channel_round` would get d' = 0 in the original (floor(c / 8) * 8); here it is kept
   whole.
 * Replay batches are drawn without replacement from the filled part of the buffer (with replacement while it

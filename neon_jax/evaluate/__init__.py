@@ -19,7 +19,7 @@ A dataset without a zoo under ``zoo_root`` (every dataset, without a ``zoo_root`
 
 Methods: ``neon`` (a trained agent per tau, and per fold for ``unseen``), ``random`` (uniform actions in the
 same environment, fine-tuned after every step: the 2020 random agent) and the other baselines of
-`neon_jax.baselines`. Compile once per shape: every cell's networks are a view of one pool padded to the shapes
+`neon_jax.pruning`. Compile once per shape: every cell's networks are a view of one pool padded to the shapes
 of all the evaluation's zoos.
 
 Modules: `config` (the grid, its cells), `plan` (folds, suites, settings, agents per tau, the cells in run

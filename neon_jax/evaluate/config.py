@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from neon_jax import baselines
+from neon_jax import pruning
 from neon_jax.amc import AMCConfig
 from neon_jax.choices import CUTS, DEFAULT_CANDIDATES, PROTOCOLS
 from neon_jax.env import validate_tau
@@ -20,9 +20,9 @@ def known_methods() -> list[str]:
 
     Returns:
       "neon" (the paper's single episode), "neon_best" (the best of many candidates, `neon_jax.select`), then
-      every baseline of `neon_jax.baselines.BASELINES` (the random agent among them).
+      every baseline of `neon_jax.pruning.BASELINES` (the random agent among them).
     """
-    return [*AGENT_METHODS, *baselines.BASELINES]
+    return [*AGENT_METHODS, *pruning.BASELINES]
 
 
 def _names(value) -> tuple[str, ...]:
@@ -50,8 +50,8 @@ class EvalConfig:
         that differs from the evaluated tau.
       preset: preset name (default: the preset of the zoos found, else "cpu").
       fold_size / fold_seed: unseen folds; folds: which folds to evaluate (default all).
-      settings: baseline -> settings (default: `baselines.default_settings(method)`), each checked by
-        `baselines.check_setting`.
+      settings: baseline -> settings (default: `pruning.default_settings(method)`), each checked by
+        `pruning.check_setting`.
       random_cut: the cut of the random agent ("reinit": the paper's environment).
       batch_size: networks per compiled batch.
       zoo_networks / zoo_heldout: size of the zoos the evaluation builds, and how many of their networks are
@@ -105,11 +105,11 @@ class EvalConfig:
         if unknown:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(known)}")
         for method, values in self.settings.items():
-            if method not in baselines.BASELINES:
+            if method not in pruning.BASELINES:
                 raise ValueError(f"settings for {method!r}: only the baselines take settings "
-                                 f"({', '.join(baselines.BASELINES)})")
+                                 f"({', '.join(pruning.BASELINES)})")
             for value in values:
-                baselines.check_setting(method, value)
+                pruning.check_setting(method, value)
         self.amc_config()  # names a bad AMC override
         if not self.candidates or any(k < 1 for k in self.candidates):
             raise ValueError(f"neon_best needs candidates >= 1, got {list(self.candidates)}")

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from neon_jax import baselines, paper_results
+from neon_jax import paper_results, pruning
 from neon_jax import zoo as zoo_lib
 from neon_jax.choices import SUITES
 from neon_jax.evaluate.config import Cell, EvalConfig
@@ -67,8 +67,8 @@ def format_setting(setting) -> str:
 
 
 def method_settings(cfg: EvalConfig, method: str) -> list:
-    """A baseline's settings in this grid: the configured ones, else `baselines.default_settings(method)`."""
-    return list(cfg.settings.get(method) or baselines.default_settings(method))
+    """A baseline's settings in this grid: the configured ones, else `pruning.default_settings(method)`."""
+    return list(cfg.settings.get(method) or pruning.default_settings(method))
 
 
 def parse_setting(cfg: EvalConfig, method: str, text: str):
@@ -129,7 +129,7 @@ def plan_cells(cfg: EvalConfig, folds: list[list[str]] | None) -> list[Cell]:
 
     Returns:
       Cells by method, setting (neon: tau), passes, seed, greedy, then dataset. Neon cells carry their
-      agent spec as setting; the baselines that ignore passes (`baselines.USES_PASSES`) carry none.
+      agent spec as setting; the baselines that ignore passes (`pruning.USES_PASSES`) carry none.
     """
     if cfg.protocol == "heldout":
         targets = [(d, None) for d in cfg.datasets]
@@ -154,7 +154,7 @@ def plan_cells(cfg: EvalConfig, folds: list[list[str]] | None) -> list[Cell]:
             settings, passes_list = [cfg.random_cut], cfg.passes
         else:
             settings = method_settings(cfg, method) or [None]
-            passes_list = cfg.passes if method in baselines.USES_PASSES else [None]
+            passes_list = cfg.passes if method in pruning.USES_PASSES else [None]
         for setting, passes, seed, (d, f) in itertools.product(settings, passes_list, cfg.seeds, targets):
             cells.append(Cell(method, format_setting(setting), None, None if passes is None else int(passes),
                               int(seed), False, d, f))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from neon_jax import baselines, learn, programs
+from neon_jax import learn, programs, pruning
 from neon_jax.agent import registry
 from neon_jax.env import EnvConfig
 from neon_jax.evaluate import zoos as zoo_sources
@@ -69,9 +69,9 @@ def _run_cell(cell: Cell, view: EnvPool, preset: Preset, cfg: EvalConfig, agent:
                                seed=cell.seed, greedy=cell.greedy, batch_size=cfg.batch_size,
                                candidates=candidates).rows
     if cell.method == "random":
-        return baselines.run_baseline("random", view, preset, passes=cell.passes, cut=cell.setting or "reinit",
+        return pruning.run_baseline("random", view, preset, passes=cell.passes, cut=cell.setting or "reinit",
                                       seed=cell.seed, batch_size=cfg.batch_size).rows
-    return baselines.run_baseline(cell.method, view, preset, setting=parse_setting(cfg, cell.method, cell.setting),
+    return pruning.run_baseline(cell.method, view, preset, setting=parse_setting(cfg, cell.method, cell.setting),
                                   passes=cell.passes if cell.passes is not None else 4, seed=cell.seed,
                                   batch_size=cfg.batch_size, finetune=True, amc_config=cfg.amc_config()).rows
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neon_jax import baselines, paper_results
+from neon_jax import paper_results, pruning
 from neon_jax.evaluate.config import AGENT_METHODS
 from neon_jax.evaluate.plan import format_setting, parse_candidates_setting
 
@@ -213,7 +213,7 @@ def _sweep_groups(df: pd.DataFrame, groups: list[dict]) -> list[dict]:
 def _mark_headlines(groups: list[dict]) -> None:
     """Sets "headline": the groups of the per-dataset tables and the scatter plot (sweeps stay in the aggregates):
     neon and the random agents, paper configurations, single-setting methods and the baselines' defaults."""
-    defaults = {m: format_setting(v) for m, v in baselines.DEFAULT_SETTING.items() if v is not None}
+    defaults = {m: format_setting(v) for m, v in pruning.DEFAULT_SETTING.items() if v is not None}
     by_method = {}
     for g in groups:
         by_method.setdefault(g["method"], set()).add(g["setting"])

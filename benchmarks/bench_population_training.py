@@ -437,11 +437,11 @@ def bench_population(p: int, *, preset, dims, n_features, n_classes, model, trai
 def bench_buckets(p, *, preset, dims, archs, k_init, k_train, data, epochs, batch_size, repeats, chunk_size,
                   padded_losses, padded_probs, x_check_pad, torch_s, padded_s, padded_chunks_s, real_flops,
                   n_batches) -> dict:
-    """The same P networks trained as `zoo.build_zoo` trains them: grouped by width bucket (`zoo.width_buckets`),
+    """The same P networks trained as `zoo.build_zoo` trains them: grouped by width bucket (`nets.width_buckets`),
     one program per bucket at its own padded width, each network with the initial weights and keys of the padded
     run (the draws do not depend on the padding). Compile seconds apart; the run is the sum over buckets of each
     bucket's best of `repeats`; the per-network losses and outputs are checked against the padded run's."""
-    groups = zoo.width_buckets(archs)
+    groups = nets.width_buckets(archs)
     init_keys, train_keys = jax.random.split(k_init, p), jax.random.split(k_train, p)
     losses, probs = np.zeros_like(padded_losses), np.zeros_like(padded_probs)
     per_bucket, compile_s, run_s, flops = {}, 0.0, 0.0, 0.0

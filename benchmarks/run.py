@@ -155,13 +155,12 @@ class Work:
         return idx, take(self.params, idx)
 
     def bucket_groups(self, idx):
-        """The networks `idx` split by width bucket, each group at its own shape (`runner.shape_groups` with no
+        """The networks `idx` split by width bucket, each group at its own shape (`nets.shape_groups` with no
         merging, batch 1): [(positions in idx, dims, EnvParams at dims)]."""
-        from neon_jax import runner
 
         sub = self.pool.subset(idx)
         return [(members, dims, sub.subset(members).repadded(dims).batch(np.arange(len(members))))
-                for members, dims in runner.shape_groups(sub, 1)]
+                for members, dims in nets.shape_groups(sub.archs, sub.dims, 1)]
 
     def torch_env(self, i, seed):
         from benchmarks.torch_reference.env_step import torch_env_from_jax

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from neon_jax import agent as agent_lib
-from neon_jax import programs, runner
+from neon_jax import nets, programs, runner
 from neon_jax.env import EnvConfig, NeonEnv
 from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset
@@ -43,7 +43,7 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
     """Trains an agent on every network of `pool`; resumes from ``out_dir/checkpoint`` if present.
 
     `buckets` (beyond the paper) draws every iteration's batch from one width bucket of the pool
-    (`runner.shape_groups`) and runs it at that bucket's shape: `bucket_schedule` serves the buckets in proportion
+    (`nets.shape_groups`) and runs it at that bucket's shape: `bucket_schedule` serves the buckets in proportion
     to their networks and each bucket's networks round-robin in the shuffled order, so a pool of mixed widths
     pays for its networks' own widths. False is the original's round-robin over the whole pool, at its shape.
 
@@ -67,7 +67,8 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
     settings = {"preset": preset.name, "env": dataclasses.asdict(env_config), "agent": dataclasses.asdict(agent_config),
                 "tau": pool.tau, "networks": n, "datasets": pool.datasets, "episodes": episodes,
                 "warmup_episodes": warmup, "seed": seed, "dims": dataclasses.asdict(pool.dims)}
-    groups = runner.shape_groups(pool, agent_config.batch_size) if buckets else [(np.arange(n), pool.dims)]
+    groups = (nets.shape_groups(pool.archs, pool.dims, agent_config.batch_size) if buckets
+              else [(np.arange(n), pool.dims)])
     if buckets:
         settings["buckets"] = [[int(d.w_max), int(d.max_hidden), len(m)] for m, d in groups]
     settings = json.loads(json.dumps(settings))  # as the checkpoint stores them (lists, not tuples)

@@ -69,12 +69,11 @@ class EnvPool:
             if zoo.preset.widths != preset.widths or zoo.preset.max_hidden != preset.max_hidden:
                 raise ValueError(f"the zoo of {zoo.dataset!r} was built with preset {zoo.preset.name!r}, "
                                  f"which does not match {preset.name!r}")
-        need = nets.NetDims(*(max(getattr(z.dims, f) for z, _ in zoos_and_data)
-                              for f in ("d_max", "k_max", "max_hidden", "w_max")))
+        need = nets.common_dims(z.dims for z, _ in zoos_and_data)
         if dims is None:
             dims = need
-        elif any(getattr(dims, f) < getattr(need, f) for f in ("d_max", "k_max", "max_hidden", "w_max")):
-            raise ValueError(f"dims {dims} are smaller than the zoos need ({need})")
+        else:
+            nets.check_fits(dims, need)
         n_max = {s: max(len(_split_arrays(p, s)[0]) for _, p in zoos_and_data) for s in SPLITS}
         data = {}
         for s in SPLITS:

@@ -7,7 +7,7 @@ A method is ``method(dims) -> (program, program_args)``: the jitted ``program(ke
 rollout.Outcome`` of a batch of environments at the padded shape `dims` (a policy's roll-out,
 `rollout.make_policy_program` / `agent.policy_program`; a candidate search, `select.candidates_program`; a
 baseline, `pruning.program`) and its third argument. The runner splits the pool into shape groups
-(`shape_groups`: the networks' width buckets and depths) and runs each group at its own shape, so narrow networks
+(`nets.shape_groups`: the networks' width buckets and depths) and runs each group at its own shape, so narrow networks
 do not pay for the widest one's padding. Each group's batches are compiled ahead of time once per (program,
 shapes) in a process, so the seconds in the rows are run time; compile seconds are reported apart. Network i of
 the pool runs with the key ``fold_in(PRNGKey(seed), i)`` whatever its group, batch or padding, so its row
@@ -90,31 +90,6 @@ def network_keys(seed: int, indices) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(np.asarray(indices), jnp.uint32))
 
 
-def shape_groups(pool: EnvPool, batch_size: int) -> list[tuple[np.ndarray, nets.NetDims]]:
-    """The shape groups of a run over `pool`: [(pool indices, padded dims)], narrowest first.
-
-    Networks are grouped by their widest hidden layer's bucket (`nets.bucket_width`). Narrowest first, a bucket
-    joins the next wider one unless running it at its own width saves at least one batch of work at the wider
-    width, n (1 - (w / w_next)^2) >= batch_size (w^2: the hidden matmuls): a program of its own costs a compile,
-    which only a batch or more of saved work repays. So a run compiles at most min(buckets, N / batch_size + 1)
-    programs. A group's max_hidden is its deepest network's depth (shorter episodes: passes x depth steps); d_max
-    and k_max stay the pool's, whose data arrays every group shares.
-    """
-    buckets = np.array([nets.bucket_width(w) for w in np.atleast_1d(nets.widest_layers(pool.archs))])
-    depths = np.asarray(pool.archs.depth)
-    rungs = sorted(set(buckets.tolist()))
-    groups, waiting = [], np.zeros(0, int)
-    for rung, wider in zip(rungs, rungs[1:] + [None]):
-        idx = np.sort(np.concatenate([waiting, np.flatnonzero(buckets == rung)]))
-        if wider is not None and len(idx) * (1.0 - (rung / wider) ** 2) < batch_size:
-            waiting = idx
-            continue
-        dims = dataclasses.replace(pool.dims, max_hidden=int(depths[idx].max()), w_max=min(rung, pool.dims.w_max))
-        groups.append((idx, dims))
-        waiting = np.zeros(0, int)
-    return groups
-
-
 def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, buckets: bool = True,
         progress: bool = False, desc: str = "prune", extra: dict | None = None, keep_networks: bool = False,
         on_stage=None) -> RunResult:
@@ -127,7 +102,7 @@ def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, b
       pool: the networks, their data and the tolerance (`EnvPool`).
       seed: network i of the pool runs with ``fold_in(PRNGKey(seed), i)`` (`network_keys`).
       batch_size: networks per compiled call (capped at a group's size).
-      buckets: run each shape group at its own shape (`shape_groups`); False runs every network at the pool's
+      buckets: run each shape group at its own shape (`nets.shape_groups`); False runs every network at the pool's
         padded shape (one program; the same rows up to float rounding).
       extra: fields added to every row (method, setting, counting, ...).
       keep_networks: also return every pruned network (host arrays at the pool's padded shape).
@@ -144,7 +119,7 @@ def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, b
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     programs.checkpoint()  # a safe point between runs: drops every compiled program when over the bounds
-    groups = shape_groups(pool, batch_size) if buckets else [(np.arange(n), pool.dims)]
+    groups = nets.shape_groups(pool.archs, pool.dims, batch_size) if buckets else [(np.arange(n), pool.dims)]
     rows, networks, details = [None] * n, ([None] * n if keep_networks else None), [None] * n
     compile_s = run_s = 0.0
     summary = []

@@ -135,12 +135,6 @@ def _init_networks(model, keys, archs):
     return jax.vmap(lambda k, a: nets.init_network(k, model, a))(keys, archs)
 
 
-def width_buckets(archs: nets.Arch) -> dict[int, np.ndarray]:
-    """{bucket width: indices of the networks whose widest hidden layer rounds up to it} (`nets.bucket_width`)."""
-    buckets = np.array([nets.bucket_width(w) for w in np.atleast_1d(nets.widest_layers(archs))])
-    return {int(b): np.flatnonzero(buckets == b) for b in np.unique(buckets)}
-
-
 def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: int = 6, seed: int = 0,
               epochs: int | None = None, progress: Callable[[int, int], None] | None = None,
               chunk_epochs: int = 5) -> Zoo:
@@ -177,7 +171,7 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
     while sum(chunks) < epochs:
         chunks.append(min(chunk_epochs, epochs - sum(chunks)))
     train_keys = jax.random.split(k_train, len(chunks))  # chunk c: network i trains with split(train_keys[c], n)[i]
-    buckets = width_buckets(all_archs)
+    buckets = nets.width_buckets(all_archs)
     dims = dataclasses.replace(widest, w_max=max(buckets))
     train_data = train.stack_data([(s.x_train, s.y_train)], widest.d_max)
     test_data = train.stack_data([(s.x_test, s.y_test)], widest.d_max)

@@ -264,7 +264,7 @@ def test_end_to_end_on_a_tiny_zoo(tiny_pool):
         assert len(r["actions"]) == len(r["widths_before"].split("-"))  # one pass: one action per hidden layer
         assert set(r["actions"]) <= set("01234")
     # a sweep reuses the compiled program: the two magnitude fractions shared one compile
-    groups = runner.shape_groups(pool, 2)
+    groups = nets.shape_groups(pool.archs, pool.dims, 2)
     assert all(runner.compiles(B.program("magnitude", dims, TINY, 1, True)) == 1 for _, dims in groups)
 
 
@@ -301,7 +301,7 @@ def test_admm_end_to_end(tiny_pool):
 
     pool = tiny_pool
     cfg = ADMMConfig(pre_epochs=1, admm_epochs=2, retrain_epochs=1)
-    progs = [B.program("admm", dims, TINY, admm_config=cfg) for _, dims in runner.shape_groups(pool, 4)]
+    progs = [B.program("admm", dims, TINY, admm_config=cfg) for _, dims in nets.shape_groups(pool.archs, pool.dims, 4)]
     before = [runner.compiles(prog) for prog in progs]
     by_alpha = {a: B.run_baseline("admm", pool, TINY, setting=a, batch_size=4, admm_config=cfg).rows
                 for a in (5e-4, 5e-3)}

@@ -163,16 +163,16 @@ def mixed_pool():
 def test_a_run_over_width_buckets_gives_each_network_the_rows_of_one_padded_program(mixed_pool):
     """runner.run: each width bucket of a pool at its own shape (narrower, shallower) gives the rows of the whole
     pool at its padded shape, whatever the batch size (every network has its own key); one program per group."""
-    from neon_jax import pruning, runner
+    from neon_jax import pruning
 
     pool, tiny = mixed_pool
-    groups = runner.shape_groups(pool, 2)
+    groups = nets.shape_groups(pool.archs, pool.dims, 2)
     assert len(groups) == 2 and sorted(np.concatenate([g for g, _ in groups]).tolist()) == list(range(len(pool)))
     for members, dims in groups:
         widest = nets.widest_layers(pool.subset(members).archs)
         assert dims.w_max == nets.bucket_width(widest.max()) and dims.w_max < pool.dims.w_max or dims == groups[-1][1]
         assert dims.max_hidden == int(np.asarray(pool.archs.depth)[members].max())
-    assert runner.shape_groups(pool, len(pool))[0][1].w_max == pool.dims.w_max  # small buckets join wider ones
+    assert nets.shape_groups(pool.archs, pool.dims, len(pool))[0][1].w_max == pool.dims.w_max  # small buckets join wider ones
 
     def rows(**kw):
         result = pruning.run_baseline("random", pool, tiny, passes=2, seed=5, **kw)
@@ -193,10 +193,9 @@ def test_a_run_over_width_buckets_gives_each_network_the_rows_of_one_padded_prog
 
 
 def test_a_pool_moves_to_a_bucket_and_back_unchanged(mixed_pool):
-    from neon_jax import runner
 
     pool, _ = mixed_pool
-    members, dims = runner.shape_groups(pool, 2)[0]
+    members, dims = nets.shape_groups(pool.archs, pool.dims, 2)[0]
     small = pool.subset(members).repadded(dims)
     assert small.dims == dims and np.asarray(small.archs.mask).shape[-2:] == (dims.max_hidden, dims.w_max)
     back = small.repadded(pool.dims)
@@ -214,14 +213,14 @@ def test_agent_training_over_buckets_serves_each_bucket_at_its_shape_in_turn(mix
     import json
 
     from neon_jax import agent as agent_lib
-    from neon_jax import learn, runner
+    from neon_jax import learn
     from neon_jax.env import EnvConfig
 
     schedule = [learn.bucket_schedule([3, 1], k) for k in range(8)]
     assert [g for g, _ in schedule] == [0, 0, 1, 0, 0, 0, 1, 0]
     assert [s for g, s in schedule if g == 0] == list(range(6)) and learn.bucket_schedule([5], 9) == (0, 9)
     pool, tiny = mixed_pool
-    groups = runner.shape_groups(pool, 2)
+    groups = nets.shape_groups(pool.archs, pool.dims, 2)
     _, state = learn.train_agent(pool, tiny, EnvConfig(passes=1), agent_lib.AgentConfig(batch_size=2), tmp_path,
                                  episodes=8, progress=False, buckets=True)
     assert int(state.episodes) == 8

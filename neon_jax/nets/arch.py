@@ -1,20 +1,19 @@
-"""Architectures of masked networks: padded shapes (`NetDims`), one network's layout (`Arch`), sampling, counting.
+"""Architectures of masked networks: one network's layout (`Arch`), sampling, counting.
 
-Every network of a compiled program has the same array shapes (DESIGN.md), its width the networks' bucket
-(`bucket_width`): input Linear ``(d_max, w_max)``, hidden Linears ``(w_max, w_max)``, output ``(w_max, k_max)``, a
+Every network of a compiled program has the same array shapes (`shapes.NetDims`), its width the networks' bucket
+(`shapes.bucket_width`): input Linear ``(d_max, w_max)``, hidden Linears ``(w_max, w_max)``, output ``(w_max, k_max)``, a
 neuron mask per hidden layer ``(max_hidden, w_max)`` (1 = alive), a ``depth`` (hidden layers past it pass their
 input through) and per-layer activation and pre-layer codes.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from neon_jax.nets.shapes import NetDims
 from neon_jax.presets import (
     ACT_RELU,
     ACT_SIGMOID,
@@ -27,46 +26,6 @@ from neon_jax.presets import (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class NetDims:
-    """Padded shapes shared by every network of a run (static: part of the compiled program)."""
-
-    d_max: int  # input features
-    k_max: int  # classes
-    max_hidden: int
-    w_max: int
-
-    @classmethod
-    def for_preset(cls, preset: Preset, d_max: int, k_max: int) -> NetDims:
-        """The preset's widest shape (every network its sampler can draw fits it)."""
-        return cls(d_max=int(d_max), k_max=int(k_max), max_hidden=preset.max_hidden, w_max=preset.w_max)
-
-    @classmethod
-    def for_widths(cls, widest: int, d_max: int, k_max: int, max_hidden: int) -> NetDims:
-        """The bucket shape of networks whose widest hidden layer has `widest` neurons (`bucket_width`)."""
-        return cls(d_max=int(d_max), k_max=int(k_max), max_hidden=int(max_hidden), w_max=bucket_width(widest))
-
-
-def bucket_width(width: int) -> int:
-    """The padded width of a bucket: `width` rounded up onto the ladder 8, 16, then multiples of 32 to 256,
-    multiples of 128 to 1024, then powers of two (2048, 4096, ...).
-
-    A short ladder (16 rungs up to 1024) bounds the compiles of a run, one program per bucket, while a layer is
-    padded by less than one rung (under 32 neurons up to 256, under 128 up to 1024: the paper's 300 -> 384); every
-    rung above 16 is a multiple of 32, which tiles well on accelerators.
-    """
-    width = int(width)
-    if width < 1:
-        raise ValueError(f"a hidden layer needs at least one neuron, got width {width}")
-    if width <= 16:
-        return 8 if width <= 8 else 16
-    if width <= 256:
-        return -(-width // 32) * 32
-    if width <= 1024:
-        return -(-width // 128) * 128
-    return 1 << (width - 1).bit_length()
-
-
 def resize_width(arch: Arch, w_max: int) -> Arch:
     """`arch` (one network or a population) with its neuron masks cut or zero-padded to `w_max` columns; the
     columns cut must hold no alive neuron (checked on the host)."""
@@ -77,11 +36,6 @@ def resize_width(arch: Arch, w_max: int) -> Arch:
             raise ValueError(f"cannot narrow the masks to {w_max} columns: alive neurons lie beyond it")
         return arch.replace(mask=mask[..., :w_max])
     return arch.replace(mask=jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, w_max - width)]))
-
-
-def widest_layers(archs: Arch) -> np.ndarray:
-    """(P,) (or () for one network) int: each network's widest alive hidden layer, on the host."""
-    return np.asarray(jax.device_get(archs.mask)).sum(-1).max(-1).astype(int)
 
 
 @struct.dataclass

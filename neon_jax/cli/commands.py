@@ -1,0 +1,433 @@
+"""The commands: each parses nothing itself, calls the library and prints (`args.build_parser` wires them)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from neon_jax.cli.common import _STARTED, CLIError, _csv_names, _speedup, _write_csv, format_table
+from neon_jax.cli.exports import _export_and_verify, _export_formats, _export_raw_onnx, _export_sklearn
+from neon_jax.presets import get_preset
+
+
+def cmd_datasets(args) -> int:
+    from neon_jax import data
+
+    infos = data.list_datasets(args.data_dir)
+    rows = [(i.name, i.task, i.rows, i.features, i.classes or "-", i.source) for i in infos]
+    print(format_table(["name", "task", "rows", "features", "classes", "source"], rows))
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    from neon_jax import zoo as zoo_lib
+
+    preset = get_preset(args.preset)
+    names = [n for n in args.dataset.split(",") if n]
+    out = Path(args.out)
+    if args.epochs is not None and args.epochs < 0:
+        raise CLIError(f"--epochs must be >= 0, got {args.epochs}")
+    if args.n < 1:
+        raise CLIError(f"--n must be >= 1, got {args.n}")
+    if args.heldout is None:  # the paper's share (6 of 30), as many as fit beside at least one training network
+        args.heldout = min(round(args.n / 5), args.n - 1)
+        if args.n != 30:
+            print(f"holding out {args.heldout} of {args.n} networks (the paper's 6 of 30; --heldout to choose)")
+    elif not 0 <= args.heldout < args.n:
+        raise CLIError(f"--heldout (n_heldout) must be in 0..{args.n - 1} for --n {args.n}, got {args.heldout}")
+    for name in names:
+        if (out / name / "zoo.json").exists() and not args.overwrite:
+            raise CLIError(f"{out / name} already holds a zoo; pass --overwrite to replace it")
+    for name in names:
+        prepared = zoo_lib.prepare_data(name, preset, seed=args.seed, data_dir=args.data_dir)
+        epochs = preset.train_epochs if args.epochs is None else args.epochs
+        start = time.perf_counter()
+        with tqdm(total=epochs, desc=f"{name}: {args.n} networks", unit="epoch", disable=args.quiet) as bar:
+            def progress(done, total):  # total: the epochs of every width bucket
+                bar.total = total
+                bar.update(done - bar.n)
+
+            zoo = zoo_lib.build_zoo(prepared, preset, n=args.n, n_heldout=args.heldout, seed=args.seed,
+                                    epochs=epochs, progress=progress)
+        path = zoo_lib.save_zoo(zoo, out, overwrite=args.overwrite)
+        s = prepared.splits
+        majority = max((s.y_test == c).mean() for c in range(prepared.n_classes))
+        rows = []
+        for i in range(len(zoo)):
+            d = zoo.describe(i)
+            rows.append((i, "held-out" if d["heldout"] else "train", "-".join(map(str, d["widths"])),
+                         d["params"], f"{d['train_accuracy']:.3f}", f"{d['test_accuracy']:.3f}"))
+        if not args.quiet:
+            print(format_table(["net", "split", "widths", "params", "train acc", "test acc"], rows))
+        print(f"{name}: {len(zoo)} networks in {time.perf_counter() - start:.1f}s, test accuracy "
+              f"mean {zoo.test_accuracy.mean(dtype='float64'):.3f} (majority class {majority:.3f}) -> {path}")
+    return 0
+
+
+ROLLOUT_POLICIES = ("random", "pretrained", "PATH", "keep:F", "while:F:D")
+
+
+def _rollout_policy(spec: str):
+    """Checks a --policy before any work: "random", "pretrained", a rule or an agent file."""
+    from neon_jax import policies
+
+    if spec in ("random", "pretrained"):
+        return spec
+    if policies.is_rule(spec):
+        policies.parse_rule(spec)
+        return spec
+    if Path(spec).with_suffix(".json").exists() or Path(spec).is_dir():
+        return spec
+    raise CLIError(f"unknown policy {spec!r}; choose one of: {', '.join(ROLLOUT_POLICIES)} (PATH: an agent file "
+                   f"of `neon-jax train-agent`)")
+
+
+def cmd_rollout(args) -> int:
+    """Prunes every network of one or more zoos with one policy (`neon_jax.runner`) and reports widths,
+    parameters and test accuracy before and after."""
+    import jax
+
+    from neon_jax import env as env_lib
+    from neon_jax import learn, policies, pruning, runner
+    from neon_jax import zoo as zoo_lib
+    from neon_jax.agent import registry
+    from neon_jax.pool import EnvPool
+    from neon_jax.rollout import policy_program
+
+    policy = _rollout_policy(args.policy)
+    tau = env_lib.validate_tau(args.tau)
+    out = Path(args.json)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} already exists; pass --overwrite to replace it")
+    names = _csv_names(args.dataset)
+    if not names or len(set(names)) != len(names):
+        raise CLIError(f"--dataset needs distinct dataset names, got {args.dataset!r}")
+    root = Path(args.zoo)
+    pairs = []
+    for name in names:
+        folder = root / name
+        if not (folder / "zoo.json").is_file():
+            raise CLIError(f"no zoo for {name!r}: {folder} holds no zoo.json "
+                           f"(build one with `neon-jax zoo --dataset {name} --out {root}`)")
+        z = zoo_lib.load_zoo(folder)
+        if z.dataset != name:
+            raise CLIError(f"{folder} holds a zoo of {z.dataset!r}, not of {name!r}")
+        # the same rows and splits the zoo was trained on (checked against the zoo's digest below)
+        prepared = zoo_lib.prepare_data(name, z.preset, seed=int(z.meta["data_seed"]), data_dir=args.data_dir)
+        pairs.append((z, prepared))
+    if args.preset is not None:
+        preset = get_preset(args.preset)
+    else:
+        zoo_presets = sorted({z.preset.name for z, _ in pairs})
+        if len(zoo_presets) > 1:
+            raise CLIError(f"the zoos were built with different presets ({', '.join(zoo_presets)}); pass --preset")
+        preset = pairs[0][0].preset
+    if sum(len(z.indices(args.which)) for z, _ in pairs) == 0:
+        raise CLIError(f"the zoos hold no {args.which!r} networks")
+    pool = EnvPool.from_zoos(pairs, args.which, tau, preset)
+    config = env_lib.EnvConfig(passes=args.passes, cut=args.cut)
+    print(f"rollout: {len(pool)} networks ({', '.join(names)}), policy {policy}, {args.passes} pass(es), "
+          f"batches of {min(args.batch, len(pool))}", file=sys.stderr, flush=True)
+    if policy == "random":
+        result = pruning.run_baseline("random", pool, preset, passes=args.passes, cut=args.cut, seed=args.seed,
+                                        batch_size=args.batch, progress=not args.quiet)
+    elif policies.is_rule(policy):
+        rule = policies.parse_rule(policy)
+        result = runner.run(lambda dims: (policy_program(env_lib.NeonEnv(config, dims, preset), policies.rule_policy),
+                                          rule), pool, seed=args.seed, batch_size=args.batch, progress=not args.quiet)
+    else:
+        agent, actor, _, description, _ = registry.load_agent(policy, preset, tau)
+        print(f"agent: {description}", file=sys.stderr)
+        result = learn.run_agent(agent, actor, pool, preset, config, seed=args.seed, batch_size=args.batch,
+                                 progress=not args.quiet)
+    zoos = {z.dataset: z for z, _ in pairs}
+    rows = [dict(r, split="held-out" if zoos[r["dataset"]].heldout[r["network"]] else "train") for r in result.rows]
+    table = [(r["dataset"], r["network"], r["split"], f"{r['widths_before']} -> {r['widths_after']}",
+              f"{r['params_before']} -> {r['params_after']}", f"x{r['compression']:.2f}",
+              f"{r['test_acc_before']:.3f} -> {r['test_acc_after']:.3f}", f"{r['return']:.0f}") for r in rows]
+    print(format_table(["dataset", "net", "split", "widths", "params", "compr.", "test acc", "return"], table))
+    totals = runner.summarise(rows)
+    print(f"{len(rows)} networks: compression mean x{totals['compression_mean']:.2f}, median "
+          f"x{totals['compression_median']:.2f}; test accuracy change mean {totals['acc_change_mean']:+.2f} points; "
+          f"compiled in {result.compile_seconds:.1f}s, ran in {result.run_seconds:.2f}s")
+    print(f"{result.compiles} program(s), one per width bucket: " + ", ".join(
+        f"w {g['w_max']} x {g['max_hidden']} layers: {g['networks']} networks" for g in result.groups))
+    device = jax.devices()[0]
+    doc = {
+        "command": "rollout",
+        "settings": {"datasets": names, "zoo": str(root), "data_dir": args.data_dir, "which": args.which,
+                     "policy": policy, "passes": args.passes, "tau": tau, "seed": args.seed, "preset": preset.name,
+                     "cut": args.cut, "batch": args.batch},
+        "device": {"platform": device.platform, "kind": device.device_kind, "jax": jax.__version__},
+        "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds, "programs": result.groups,
+        "totals": totals, "networks": rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_train_agent(args) -> int:
+    import dataclasses
+
+    from neon_jax import agent as agent_lib
+    from neon_jax import learn, runner
+    from neon_jax import zoo as zoo_lib
+    from neon_jax.env import EnvConfig, validate_tau
+    from neon_jax.pool import EnvPool
+
+    tau = validate_tau(args.tau)
+    train_names = _csv_names(args.datasets) or None
+    paths = zoo_lib.find_zoos(args.zoo, train_names)
+    unseen_paths = zoo_lib.find_zoos(args.zoo, _csv_names(args.unseen)) if args.unseen else []
+    unseen_names = {p.name for p in unseen_paths}
+    if train_names is None:
+        paths = [p for p in paths if p.name not in unseen_names]
+    overlap = unseen_names & {p.name for p in paths}
+    if overlap:
+        raise CLIError(f"datasets both trained on and unseen: {', '.join(sorted(overlap))}")
+    loaded = [zoo_lib.load_zoo_with_data(p, args.data_dir) for p in paths]
+    unseen = [zoo_lib.load_zoo_with_data(p, args.data_dir) for p in unseen_paths]
+    preset = loaded[0][0].preset
+    if args.preset and args.preset != preset.name:
+        raise CLIError(f"the zoos were built with preset {preset.name!r}, not {args.preset!r}")
+    env_config = EnvConfig(passes=args.passes, cut=args.cut, reward=args.reward).with_legacy(args.legacy)
+    agent_config = agent_lib.AgentConfig(architecture=args.architecture, batch_size=args.batch,
+                                         reward_transform=args.reward_transform,
+                                         normalise_advantages=args.normalise_advantages,
+                                         entropy_coef=args.entropy_coef,
+                                         observe_progress=args.observe_progress, gamma=args.gamma,
+                                         update_epochs=args.update_epochs,
+                                         clip_epsilon=args.clip_epsilon).with_legacy(args.legacy)
+    everything = loaded + unseen
+    common = EnvPool.from_zoos(everything, "all", tau, preset).dims  # one padded shape for train and eval
+    pool = EnvPool.from_zoos(loaded, "train", tau, preset, dims=common)
+    episodes = args.episodes or learn.default_episodes(len(pool))
+    print(f"training on {len(pool)} networks of {len(loaded)} datasets ({', '.join(pool.datasets)}); "
+          f"{episodes} episodes, warm-up {agent_lib.warmup_episodes(len(pool))}, batch {args.batch}, "
+          f"tau={tau:g}, passes={args.passes}, preset {preset.name}")
+    out = Path(args.out)
+    agent, state = learn.train_agent(pool, preset, env_config, agent_config, out, episodes=episodes, seed=args.seed,
+                                     progress=not args.quiet, overwrite=args.overwrite,
+                                     checkpoint_every=args.checkpoint_every,
+                                     max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+                                     buckets=args.buckets)
+    print(f"trained {int(state.episodes)} episodes -> {out / 'checkpoint.npz'}")
+    if args.no_eval:
+        return 0
+    evaluations = [("heldout", EnvPool.from_zoos(loaded, "heldout", tau, preset, dims=common))]
+    if unseen:
+        evaluations.append(("unseen", EnvPool.from_zoos(unseen, args.unseen_networks, tau, preset, dims=common)))
+    summary = {}
+    all_rows = []
+    for label, eval_pool in evaluations:
+        for policy in ("agent", "random"):
+            rows = learn.run_agent(agent, state.actor, eval_pool, preset, env_config, seed=args.seed,
+                                   random_actions=policy == "random", progress=not args.quiet).rows
+            for r in rows:
+                r.update(protocol=label, policy=policy)
+            all_rows += rows
+            summary[f"{label}/{policy}"] = runner.summarise(rows)
+    _write_csv(out / "evaluation.csv", all_rows)
+    (out / "evaluation.json").write_text(json.dumps({"settings": {"tau": tau, "passes": args.passes,
+                                                                  "env": dataclasses.asdict(env_config)},
+                                                     "summary": summary}, indent=1))
+    table = [(k, v["networks"], f"{v['compression_mean']:.2f}", f"{v['compression_median']:.2f}",
+              f"{v['acc_change_mean']:+.2f}", f"{v['acc_fell']}/{v['acc_held']}/{v['acc_rose']}")
+             for k, v in summary.items()]
+    print(format_table(["set/policy", "nets", "compression mean", "median", "acc change (pts)",
+                        "fell/held/rose"], table))
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from neon_jax import pruner
+
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise CLIError(f"{args.json} exists; pass --overwrite to replace it")
+    if args.out and (Path(args.out) / "report.json").exists() and not args.overwrite:
+        raise CLIError(f"{args.out} already holds a prune result; pass --overwrite to replace it")
+    formats = _export_formats(args.export, args.out, "pruned", args.overwrite, saved_by_out=True) if args.export else []
+    from neon_jax.progress import Stages
+
+    stages = None if args.quiet else Stages()
+    try:
+        dataset, test, validation = _prune_rows(args)
+        result = pruner.prune(dataset, data_dir=args.data_dir, network=args.network, tau=args.tau,
+                              passes=args.passes, agent=args.agent, preset=args.preset, seed=args.seed,
+                              greedy=args.greedy, cut=args.cut, candidates=args.candidates, select=args.select,
+                              test=test, validation=validation, check_inputs=not args.no_input_check,
+                              trust_pickle=args.trust_pickle, small_data=args.small_data, progress=stages)
+    except BaseException:
+        if stages is not None:  # no spinner redrawn over the error line
+            stages.abort()
+        raise
+    if stages is not None:
+        stages.done()
+    r = result.report
+    seconds = r["seconds"]
+    print(format_table(
+        ["dataset", "widths before -> after", "params", "compression", "test acc before -> after", "seconds"],
+        [(r["dataset"], f"{r['widths_before']} -> {r['widths_after']}", f"{r['params_before']} -> {r['params_after']}",
+          f"x{r['compression']:.2f}", f"{r['test_acc_before']:.4f} -> {r['test_acc_after']:.4f} "
+          f"({r['acc_change_points']:+.2f} pts)", f"{seconds['total']:.1f}")]))
+    chosen = r["chosen"]
+    if chosen["episode"] < 0:
+        which = "the original (no pruned candidate within tau)"
+    else:
+        kind = "greedy" if chosen["greedy"] else "sampled"
+        which = f"episode {chosen['episode']} ({kind}), after step {chosen['step']}"
+    print(f"chosen: {which}; {r['candidates']} candidates, {r['within_tau']} within tau = {r['tau']:g} points on "
+          f"the validation split (chosen: validation {chosen['val_acc_change_points']:+.2f}, test "
+          f"{chosen['test_acc_change_points']:+.2f} points); select {r['select']}")
+    print(f"seconds: loading {seconds['load']:.1f} + base network {seconds['base_network']:.1f} + compile "
+          f"{seconds['compile']:.1f} + prune {seconds['run']:.1f} + report {seconds['report']:.1f} = "
+          f"{seconds['total']:.1f} (report.json's \"seconds\"); waited {time.perf_counter() - _STARTED:.1f} "
+          f"since the command started (imports included)")
+    print(f"measured latency (NumPy eval, batch 256): {r['latency_b256_numpy_ms_before']:.3f} ms -> "
+          f"{r['latency_b256_numpy_ms_after']:.3f} ms ({_speedup(r['speedup_b256_numpy'])})")
+    if args.out:
+        path = pruner.save_result(result, args.out, overwrite=args.overwrite)
+        sk = ", pruned.skops (your scikit-learn model, pruned)" if pruner.scikit.is_sklearn_model(
+            getattr(result.model, "estimator", None)) else ""
+        print(f"saved the original and pruned networks (.npz + .json){sk}, report.json, preprocessing.json (what "
+              f"the inputs are), candidates.csv and front.png to {path}; other formats: --export "
+              f"torch,onnx,safetensors,sklearn")
+        if "npz" in formats:  # --out already wrote pruned.npz / pruned.json, the npz export's files
+            formats = [f for f in formats if f != "npz"]
+            print(f"exported npz: {Path(args.out) / 'pruned.npz'}, {Path(args.out) / 'pruned.json'} (written above)")
+    others = [f for f in formats if f != "sklearn"]
+    if others:
+        _export_and_verify(result.pruned, args.out, others, "pruned", args.overwrite)
+        if "onnx" in others and result.raw_onnx() is not None:
+            _export_raw_onnx(result, Path(args.out) / "pruned_raw.onnx", args.overwrite)
+    if "sklearn" in formats:  # the pruned model as the user's estimator, or on raw rows: not the bare network
+        _export_sklearn(result, Path(args.out) / "pruned.skops")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(r, indent=1))
+        print(f"report -> {args.json}")
+    return 0
+
+
+def _prune_rows(args):
+    """(dataset, test, validation) for `pruner.prune`: with --preprocess none, the files' rows as given."""
+    if args.preprocess == "neon":
+        if args.test or args.validation:
+            raise CLIError("--test and --validation are your own rows, used as given: add --preprocess none")
+        return args.dataset, None, None
+    from neon_jax.user_data import read_rows
+
+    return (read_rows(args.dataset), read_rows(args.test) if args.test else None,
+            read_rows(args.validation) if args.validation else None)
+
+
+def _parse_agents(specs) -> dict:
+    """["5=PATH", "5@0=PATH", "PATH"] -> {"5": PATH, "5@0": PATH}; a bare PATH applies to every tau ("*")."""
+    agents = {}
+    for spec in specs or []:
+        key, sep, path = spec.partition("=")
+        if not sep:
+            key, path = "*", spec
+        else:
+            tau, _, fold = key.partition("@")
+            try:
+                key = f"{float(tau):g}" + (f"@{int(fold)}" if fold else "")
+            except ValueError:
+                raise CLIError(f"--agent {spec!r}: expected TAU=PATH or TAU@FOLD=PATH (e.g. 5=runs/agent_tau5)") \
+                    from None
+        agents[key] = path
+    return agents
+
+
+def cmd_evaluate(args) -> int:
+    """Runs (or resumes) an evaluation grid into --out, building the zoos it lacks, and prints the aggregates."""
+    from neon_jax import evaluate as ev
+
+    if args.report_only:
+        summary = ev.write_report(args.out)
+        print(f"report -> {Path(args.out) / 'report.md'} ({summary['networks']} rows)")
+        return 0
+    if bool(args.datasets) == bool(args.suite):
+        raise CLIError("pass exactly one of --datasets a,b,... and --suite neon|all")
+    if args.suite and not args.zoo_root:
+        raise CLIError("--suite lists the zoos under --zoo-root; pass --zoo-root, or --datasets a,b,...")
+    datasets = _csv_names(args.datasets) if args.datasets else ev.suite_datasets(args.suite, args.zoo_root)
+    try:
+        taus = [float(t) for t in _csv_names(args.tau)]
+        passes = [int(p) for p in _csv_names(args.passes)]
+        seeds = [int(s) for s in _csv_names(args.seeds)]
+        folds = [int(f) for f in _csv_names(args.folds)] if args.folds else None
+        candidates = [int(k) for k in _csv_names(args.candidates)]
+    except ValueError as err:
+        raise CLIError(f"--tau / --passes / --seeds / --folds / --candidates take comma-separated numbers: {err}") \
+            from None
+    agents = _parse_agents(args.agent)
+    if "*" in agents:
+        every = agents.pop("*")
+        agents.update({f"{t:g}": every for t in taus if f"{t:g}" not in agents})
+    settings = {}
+    for spec in args.settings or []:
+        method, sep, values = spec.partition("=")
+        if not sep:
+            raise CLIError(f"--settings {spec!r}: expected METHOD=S1,S2 (e.g. lap=1,3,10)")
+        settings[method] = [_number_or_text(v) for v in _csv_names(values)]
+    cfg = ev.EvalConfig(datasets=datasets, zoo_root=args.zoo_root, data_dir=args.data_dir, protocol=args.protocol,
+                        methods=_csv_names(args.methods), taus=taus, passes=passes, seeds=seeds, greedy=args.greedy,
+                        agents=agents, preset=args.preset, fold_size=args.fold_size, fold_seed=args.fold_seed,
+                        folds=folds, settings=settings, random_cut=args.random_cut, batch_size=args.batch,
+                        zoo_networks=args.zoo_networks, zoo_heldout=args.zoo_heldout, candidates=candidates,
+                        amc=_amc_overrides(args.amc))
+    start = time.perf_counter()
+    summary = ev.run_evaluation(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
+                                log=None if args.quiet else print)
+    table = []
+    for g in summary["groups"]:
+        c, a = g["over_networks"]["compression"], g["over_networks"]["acc_change"]
+        table.append((g["label"], g["networks"], f"{c['mean']:.2f}", f"{c['median']:.2f}", f"{a['mean']:+.2f}",
+                      f"{g['acc_fell']}/{g['acc_held']}/{g['acc_rose']}", "; ".join(g["flags"])))
+    print(format_table(["method", "nets", "compression mean", "median", "acc change (pts)", "fell/held/rose",
+                        "notes"], table))
+    print(f"{time.perf_counter() - start:.1f}s; report -> {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _amc_overrides(text: str | None) -> dict:
+    """--amc KEY=VALUE,... as a dict (numbers as numbers, true / false as booleans)."""
+    out = {}
+    for item in _csv_names(text or ""):
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise CLIError(f"--amc {item!r}: expected KEY=VALUE (e.g. episodes=100)")
+        out[key] = {"true": True, "false": False}.get(value.lower(), _number_or_text(value))
+    return out
+
+
+def _number_or_text(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def cmd_export(args) -> int:
+    """Writes a network (a neon_jax network, a PyTorch .pt or a .safetensors export) as PyTorch / ONNX /
+    safetensors / npz files, checked against the network."""
+    from neon_jax import interop
+
+    stem = args.name or Path(args.network).name.split(".")[0]
+    formats = _export_formats(args.format, args.out, stem, args.overwrite)
+    try:
+        net = interop.load_network(args.network)
+    except ImportError as err:
+        raise CLIError(str(err)) from None
+    print(f"{args.network}: hidden widths {net.hidden_widths}, {net.num_params()} parameters")
+    _export_and_verify(net, args.out, formats, stem, args.overwrite)
+    return 0

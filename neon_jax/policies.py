@@ -1,6 +1,6 @@
 """Policies that need no training: the paper's random agent and fixed rules, as act_fns of `neon_jax.rollout`.
 
-    keep_fraction:F          always keep the fraction F (0.9, 0.8, 0.7 or 0.6) of the visited layer
+    keep:F                   always keep the fraction F (0.9, 0.8, 0.7 or 0.6) of the visited layer
     while:F:D                keep F while the episode's validation accuracy change is at least -D points,
                              else keep the layer (reads the progress the environment attaches to every
                              observation, the same the `observe_progress` agents read)

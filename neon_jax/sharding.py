@@ -1,4 +1,4 @@
-"""Placing the population / environment batch axis on a device mesh (DESIGN.md: one 1-D mesh, no pmap).
+"""Placing the population / environment batch axis on a device mesh (one 1-D mesh of every local device, no pmap).
 
 Every batched program of neon_jax (population training, fine-tuning, roll-outs, agent iterations) maps over a
 leading batch axis with `jax.vmap`. To spread that axis over devices, put the *inputs* on a 1-D mesh and let

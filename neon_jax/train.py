@@ -139,7 +139,9 @@ def make_trainer(model: MaskedMLP, learning_rate: float = 1e-3, double_softmax: 
     """Builds the jitted population functions for one model shape. Cached (bounded, `programs`): one compile per
     shape and schedule.
 
-    Returns an object with `train`, `finetune`, `evaluate` and `predict` (see their docstrings).
+    Returns an object whose jitted population functions are `train`, `finetune`, `evaluate` and `predict`, and
+    whose per-network pieces, traced inside callers' programs (the environment, the baselines, AMC, ADMM), are
+    `finetune_one`, `finetune_packed`, `accuracy_one` and `init_opt_state` (see their docstrings).
     """
     return _Trainer(model, learning_rate, double_softmax)
 

@@ -34,7 +34,8 @@ PRE_NAMES = ("none", "dropout", "batchnorm")
 
 @dataclasses.dataclass(eq=False)
 class PreparedData:
-    """A dataset ready for a preset: subsampled to `preset.max_rows`, split, and padded on the device."""
+    """A dataset ready for a preset: subsampled to `preset.max_rows` (said as it happens) and split into row
+    indices, host-side (`pool.EnvPool` pads the splits and places them on the device)."""
 
     dataset: data_lib.Dataset
     splits: data_lib.Splits

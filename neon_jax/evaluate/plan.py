@@ -16,7 +16,7 @@ def make_folds(names, size: int = 6, seed: int = 0) -> list[list[str]]:
     """Cuts dataset names into the unseen-dataset folds (§1.5), as the original's runner but seeded.
 
     With the 23 cpu zoos (22 NEON datasets and ionosphere) and seed 0, fold 0 is the one the shipped agent
-    was trained without (/work/runs/fold.txt).
+    was trained without (its checkpoint records its training datasets).
 
     Args:
       names: dataset names (order and repeats do not matter).

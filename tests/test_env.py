@@ -608,6 +608,16 @@ def test_rollout_cli_runs_and_writes_json(world, zoo_dir, tmp_path, capsys):
     # an existing JSON is not overwritten unless asked
     assert cli.main(_rollout_args(zoo_dir, out)) == 2
     assert "--overwrite" in capsys.readouterr().err
+    # the job the command calls, from Python: the same rows
+    from neon_jax import jobs
+
+    done = jobs.rollout(zoo_dir, ["iris", "breast_cancer"], policy="random", passes=4, tau=5, which="heldout", seed=1)
+    def timeless(rs):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+
+    assert timeless(done.rows) == timeless(rows) and done.settings["which"] == "heldout"
+    with pytest.raises(ValueError, match="unknown policy 'greedy'"):
+        jobs.rollout(zoo_dir, ["iris"], policy="greedy")
 
 
 def test_rollout_cli_errors(world, zoo_dir, tmp_path, capsys):

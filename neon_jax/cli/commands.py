@@ -68,106 +68,34 @@ def cmd_zoo(args) -> int:
     return 0
 
 
-ROLLOUT_POLICIES = ("random", "pretrained", "PATH", "keep:F", "while:F:D")
-
-
-def _rollout_policy(spec: str):
-    """Checks a --policy before any work: "random", "pretrained", a rule or an agent file."""
-    from neon_jax import policies
-
-    if spec in ("random", "pretrained"):
-        return spec
-    if policies.is_rule(spec):
-        policies.parse_rule(spec)
-        return spec
-    if Path(spec).with_suffix(".json").exists() or Path(spec).is_dir():
-        return spec
-    raise CLIError(f"unknown policy {spec!r}; choose one of: {', '.join(ROLLOUT_POLICIES)} (PATH: an agent file "
-                   f"of `neon-jax train-agent`)")
-
-
 def cmd_rollout(args) -> int:
-    """Prunes every network of one or more zoos with one policy (`neon_jax.runner`) and reports widths,
+    """Prunes every network of one or more zoos with one policy (`neon_jax.jobs.rollout`) and reports widths,
     parameters and test accuracy before and after."""
-    import jax
+    from neon_jax import jobs
 
-    from neon_jax import env as env_lib
-    from neon_jax import learn, policies, pruning, runner
-    from neon_jax import zoo as zoo_lib
-    from neon_jax.agent import registry
-    from neon_jax.pool import EnvPool
-    from neon_jax.rollout import policy_program
-
-    policy = _rollout_policy(args.policy)
-    tau = env_lib.validate_tau(args.tau)
+    policy = jobs.check_policy(args.policy)
     out = Path(args.json)
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} already exists; pass --overwrite to replace it")
     names = _csv_names(args.dataset)
     if not names or len(set(names)) != len(names):
         raise CLIError(f"--dataset needs distinct dataset names, got {args.dataset!r}")
-    root = Path(args.zoo)
-    pairs = []
-    for name in names:
-        folder = root / name
-        if not (folder / "zoo.json").is_file():
-            raise CLIError(f"no zoo for {name!r}: {folder} holds no zoo.json "
-                           f"(build one with `neon-jax zoo --dataset {name} --out {root}`)")
-        z = zoo_lib.load_zoo(folder)
-        if z.dataset != name:
-            raise CLIError(f"{folder} holds a zoo of {z.dataset!r}, not of {name!r}")
-        # the same rows and splits the zoo was trained on (checked against the zoo's digest below)
-        prepared = zoo_lib.prepare_data(name, z.preset, seed=int(z.meta["data_seed"]), data_dir=args.data_dir)
-        pairs.append((z, prepared))
-    if args.preset is not None:
-        preset = get_preset(args.preset)
-    else:
-        zoo_presets = sorted({z.preset.name for z, _ in pairs})
-        if len(zoo_presets) > 1:
-            raise CLIError(f"the zoos were built with different presets ({', '.join(zoo_presets)}); pass --preset")
-        preset = pairs[0][0].preset
-    if sum(len(z.indices(args.which)) for z, _ in pairs) == 0:
-        raise CLIError(f"the zoos hold no {args.which!r} networks")
-    pool = EnvPool.from_zoos(pairs, args.which, tau, preset)
-    config = env_lib.EnvConfig(passes=args.passes, cut=args.cut)
-    print(f"rollout: {len(pool)} networks ({', '.join(names)}), policy {policy}, {args.passes} pass(es), "
-          f"batches of {min(args.batch, len(pool))}", file=sys.stderr, flush=True)
-    if policy == "random":
-        result = pruning.run_baseline("random", pool, preset, passes=args.passes, cut=args.cut, seed=args.seed,
-                                        batch_size=args.batch, progress=not args.quiet)
-    elif policies.is_rule(policy):
-        rule = policies.parse_rule(policy)
-        result = runner.run(lambda dims: (policy_program(env_lib.NeonEnv(config, dims, preset), policies.rule_policy),
-                                          rule), pool, seed=args.seed, batch_size=args.batch, progress=not args.quiet)
-    else:
-        agent, actor, _, description, _ = registry.load_agent(policy, preset, tau)
-        print(f"agent: {description}", file=sys.stderr)
-        result = learn.run_agent(agent, actor, pool, preset, config, seed=args.seed, batch_size=args.batch,
-                                 progress=not args.quiet)
-    zoos = {z.dataset: z for z, _ in pairs}
-    rows = [dict(r, split="held-out" if zoos[r["dataset"]].heldout[r["network"]] else "train") for r in result.rows]
+    done = jobs.rollout(args.zoo, names, policy=policy, passes=args.passes, tau=args.tau, cut=args.cut,
+                        which=args.which, preset=args.preset, seed=args.seed, batch_size=args.batch,
+                        data_dir=args.data_dir, progress=not args.quiet,
+                        say=lambda line: print(line, file=sys.stderr, flush=True))
+    rows, totals, result = done.rows, done.totals, done.run
     table = [(r["dataset"], r["network"], r["split"], f"{r['widths_before']} -> {r['widths_after']}",
               f"{r['params_before']} -> {r['params_after']}", f"x{r['compression']:.2f}",
               f"{r['test_acc_before']:.3f} -> {r['test_acc_after']:.3f}", f"{r['return']:.0f}") for r in rows]
     print(format_table(["dataset", "net", "split", "widths", "params", "compr.", "test acc", "return"], table))
-    totals = runner.summarise(rows)
     print(f"{len(rows)} networks: compression mean x{totals['compression_mean']:.2f}, median "
           f"x{totals['compression_median']:.2f}; test accuracy change mean {totals['acc_change_mean']:+.2f} points; "
           f"compiled in {result.compile_seconds:.1f}s, ran in {result.run_seconds:.2f}s")
     print(f"{result.compiles} program(s), one per width bucket: " + ", ".join(
         f"w {g['w_max']} x {g['max_hidden']} layers: {g['networks']} networks" for g in result.groups))
-    device = jax.devices()[0]
-    doc = {
-        "command": "rollout",
-        "settings": {"datasets": names, "zoo": str(root), "data_dir": args.data_dir, "which": args.which,
-                     "policy": policy, "passes": args.passes, "tau": tau, "seed": args.seed, "preset": preset.name,
-                     "cut": args.cut, "batch": args.batch},
-        "device": {"platform": device.platform, "kind": device.device_kind, "jax": jax.__version__},
-        "compile_seconds": result.compile_seconds, "run_seconds": result.run_seconds, "programs": result.groups,
-        "totals": totals, "networks": rows,
-    }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
+    out.write_text(json.dumps(done.document(), indent=1) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -1,0 +1,10 @@
+"""The jobs, each a Python function the CLI command of the same name calls (the CLI parses, calls and prints):
+
+    rollout      one policy over every network of one or more zoos -> rows, totals, a JSON document
+
+(`neon_jax.prune` is the main job, `neon_jax.evaluate.run_evaluation` the evaluation.)
+"""
+
+from neon_jax.jobs.rollout import POLICY_FORMS, RolloutResult, check_policy, rollout
+
+__all__ = ["POLICY_FORMS", "RolloutResult", "check_policy", "rollout"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from neon_jax.cli.common import _STARTED, CLIError, _csv_names, _speedup, _write_csv, format_table
+from neon_jax.cli.common import _STARTED, CLIError, _csv_names, _speedup, format_table
 from neon_jax.cli.exports import _export_and_verify, _export_formats, _export_raw_onnx, _export_sklearn
 from neon_jax.presets import get_preset
 
@@ -101,29 +101,11 @@ def cmd_rollout(args) -> int:
 
 
 def cmd_train_agent(args) -> int:
-    import dataclasses
-
+    """Trains an agent (`neon_jax.jobs.train_agent`) and prints its evaluation against the random agent."""
     from neon_jax import agent as agent_lib
-    from neon_jax import learn, runner
-    from neon_jax import zoo as zoo_lib
-    from neon_jax.env import EnvConfig, validate_tau
-    from neon_jax.pool import EnvPool
+    from neon_jax import jobs
+    from neon_jax.env import EnvConfig
 
-    tau = validate_tau(args.tau)
-    train_names = _csv_names(args.datasets) or None
-    paths = zoo_lib.find_zoos(args.zoo, train_names)
-    unseen_paths = zoo_lib.find_zoos(args.zoo, _csv_names(args.unseen)) if args.unseen else []
-    unseen_names = {p.name for p in unseen_paths}
-    if train_names is None:
-        paths = [p for p in paths if p.name not in unseen_names]
-    overlap = unseen_names & {p.name for p in paths}
-    if overlap:
-        raise CLIError(f"datasets both trained on and unseen: {', '.join(sorted(overlap))}")
-    loaded = [zoo_lib.load_zoo_with_data(p, args.data_dir) for p in paths]
-    unseen = [zoo_lib.load_zoo_with_data(p, args.data_dir) for p in unseen_paths]
-    preset = loaded[0][0].preset
-    if args.preset and args.preset != preset.name:
-        raise CLIError(f"the zoos were built with preset {preset.name!r}, not {args.preset!r}")
     env_config = EnvConfig(passes=args.passes, cut=args.cut, reward=args.reward).with_legacy(args.legacy)
     agent_config = agent_lib.AgentConfig(architecture=args.architecture, batch_size=args.batch,
                                          reward_transform=args.reward_transform,
@@ -132,44 +114,20 @@ def cmd_train_agent(args) -> int:
                                          observe_progress=args.observe_progress, gamma=args.gamma,
                                          update_epochs=args.update_epochs,
                                          clip_epsilon=args.clip_epsilon).with_legacy(args.legacy)
-    everything = loaded + unseen
-    common = EnvPool.from_zoos(everything, "all", tau, preset).dims  # one padded shape for train and eval
-    pool = EnvPool.from_zoos(loaded, "train", tau, preset, dims=common)
-    episodes = args.episodes or learn.default_episodes(len(pool))
-    print(f"training on {len(pool)} networks of {len(loaded)} datasets ({', '.join(pool.datasets)}); "
-          f"{episodes} episodes, warm-up {agent_lib.warmup_episodes(len(pool))}, batch {args.batch}, "
-          f"tau={tau:g}, passes={args.passes}, preset {preset.name}")
-    out = Path(args.out)
-    agent, state = learn.train_agent(pool, preset, env_config, agent_config, out, episodes=episodes, seed=args.seed,
-                                     progress=not args.quiet, overwrite=args.overwrite,
-                                     checkpoint_every=args.checkpoint_every,
-                                     max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-                                     buckets=args.buckets)
-    print(f"trained {int(state.episodes)} episodes -> {out / 'checkpoint.npz'}")
-    if args.no_eval:
-        return 0
-    evaluations = [("heldout", EnvPool.from_zoos(loaded, "heldout", tau, preset, dims=common))]
-    if unseen:
-        evaluations.append(("unseen", EnvPool.from_zoos(unseen, args.unseen_networks, tau, preset, dims=common)))
-    summary = {}
-    all_rows = []
-    for label, eval_pool in evaluations:
-        for policy in ("agent", "random"):
-            rows = learn.run_agent(agent, state.actor, eval_pool, preset, env_config, seed=args.seed,
-                                   random_actions=policy == "random", progress=not args.quiet).rows
-            for r in rows:
-                r.update(protocol=label, policy=policy)
-            all_rows += rows
-            summary[f"{label}/{policy}"] = runner.summarise(rows)
-    _write_csv(out / "evaluation.csv", all_rows)
-    (out / "evaluation.json").write_text(json.dumps({"settings": {"tau": tau, "passes": args.passes,
-                                                                  "env": dataclasses.asdict(env_config)},
-                                                     "summary": summary}, indent=1))
-    table = [(k, v["networks"], f"{v['compression_mean']:.2f}", f"{v['compression_median']:.2f}",
-              f"{v['acc_change_mean']:+.2f}", f"{v['acc_fell']}/{v['acc_held']}/{v['acc_rose']}")
-             for k, v in summary.items()]
-    print(format_table(["set/policy", "nets", "compression mean", "median", "acc change (pts)",
-                        "fell/held/rose"], table))
+    done = jobs.train_agent(args.zoo, args.out, env_config=env_config, agent_config=agent_config, tau=args.tau,
+                            datasets=_csv_names(args.datasets) or None, unseen=_csv_names(args.unseen) or None,
+                            unseen_networks=args.unseen_networks, preset=args.preset, episodes=args.episodes,
+                            seed=args.seed, data_dir=args.data_dir, evaluate=not args.no_eval,
+                            progress=not args.quiet, overwrite=args.overwrite,
+                            checkpoint_every=args.checkpoint_every,
+                            max_seconds=args.max_minutes * 60 if args.max_minutes else None, buckets=args.buckets,
+                            say=print)
+    if done.summary:
+        table = [(k, v["networks"], f"{v['compression_mean']:.2f}", f"{v['compression_median']:.2f}",
+                  f"{v['acc_change_mean']:+.2f}", f"{v['acc_fell']}/{v['acc_held']}/{v['acc_rose']}")
+                 for k, v in done.summary.items()]
+        print(format_table(["set/policy", "nets", "compression mean", "median", "acc change (pts)",
+                            "fell/held/rose"], table))
     return 0
 
 

@@ -1,9 +1,8 @@
-"""What every command shares: the user-facing error, the start time, tables, CSV rows."""
+"""What every command shares: the user-facing error, the start time, name lists, tables."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 _STARTED = time.perf_counter()  # near the process's start (JAX is imported later): what a user waits includes it
 
@@ -14,17 +13,6 @@ class CLIError(Exception):
 
 def _csv_names(text):
     return [n for n in (text or "").split(",") if n]
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    import csv
-
-    if not rows:
-        return
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _speedup(ratio: float) -> str:

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neon_jax import nets, train, zoo
+from neon_jax import fit, nets, zoo
 from neon_jax.presets import get_preset
 
 DEFAULT_DATA_DIR = "/work/shared/data/neon"
@@ -251,7 +251,7 @@ def bench_population(p: int, *, preset, dims, n_features, n_classes, model, trai
 
     # train-mode loss and gradients on one batch, dropout off (its random masks cannot be matched)
     model0 = nets.MaskedMLP(dims=dims, dropout_rate=0.0)
-    trainer0 = train.make_trainer(model0, preset.learning_rate)
+    trainer0 = fit.make_trainer(model0, preset.learning_rate)
     xb, yb = x_train[:batch_size], y_train[:batch_size]
     xb_pad = jnp.asarray(np.pad(xb, ((0, 0), (0, dims.d_max - xb.shape[1]))))
     wb = jnp.ones(len(yb), jnp.float32)
@@ -448,7 +448,7 @@ def bench_buckets(p, *, preset, dims, archs, k_init, k_train, data, epochs, batc
     for width, idx in groups.items():
         bdims = dataclasses.replace(dims, w_max=width)
         model = nets.make_model(bdims, preset)
-        trainer = train.make_trainer(model, preset.learning_rate)
+        trainer = fit.make_trainer(model, preset.learning_rate)
         barchs = nets.resize_width(jax.tree_util.tree_map(lambda a: jnp.asarray(a[idx]), archs), width)
         variables = jax.vmap(lambda k, a: nets.init_network(k, model, a))(init_keys[idx], barchs)
         opt_state = trainer.init_opt_state(variables)
@@ -578,8 +578,8 @@ def main(argv=None) -> dict:
     x_check = np.asarray(s.x_test, np.float32)
     dims = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
     model = nets.make_model(dims, preset)
-    trainer = train.make_trainer(model, preset.learning_rate)
-    data = train.stack_data([(x_train, y_train)], dims.d_max)
+    trainer = fit.make_trainer(model, preset.learning_rate)
+    data = fit.stack_data([(x_train, y_train)], dims.d_max)
 
     result = {
         "benchmark": "population_training",

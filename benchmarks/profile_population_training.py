@@ -8,7 +8,7 @@ Two tools:
 * variants, each compiled ahead of time and timed (best of `--repeats`; wall and process-CPU seconds). They change
   the benchmark's *copy* of the work, never neon_jax itself:
 
-  - ``baseline``       -- `neon_jax.train.make_trainer` as shipped;
+  - ``baseline``       -- `neon_jax.fit.make_trainer` as shipped;
   - ``rbg``            -- the same program with ``jax_default_prng_impl=rbg`` (dropout masks from XLA's
                           RngBitGenerator instead of threefry);
   - ``no_dropout``     -- dropout rate 0 (no random masks at all): an upper bound on what dropout costs;
@@ -51,11 +51,11 @@ from benchmarks.bench_population_training import (
     train_flops_per_row,
     versions,
 )
-from neon_jax import nets, train
+from neon_jax import fit, nets
 from neon_jax.presets import ACTIVATION_NAMES, get_preset
 
 
-class _NoSelectTrainer(train._Trainer):
+class _NoSelectTrainer(fit.Trainer):
     """`_sgd_step` without the skipped-batch selects and the trainable masks (base training: all trainable)."""
 
     def _sgd_step(self, params, stats, opt_state, arch, x, y, weight, key, param_mask):
@@ -196,7 +196,7 @@ def main(argv=None) -> dict:
     s = prepared.splits
     nf, nc = prepared.n_features, prepared.n_classes
     dims = nets.NetDims.for_preset(preset, nf, nc)
-    data = train.stack_data([(s.x_train, s.y_train)], dims.d_max)
+    data = fit.stack_data([(s.x_train, s.y_train)], dims.d_max)
     n_batches = -(-int(data.x.shape[1]) // batch)
     steps = epochs * n_batches
     flops_row = train_flops_per_row(linear_shapes_padded(dims))
@@ -221,7 +221,7 @@ def main(argv=None) -> dict:
                 raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
             jax.config.update("jax_default_prng_impl", "rbg" if name == "rbg" else "threefry2x32")
             rate = 0.0 if name == "no_dropout" else preset.dropout_rate
-            cls = _NoSelectTrainer if name == "no_select" else train._Trainer
+            cls = _NoSelectTrainer if name == "no_select" else fit.Trainer
             archs, k_init, k_train = sample_population(preset, dims, nf, nc, p, args.seed)
             t0 = time.perf_counter()
             if name == "depth_buckets":

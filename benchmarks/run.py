@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks import bench_population_training as bpt  # noqa: E402
 from neon_jax import env as env_lib  # noqa: E402
-from neon_jax import nets, train  # noqa: E402
+from neon_jax import fit, nets  # noqa: E402
 from neon_jax import pool as pool_lib  # noqa: E402
 from neon_jax import zoo as zoo_lib  # noqa: E402
 from neon_jax.presets import get_preset  # noqa: E402
@@ -213,8 +213,8 @@ def bench_population(args, mode) -> dict:
     x_train, y_train = np.asarray(s.x_train, np.float32), np.asarray(s.y_train, np.int64)
     dims = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
     model = nets.make_model(dims, preset)
-    trainer = train.make_trainer(model, preset.learning_rate)
-    data = train.stack_data([(x_train, y_train)], dims.d_max)
+    trainer = fit.make_trainer(model, preset.learning_rate)
+    data = fit.stack_data([(x_train, y_train)], dims.d_max)
     rows = []
     for p in mode["pop"]:
         log(f"[population] P={p}")
@@ -562,8 +562,8 @@ def device_worker(args) -> None:
     s = prepared.splits
     dims = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
     model = nets.make_model(dims, preset)
-    trainer = train.make_trainer(model, preset.learning_rate)
-    data = train.stack_data([(s.x_train, s.y_train)], dims.d_max)
+    trainer = fit.make_trainer(model, preset.learning_rate)
+    data = fit.stack_data([(s.x_train, s.y_train)], dims.d_max)
     out = {"devices": n, "device_kind": jax.devices()[0].device_kind, "results": []}
     for p in args.worker_pop:
         archs = jax.vmap(lambda k: nets.sample_arch(k, preset, dims, prepared.n_features, prepared.n_classes))(

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from neon_jax import nets, train
+from neon_jax import fit, nets
 from neon_jax.env import EnvParams
 from neon_jax.presets import PRE_BATCHNORM
 
@@ -160,7 +160,7 @@ def count_admm(arch: nets.Arch, kernel_masks: list, scale_masks: list, dims: net
     return nets.count_params(arch) - pruned.astype(jnp.int32)
 
 
-def _epoch_fn(model: nets.MaskedMLP, arch: nets.Arch, data: train.PaddedData, config: ADMMConfig):
+def _epoch_fn(model: nets.MaskedMLP, arch: nets.Arch, data: fit.PaddedData, config: ADMMConfig):
     """``epoch((params, stats, opt_state), key, extra_loss, grad_mask)``: one shuffled pass of Adam steps."""
     data = tree_map(lambda a: a[None], data)
     optimizer = optax.adam(config.learning_rate)  # PyTorch defaults: betas (0.9, 0.999), eps 1e-8
@@ -174,16 +174,16 @@ def _epoch_fn(model: nets.MaskedMLP, arch: nets.Arch, data: train.PaddedData, co
 
     def epoch(carry, key, extra_loss, grad_mask):
         k_perm, k_drop = jax.random.split(key)
-        perm = train._shuffle_real_rows(k_perm, data.n[0], n_max, n_batches * bs)
+        perm = fit.shuffle_real_rows(k_perm, data.n[0], n_max, n_batches * bs)
 
         def step(carry, inputs):
             params, stats, opt_state = carry
             b, k = inputs
-            x, y, w = train._gather_batch(data, 0, perm, b * bs, bs)
+            x, y, w = fit.gather_batch(data, 0, perm, b * bs, bs)
             grads, new_stats = jax.grad(loss_fn, has_aux=True)(params, stats, x, y, w, k, extra_loss)
             updates, new_opt = optimizer.update(tree_map(jnp.multiply, grads, grad_mask), opt_state, params)
             new_params = optax.apply_updates(params, tree_map(jnp.multiply, updates, grad_mask))
-            valid = w.sum() > 1.5  # batches of fewer than 2 real rows are skipped (as `train`)
+            valid = w.sum() > 1.5  # batches of fewer than 2 real rows are skipped (as `fit.Trainer.train`)
             return tree_map(lambda a, b: jnp.where(valid, a, b), (new_params, new_stats, new_opt), carry), None
 
         return jax.lax.scan(step, carry, (jnp.arange(n_batches), jax.random.split(k_drop, n_batches)))[0]
@@ -198,7 +198,7 @@ def _train(key, variables, opt_state, epoch, epochs: int, grad_mask, extra_loss=
     return {"params": carry[0], "batch_stats": carry[1]}, carry[2]
 
 
-def admm_phase(key, variables: dict, arch: nets.Arch, data: train.PaddedData, alpha, model: nets.MaskedMLP,
+def admm_phase(key, variables: dict, arch: nets.Arch, data: fit.PaddedData, alpha, model: nets.MaskedMLP,
                dims: nets.NetDims, config: ADMMConfig, opt_state=None) -> tuple[dict, dict, dict, optax.OptState]:
     """Step 2 of the schedule: `config.admm_epochs` ADMM epochs from Z = W, U = 0.
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from neon_jax import features, nets, train
+from neon_jax import features, fit, nets
 from neon_jax.choices import CUTS, REWARDS
 from neon_jax.presets import Preset
 from neon_jax.sharding import resolve_chunk_size, vmap_sorted_chunks
@@ -105,10 +105,10 @@ class EnvParams:
 
     variables: Any
     arch: nets.Arch
-    finetune: train.PaddedData
-    val: train.PaddedData
-    train: train.PaddedData
-    test: train.PaddedData
+    finetune: fit.PaddedData
+    val: fit.PaddedData
+    train: fit.PaddedData
+    test: fit.PaddedData
     tau: jax.Array
     select_tau: jax.Array | None = None
 
@@ -191,7 +191,7 @@ class NeonEnv:
         self.preset = preset
         self.slots = resolve_chunk_size(slots)
         self.model = nets.make_model(dims, preset)
-        self.trainer = train.make_trainer(self.model, preset.learning_rate)
+        self.trainer = fit.make_trainer(self.model, preset.learning_rate)
         self.width_table = jnp.asarray(keep_width_table(dims.w_max))
         self.keep = jnp.asarray(KEEP_FRACTIONS, jnp.float32)
 
@@ -236,7 +236,7 @@ class NeonEnv:
     def step_batch(self, keys: jax.Array, states: EnvState, actions: jax.Array, params: EnvParams):
         """``jax.vmap(step)`` over a batch of environments (leading axis B), with the same results, faster.
 
-        The cuts are vmapped; the fine-tunes go through `train._Trainer.finetune_packed`: `slots` fine-tunes in
+        The cuts are vmapped; the fine-tunes go through `fit.Trainer.finetune_packed`: `slots` fine-tunes in
         flight, deepest networks first, a finished one handing its slot to the next, hidden layers no network
         in flight has skipped; accuracies and observations are vmapped over chunks of `slots` networks of
         similar depth (`sharding.vmap_sorted_chunks`). So the batch pays about its mean fine-tune epochs at its
@@ -255,7 +255,7 @@ class NeonEnv:
             lambda bound, *a: self._step_finish(*a, hints=nets.Hints(depth_bound=bound)), self.slots)
         return finish(states.arch.depth, cut, tuned, tune_info["epochs"], states, params)
 
-    def accuracy(self, variables, arch: nets.Arch, split: train.PaddedData, hints: nets.Hints | None = None):
+    def accuracy(self, variables, arch: nets.Arch, split: fit.PaddedData, hints: nets.Hints | None = None):
         """() eval-mode accuracy of one network on the real rows of one split (``params.val`` for the reward,
         ``params.test`` for what the paper reports). Vmappable; `hints`: see `nets.Hints`."""
         data = jax.tree_util.tree_map(lambda a: a[None], split)
@@ -362,7 +362,7 @@ def make_env_params(variables, arch, splits, dims: nets.NetDims, tau: float, n_m
     parts = {"finetune": (splits.x_finetune, splits.y_finetune), "val": (splits.x_val, splits.y_val),
              "train": (splits.x_train, splits.y_train), "test": (splits.x_test, splits.y_test)}
     n_max = n_max or {}
-    padded = {k: train.pad_data(x, y, n_max.get(k, len(x)), dims.d_max) for k, (x, y) in parts.items()}
+    padded = {k: fit.pad_data(x, y, n_max.get(k, len(x)), dims.d_max) for k, (x, y) in parts.items()}
     return EnvParams(variables=variables, arch=arch, tau=jnp.float32(tau), **padded)
 
 

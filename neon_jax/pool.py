@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neon_jax import nets, train
+from neon_jax import fit, nets
 from neon_jax.env import EnvParams, validate_tau
 from neon_jax.presets import Preset
 from neon_jax.zoo import PreparedData, Zoo, check_data_matches
@@ -77,7 +77,7 @@ class EnvPool:
         n_max = {s: max(len(_split_arrays(p, s)[0]) for _, p in zoos_and_data) for s in SPLITS}
         data = {}
         for s in SPLITS:
-            padded = [jax.device_get(train.pad_data(*_split_arrays(p, s), n_max[s], dims.d_max))
+            padded = [jax.device_get(fit.pad_data(*_split_arrays(p, s), n_max[s], dims.d_max))
                       for _, p in zoos_and_data]
             data[s] = jax.tree_util.tree_map(lambda *a: np.stack(a), *padded)
         variables, archs, names, dataset_of, base_acc = [], [], [], [], []

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neon_jax import data as data_lib
-from neon_jax import nets, programs, train
+from neon_jax import fit, nets, programs
 from neon_jax.choices import ZOO_SPLITS
 from neon_jax.presets import ACTIVATION_NAMES, Preset
 
@@ -174,8 +174,8 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
     train_keys = jax.random.split(k_train, len(chunks))  # chunk c: network i trains with split(train_keys[c], n)[i]
     buckets = nets.width_buckets(all_archs)
     dims = dataclasses.replace(widest, w_max=max(buckets))
-    train_data = train.stack_data([(s.x_train, s.y_train)], widest.d_max)
-    test_data = train.stack_data([(s.x_test, s.y_test)], widest.d_max)
+    train_data = fit.stack_data([(s.x_train, s.y_train)], widest.d_max)
+    test_data = fit.stack_data([(s.x_test, s.y_test)], widest.d_max)
     start = time.perf_counter()
     done, parts, bucket_meta = 0, [], {}
     for width, idx in buckets.items():
@@ -184,7 +184,7 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
         model = nets.make_model(bdims, preset)
         archs = nets.resize_width(jax.tree_util.tree_map(lambda a: a[idx], all_archs), width)
         variables = _init_networks(model, init_keys[idx], archs)
-        trainer = train.make_trainer(model, preset.learning_rate)
+        trainer = fit.make_trainer(model, preset.learning_rate)
         opt_state = trainer.init_opt_state(variables)
         index = jnp.zeros(len(idx), jnp.int32)
         losses = []

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neon_jax import nets, runner, train
+from neon_jax import fit, nets, runner
 from neon_jax import pool as pool_lib
 from neon_jax import pruning as B
 from neon_jax import zoo as zoo_lib
@@ -177,10 +177,10 @@ def test_finetune_keeps_pruned_weights_at_zero():
     masks = B.magnitude_masks(variables["params"], arch, DIMS, 0.6)
     pruned = B.apply_kernel_masks(variables, masks, DIMS)
     rng = np.random.default_rng(0)
-    data = train.stack_data([(rng.uniform(size=(40, 4)), rng.integers(0, 3, 40))], DIMS.d_max)
-    trainer = train.make_trainer(nets.make_model(DIMS))
+    data = fit.stack_data([(rng.uniform(size=(40, 4)), rng.integers(0, 3, 40))], DIMS.d_max)
+    trainer = fit.make_trainer(nets.make_model(DIMS))
     tuned, info = trainer.finetune_one(jax.random.PRNGKey(1), pruned, arch, 0, data,
-                                       train.Trainable.everything(DIMS.max_hidden), 3, 8, 3,
+                                       fit.Trainable.everything(DIMS.max_hidden), 3, 8, 3,
                                        weight_mask=B.weight_mask_tree(pruned["params"], masks, DIMS))
     assert int(info["epochs"]) >= 1
     changed = False

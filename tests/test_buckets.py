@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_wine
 
-from neon_jax import nets, train
+from neon_jax import fit, nets
 
 NARROW = nets.NetDims(d_max=13, k_max=3, max_hidden=3, w_max=16)
 WIDE = nets.NetDims(d_max=16, k_max=5, max_hidden=5, w_max=96)
@@ -80,7 +80,7 @@ def test_initialisation_and_outputs_do_not_depend_on_the_padding():
 def _wine_data(dims):
     data = load_wine()
     x = (data.data - data.data.min(0)) / np.ptp(data.data, 0)
-    return train.stack_data([(x.astype(np.float32), data.target)], dims.d_max)
+    return fit.stack_data([(x.astype(np.float32), data.target)], dims.d_max)
 
 
 @pytest.mark.parametrize("chunk_size", [None, 2])
@@ -90,7 +90,7 @@ def test_training_trajectory_does_not_depend_on_the_padding(chunk_size):
     out = {}
     for dims in (NARROW, WIDE):
         variables, archs = _population(dims)
-        trainer = train.make_trainer(nets.make_model(dims))
+        trainer = fit.make_trainer(nets.make_model(dims))
         opt = trainer.init_opt_state(variables)
         variables, _, loss = trainer.train(jax.random.PRNGKey(5), variables, opt, archs, jnp.zeros(3, jnp.int32),
                                            _wine_data(dims), epochs=3, batch_size=32, chunk_size=chunk_size)
@@ -113,7 +113,7 @@ def test_cut_and_finetune_do_not_depend_on_the_padding(how):
         keys = jax.random.split(jax.random.PRNGKey(9), 3)
         variables, archs = cut(keys, variables, archs, jnp.asarray([6, 10, 4]))
         trainable = jax.vmap(lambda a: nets.trainable_rows(0, a, dims.max_hidden))(archs)
-        trainer = train.make_trainer(model)
+        trainer = fit.make_trainer(model)
         variables, info = trainer.finetune(jax.random.PRNGKey(11), variables, archs, jnp.zeros(3, jnp.int32),
                                            _wine_data(dims), trainable, max_epochs=4, batch_size=32, patience=2)
         out[dims] = variables, archs, np.asarray(info["epochs"])
@@ -126,10 +126,10 @@ def test_cut_and_finetune_do_not_depend_on_the_padding(how):
 
 def test_a_mixed_width_population_trains_each_network_as_it_would_alone():
     """The population (padded to its widest network) against each network trained alone at its own bucket, with
-    its own keys (`train.network_keys`)."""
+    its own keys (`fit.network_keys`)."""
     variables, archs = _population(WIDE)
     keys = jax.random.split(jax.random.PRNGKey(21), len(SPECS))
-    trainer = train.make_trainer(nets.make_model(WIDE))
+    trainer = fit.make_trainer(nets.make_model(WIDE))
     together, _, _ = trainer.train(keys, variables, trainer.init_opt_state(variables), archs,
                                    jnp.zeros(3, jnp.int32), _wine_data(WIDE), epochs=2, batch_size=32)
     for i, (widths, act, pre) in enumerate(SPECS):
@@ -137,14 +137,14 @@ def test_a_mixed_width_population_trains_each_network_as_it_would_alone():
         arch = jax.tree_util.tree_map(lambda a: a[None], nets.make_arch(widths, act, pre, 13, 3, dims))
         init_key = jax.random.split(jax.random.PRNGKey(3), len(SPECS))[i]  # `_population`'s key of network i
         alone = jax.vmap(lambda k, a: nets.init_network(k, nets.make_model(dims), a))(init_key[None], arch)
-        solo = train.make_trainer(nets.make_model(dims))
+        solo = fit.make_trainer(nets.make_model(dims))
         alone, _, _ = solo.train(keys[i][None], alone, solo.init_opt_state(alone), arch, jnp.zeros(1, jnp.int32),
                                  _wine_data(dims), epochs=2, batch_size=32)
         one = lambda t, j: jax.tree_util.tree_map(lambda a: a[j], t)  # noqa: E731
         _assert_same_network(_real(one(together, i), one(archs, i), WIDE), _real(one(alone, 0), one(arch, 0), dims),
                              atol=2e-4)
     with pytest.raises(ValueError, match="2 keys for a population of 3"):
-        train.network_keys(keys[:2], 3)
+        fit.network_keys(keys[:2], 3)
 
 
 @pytest.fixture(scope="module")

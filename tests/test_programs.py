@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neon_jax import nets, programs, pruning, select, train
+from neon_jax import fit, nets, programs, pruning, select
 from neon_jax import zoo as zoo_lib
 from neon_jax.pool import EnvPool
 from neon_jax.presets import PRESETS
@@ -48,10 +48,10 @@ def test_the_library_caches_are_bounded_and_cleared_by_one_call():
             "trainers"} <= names
     assert select.cached_candidates_program  # imported: its cache is registered
     model = nets.make_model(nets.NetDims(4, 3, 2, 8))
-    assert train.make_trainer(model) is train.make_trainer(model)  # cached
-    assert len(train.make_trainer.cache) >= 1
+    assert fit.make_trainer(model) is fit.make_trainer(model)  # cached
+    assert len(fit.make_trainer.cache) >= 1
     programs.clear()
-    assert len(train.make_trainer.cache) == 0 and programs.compiled_since_clear() == 0
+    assert len(fit.make_trainer.cache) == 0 and programs.compiled_since_clear() == 0
 
 
 def test_compiles_are_counted_and_a_checkpoint_clears_past_the_bound(limits):

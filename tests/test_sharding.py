@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent(r"""
     import jax, jax.numpy as jnp, numpy as np
     assert jax.device_count() == 8, jax.devices()
-    from neon_jax import agent as agent_lib, env as env_lib, nets, sharding, train, zoo
+    from neon_jax import agent as agent_lib, env as env_lib, nets, sharding, fit, zoo
     from neon_jax.policies import random_policy
     from neon_jax.presets import get_preset
     from neon_jax.rollout import make_rollout
@@ -48,8 +48,8 @@ SCRIPT = textwrap.dedent(r"""
     variables = nets.init_population(jax.random.PRNGKey(1), model, archs)
 
     # 1. population training
-    trainer = train.make_trainer(model, preset.learning_rate)
-    data = train.stack_data([(s.x_train, s.y_train)], dims.d_max)
+    trainer = fit.make_trainer(model, preset.learning_rate)
+    data = fit.stack_data([(s.x_train, s.y_train)], dims.d_max)
     opt = trainer.init_opt_state(variables)
     index = jnp.zeros(B, jnp.int32)
     key = jax.random.PRNGKey(2)

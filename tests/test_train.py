@@ -16,7 +16,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
-from neon_jax import nets, train
+from neon_jax import fit, nets
 from neon_jax.presets import PRESETS
 
 TINY = PRESETS["tiny"]
@@ -51,7 +51,7 @@ def _stack_archs(archs):
 
 def _trainable(linear, batchnorm):
     """A population `Trainable` (leading axis P) from per-network bool lists."""
-    return train.Trainable(linear=jnp.asarray(linear, bool), batchnorm=jnp.asarray(batchnorm, bool))
+    return fit.Trainable(linear=jnp.asarray(linear, bool), batchnorm=jnp.asarray(batchnorm, bool))
 
 
 def _np_double_softmax_nll(logits, y):
@@ -73,7 +73,7 @@ def setup(wine_splits):
 
     dims = nets.NetDims.for_preset(TINY, D_MAX, K_MAX)
     model = nets.make_model(dims, TINY)
-    trainer = train.make_trainer(model, TINY.learning_rate)
+    trainer = fit.make_trainer(model, TINY.learning_rate)
 
     # Random architectures as the zoo draws them: networks 0-3 on wine, 4-7 on breast_cancer.
     n_features = jnp.asarray([WINE_F] * 4 + [BC_F] * 4, jnp.int32)
@@ -101,8 +101,8 @@ def setup(wine_splits):
         for w in ([8], [16, 8], [12, 12, 4], [4], [16], [8, 16], [12, 8, 16], [4, 4])
     ])
 
-    train_data = train.stack_data([(x_w, y_w), (x_b, y_b)], D_MAX, N_MAX)
-    test_data = train.stack_data([(xt_w, yt_w), (xt_b, yt_b)], D_MAX, N_MAX)
+    train_data = fit.stack_data([(x_w, y_w), (x_b, y_b)], D_MAX, N_MAX)
+    test_data = fit.stack_data([(xt_w, yt_w), (xt_b, yt_b)], D_MAX, N_MAX)
     return dict(
         dims=dims, model=model, trainer=trainer, sampled=sampled, mixed_index=mixed_index, layered=layered,
         plain=plain, train_data=train_data, test_data=test_data, wine=(x_w, y_w, xt_w, yt_w),
@@ -212,7 +212,7 @@ def test_padded_rows_never_enter_evaluation(setup, trained):
     x_w, y_w, xt_w, yt_w = s["wine"]
     x_b, y_b, xt_b, yt_b = s["bc"]
     # the test splits at their natural padded length (171 rows) vs padded to 398 rows
-    tight = train.stack_data([(xt_w, yt_w), (xt_b, yt_b)], D_MAX)
+    tight = fit.stack_data([(xt_w, yt_w), (xt_b, yt_b)], D_MAX)
     assert tight.x.shape[1] == len(xt_b) < N_MAX
     acc_tight = np.asarray(trainer.evaluate(variables, s["sampled"], s["mixed_index"], tight))
     acc_loose = np.asarray(trainer.evaluate(variables, s["sampled"], s["mixed_index"], s["test_data"]))
@@ -231,7 +231,7 @@ def test_batches_of_one_row_are_skipped(setup):
     s = setup
     trainer = s["trainer"]
     x_w, y_w = s["wine"][:2]
-    odd = train.stack_data([(x_w[:33], y_w[:33]), (x_w[:34], y_w[:34])], D_MAX, N_MAX)
+    odd = fit.stack_data([(x_w[:33], y_w[:33]), (x_w[:34], y_w[:34])], D_MAX, N_MAX)
     index = jnp.asarray([0, 1] * 4, jnp.int32)
     variables = _init_population(jax.random.PRNGKey(7), s["model"], s["layered"])  # batch-norm, dropout
     opt_state = trainer.init_opt_state(variables)
@@ -245,7 +245,7 @@ def test_batches_of_one_row_are_skipped(setup):
     assert np.isfinite(np.asarray(trainer.evaluate(new, s["layered"], index, odd))).all()
 
     ft, info = trainer.finetune(jax.random.PRNGKey(9), variables, s["layered"], index, odd,
-                                jax.vmap(lambda _: train.Trainable.everything(TINY.max_hidden))(jnp.arange(P)), **FT)
+                                jax.vmap(lambda _: fit.Trainable.everything(TINY.max_hidden))(jnp.arange(P)), **FT)
     assert np.isfinite(np.asarray(info["best_loss"])).all()
     assert all(np.isfinite(a).all() for a in _leaves(ft).values())
 
@@ -254,9 +254,9 @@ def test_finetune_on_a_single_row_never_steps(setup):
     """A split with one real row has only a batch of one: no step, no snapshot; the weights come back unchanged."""
     s = setup
     x_w, y_w = s["wine"][:2]
-    single = train.stack_data([(x_w[:1], y_w[:1]), (x_w[:1], y_w[:1])], D_MAX, N_MAX)
+    single = fit.stack_data([(x_w[:1], y_w[:1]), (x_w[:1], y_w[:1])], D_MAX, N_MAX)
     variables = _init_population(jax.random.PRNGKey(10), s["model"], s["layered"])
-    everything = jax.vmap(lambda _: train.Trainable.everything(TINY.max_hidden))(jnp.arange(P))
+    everything = jax.vmap(lambda _: fit.Trainable.everything(TINY.max_hidden))(jnp.arange(P))
     out, info = s["trainer"].finetune(jax.random.PRNGKey(11), variables, s["layered"], jnp.zeros(P, jnp.int32),
                                       single, everything, **FT)
     np.testing.assert_array_equal(np.asarray(info["epochs"]), FT["patience"])  # no epoch ever improved
@@ -318,7 +318,7 @@ def test_finetune_stops_after_patience_epochs_without_improvement(setup):
     s = setup
     x_w, y_w = s["wine"][:2]
     const_x, const_y = np.repeat(x_w[:1], 64, 0), np.repeat(y_w[:1], 64)  # two full batches per epoch
-    data = train.stack_data([(const_x, const_y), (const_x, const_y)], D_MAX, N_MAX)
+    data = fit.stack_data([(const_x, const_y), (const_x, const_y)], D_MAX, N_MAX)
     variables = _init_population(jax.random.PRNGKey(14), s["model"], s["plain"])
     frozen = _trainable(np.zeros((P, TINY.max_hidden + 1)), np.zeros((P, TINY.max_hidden)))
     out, info = s["trainer"].finetune(jax.random.PRNGKey(15), variables, s["plain"], jnp.zeros(P, jnp.int32),
@@ -340,11 +340,11 @@ def test_finetune_returns_the_best_snapshot_not_the_last_weights(setup):
     s = setup
     trainer = s["trainer"]
     x_w, y_w = s["wine"][:2]
-    data = train.stack_data([(x_w[:BATCH], y_w[:BATCH]), (x_w[:BATCH], y_w[:BATCH])], D_MAX, N_MAX)
+    data = fit.stack_data([(x_w[:BATCH], y_w[:BATCH]), (x_w[:BATCH], y_w[:BATCH])], D_MAX, N_MAX)
     index = jnp.zeros(P, jnp.int32)
     archs = s["plain"]
     variables = _init_population(jax.random.PRNGKey(16), s["model"], archs)
-    everything = jax.vmap(lambda _: train.Trainable.everything(TINY.max_hidden))(jnp.arange(P))
+    everything = jax.vmap(lambda _: fit.Trainable.everything(TINY.max_hidden))(jnp.arange(P))
     out, info = trainer.finetune(jax.random.PRNGKey(17), variables, archs, index, data, everything, **FT)
     assert FT["max_epochs"] == EPOCHS_PER_CALL + 1
     np.testing.assert_array_equal(np.asarray(info["epochs"]), FT["max_epochs"])
@@ -450,7 +450,7 @@ def test_no_retracing_across_architectures_and_variables(setup, trained):
             lambda: trainer.finetune(jax.random.PRNGKey(23), variables, s["sampled"], s["mixed_index"],
                                      s["train_data"], trainable, **FT),
             lambda: trainer.finetune(jax.random.PRNGKey(24), other, s["layered"], index, s["test_data"],
-                                     jax.vmap(lambda _: train.Trainable.everything(TINY.max_hidden))(jnp.arange(P)),
+                                     jax.vmap(lambda _: fit.Trainable.everything(TINY.max_hidden))(jnp.arange(P)),
                                      **FT),
         ],
         "evaluate": [
@@ -477,7 +477,7 @@ def test_log_probs_double_softmax_matches_numpy():
     n_classes = 3
     padded = np.where(np.arange(5) < n_classes, logits, nets.NEG_LOGIT).astype(np.float32)  # as the network emits
 
-    got = np.asarray(train.log_probs(jnp.asarray(padded), jnp.int32(n_classes), double_softmax=True))
+    got = np.asarray(fit.log_probs(jnp.asarray(padded), jnp.int32(n_classes), double_softmax=True))
     z = logits[:, :n_classes].astype(np.float64)
     p = np.exp(z) / np.exp(z).sum(1, keepdims=True)  # the network's Softmax over the real classes
     expected = p - np.log(np.exp(p).sum(1, keepdims=True))  # CrossEntropyLoss's log-softmax of those probabilities
@@ -488,7 +488,7 @@ def test_log_probs_double_softmax_matches_numpy():
     # a double softmax is flat: log-probabilities are bounded below by log(1 / (1 + (K - 1) e))
     assert got[:, :n_classes].min() >= np.log(1 / (1 + (n_classes - 1) * np.e)) - 1e-6
 
-    plain = np.asarray(train.log_probs(jnp.asarray(padded), jnp.int32(n_classes), double_softmax=False))
+    plain = np.asarray(fit.log_probs(jnp.asarray(padded), jnp.int32(n_classes), double_softmax=False))
     expected_plain = z - np.log(np.exp(z).sum(1, keepdims=True))
     np.testing.assert_allclose(plain[:, :n_classes], expected_plain, rtol=1e-5, atol=1e-5)
     assert (np.exp(plain[:, n_classes:]) == 0).all()

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from neon_jax import nets, train
+from neon_jax import fit, nets
 from neon_jax import zoo as zoo_lib
 from neon_jax.presets import PRESETS
 
@@ -72,7 +72,7 @@ def test_build_zoo_records_networks_splits_and_accuracies(built, prepared):
     # compiles per run are bounded: one training program per bucket (and per chunk length)
     for width in buckets:
         model = nets.make_model(dataclasses.replace(zoo.dims, w_max=width), TINY)
-        assert train.make_trainer(model, TINY.learning_rate).train._cache_size() == 1
+        assert fit.make_trainer(model, TINY.learning_rate).train._cache_size() == 1
     # held-out networks: exactly n_heldout, and the subsets partition the zoo
     assert zoo.heldout.dtype == bool and zoo.heldout.sum() == N_HELDOUT
     held, rest = zoo.indices("heldout"), zoo.indices("train")
@@ -160,8 +160,8 @@ def test_loaded_zoo_evaluates_like_the_original(built, saved, prepared):
     """The loaded population goes straight back into the compiled evaluator and reproduces the accuracies."""
     zoo, _ = built
     loaded = zoo_lib.load_zoo(saved[1])
-    trainer = train.make_trainer(nets.make_model(loaded.dims, loaded.preset), loaded.preset.learning_rate)
-    test = train.stack_data([(prepared.splits.x_test, prepared.splits.y_test)], loaded.dims.d_max)
+    trainer = fit.make_trainer(nets.make_model(loaded.dims, loaded.preset), loaded.preset.learning_rate)
+    test = fit.stack_data([(prepared.splits.x_test, prepared.splits.y_test)], loaded.dims.d_max)
     acc = np.asarray(trainer.evaluate(loaded.variables, loaded.archs, np.zeros(N, np.int32), test))
     np.testing.assert_allclose(acc, zoo.test_accuracy, atol=1e-6)
 

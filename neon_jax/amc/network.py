@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from neon_jax import nets, train
+from neon_jax import fit, nets
 from neon_jax.amc.config import AMCConfig
 from neon_jax.presets import PRE_BATCHNORM
 
@@ -156,7 +156,7 @@ def linear_inputs(model: nets.MaskedMLP, variables: dict, arch: nets.Arch, dims:
 
 
 def prepare(key: jax.Array, model: nets.MaskedMLP, variables: dict, arch: nets.Arch, dims: nets.NetDims,
-            calibration: train.PaddedData, config: AMCConfig) -> Network:
+            calibration: fit.PaddedData, config: AMCConfig) -> Network:
     """Everything a search of one network looks up: FLOPs, embedding, input ranks and every refit.
 
     Args:

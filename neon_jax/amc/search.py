@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from neon_jax import nets, train
+from neon_jax import fit, nets
 from neon_jax.amc.config import AMCConfig
 from neon_jax.amc.ddpg import actor_apply, ddpg_init, ddpg_update, replay_add, replay_init, replay_sample
 from neon_jax.amc.network import Network, apply_strategy, budget_wall, channel_count, flops_kept, prepare, step_sizes
@@ -36,7 +36,7 @@ class SearchResult:
 
 
 def prune(key: jax.Array, model: nets.MaskedMLP, variables: dict, arch: nets.Arch, dims: nets.NetDims,
-          calibration: train.PaddedData, val: train.PaddedData, preserve_ratio,
+          calibration: fit.PaddedData, val: fit.PaddedData, preserve_ratio,
           config: AMCConfig) -> tuple[dict, nets.Arch, SearchResult]:
     """AMC on one network (vmap it for many): `prepare`, `search`, and the best strategy applied.
 
@@ -55,7 +55,7 @@ def prune(key: jax.Array, model: nets.MaskedMLP, variables: dict, arch: nets.Arc
 
 
 def search(key: jax.Array, net: Network, model: nets.MaskedMLP, variables: dict, arch: nets.Arch,
-           dims: nets.NetDims, val: train.PaddedData, preserve_ratio, config: AMCConfig) -> SearchResult:
+           dims: nets.NetDims, val: fit.PaddedData, preserve_ratio, config: AMCConfig) -> SearchResult:
     """AMC's DDPG search of one prepared network: `config.episodes` episodes, the best reward's strategy kept.
 
     Args:
@@ -67,7 +67,7 @@ def search(key: jax.Array, net: Network, model: nets.MaskedMLP, variables: dict,
     S = dims.max_hidden + 1
     E = config.parallel_episodes
     k_agent, k_run = jax.random.split(key)
-    trainer = train.make_trainer(model)
+    trainer = fit.make_trainer(model)
     val1 = jax.tree_util.tree_map(lambda x: x[None], val)
     n_steps = arch.depth + 1
     org = net.flops.sum()

@@ -5,7 +5,7 @@ argument): prune (`PruningMethod.prune`, or an episode of NEON's environment for
 fine-tune, measure test accuracy and count parameters, building one `rollout.Outcome` per network. `run_baseline`
 runs it over every network of a pool (`runner.run`), one row per network with the keys of `learn.run_agent`.
 
-Fine-tuning (``finetune=True``) is the environment's fine-tuner (`train._Trainer.finetune_one`: fresh Adam, train
+Fine-tuning (``finetune=True``) is the environment's fine-tuner (`fit.Trainer.finetune_one`: fresh Adam, train
 mode, the finetune split, best-minibatch snapshots, the preset's epochs / patience) over every layer
 (`Trainable.everything`), with pruned weights held at exactly zero (a per-weight mask on gradients and Adam
 updates). The original baselines used other schedules (5 epochs for magnitude pruning, 10 000 iterations at lr

@@ -16,48 +16,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
 from neon_jax import programs
+from neon_jax.fit.batches import PaddedData, gather_batch, network_keys, shuffle_real_rows
 from neon_jax.nets import NEG_LOGIT, Arch, Hints, MaskedMLP, Trainable, param_layer, param_mask
 from neon_jax.sharding import resolve_chunk_size, vmap_sorted_chunks
-
-
-@struct.dataclass
-class PaddedData:
-    """One split of one dataset at padded shapes (add a leading axis D for a stack of datasets).
-
-    Attributes:
-      x: (n_max, d_max) float32 features, zero past the real rows and columns.
-      y: (n_max,) int32 labels, 0 past the real rows.
-      n: () int32 number of real rows.
-    """
-
-    x: jax.Array
-    y: jax.Array
-    n: jax.Array
-
-
-def pad_data(x: np.ndarray, y: np.ndarray, n_max: int, d_max: int) -> PaddedData:
-    """Pads one split to (n_max, d_max); raises ValueError if it does not fit."""
-    x = np.asarray(x, np.float32)
-    n, d = x.shape
-    if n > n_max or d > d_max:
-        raise ValueError(f"split of shape {x.shape} does not fit the padded shape ({n_max}, {d_max})")
-    xp = np.zeros((n_max, d_max), np.float32)
-    yp = np.zeros((n_max,), np.int32)
-    xp[:n, :d] = x
-    yp[:n] = np.asarray(y, np.int32)
-    return PaddedData(x=jnp.asarray(xp), y=jnp.asarray(yp), n=jnp.int32(n))
-
-
-def stack_data(splits: list[tuple[np.ndarray, np.ndarray]], d_max: int, n_max: int | None = None) -> PaddedData:
-    """Pads several (x, y) splits to common shapes and stacks them: PaddedData with leading axis D."""
-    n_max = n_max or max(len(x) for x, _ in splits)
-    padded = [pad_data(x, y, n_max, d_max) for x, y in splits]
-    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *padded)
 
 
 @struct.dataclass
@@ -108,32 +73,6 @@ def log_probs(logits: jax.Array, n_classes: jax.Array, double_softmax: bool) -> 
     return jax.nn.log_softmax(jnp.where(class_mask, probs, NEG_LOGIT))
 
 
-def _gather_batch(data: PaddedData, dataset_index, perm, start, batch_size):
-    idx = jax.lax.dynamic_slice(perm, (start,), (batch_size,))
-    weight = ((start + jnp.arange(batch_size)) < data.n[dataset_index]).astype(jnp.float32)
-    return data.x[dataset_index, idx], data.y[dataset_index, idx], weight
-
-
-def _shuffle_real_rows(key, n_real, n_max, n_padded):
-    """A permutation of 0..n_max-1 with the real rows first in random order, padded to n_padded entries."""
-    u = jax.random.uniform(key, (n_max,))
-    u = jnp.where(jnp.arange(n_max) < n_real, u, 2.0)
-    perm = jnp.argsort(u)
-    return jnp.pad(perm, (0, n_padded - n_max))
-
-
-def network_keys(key: jax.Array, n: int) -> jax.Array:
-    """One key per network of a population: `key` split n ways, or `key` itself when it already holds n keys
-    (raw keys (n, 2) or typed keys (n,)). Passing a network its own key makes its training independent of which
-    population (bucket) it runs in."""
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    if key.ndim == (1 if typed else 2):
-        if key.shape[0] != n:
-            raise ValueError(f"{key.shape[0]} keys for a population of {n} networks")
-        return key
-    return jax.random.split(key, n)
-
-
 @programs.cached("trainers", maxsize=32)
 def make_trainer(model: MaskedMLP, learning_rate: float = 1e-3, double_softmax: bool = True):
     """Builds the jitted population functions for one model shape. Cached (bounded, `programs`): one compile per
@@ -143,10 +82,13 @@ def make_trainer(model: MaskedMLP, learning_rate: float = 1e-3, double_softmax: 
     whose per-network pieces, traced inside callers' programs (the environment, the baselines, AMC, ADMM), are
     `finetune_one`, `finetune_packed`, `accuracy_one` and `init_opt_state` (see their docstrings).
     """
-    return _Trainer(model, learning_rate, double_softmax)
+    return Trainer(model, learning_rate, double_softmax)
 
 
-class _Trainer:
+class Trainer:
+    """The jitted population functions of one model shape and the per-network pieces callers trace into their own
+    programs (see `make_trainer`); build it with `make_trainer` (cached), not directly."""
+
     def __init__(self, model: MaskedMLP, learning_rate: float, double_softmax: bool):
         self.model = model
         self.optimizer = optax.adam(learning_rate)  # PyTorch Adam defaults: betas (0.9, 0.999), eps 1e-8
@@ -222,12 +164,12 @@ class _Trainer:
         def epoch(carry, key):
             params, stats, opt_state = carry
             k_perm, k_drop = jax.random.split(key)
-            perm = _shuffle_real_rows(k_perm, data.n[dataset_index], n_max, n_batches * batch_size)
+            perm = shuffle_real_rows(k_perm, data.n[dataset_index], n_max, n_batches * batch_size)
 
             def step(carry, inputs):
                 params, stats, opt_state = carry
                 b, k = inputs
-                x, y, w = _gather_batch(data, dataset_index, perm, b * batch_size, batch_size)
+                x, y, w = gather_batch(data, dataset_index, perm, b * batch_size, batch_size)
                 params, stats, opt_state, loss, valid = self._sgd_step(
                     params, stats, opt_state, arch, x, y, w, k, mask, hints)
                 return (params, stats, opt_state), (loss * valid, valid)
@@ -283,7 +225,7 @@ class _Trainer:
         n_max = data.x.shape[1]
         n_batches = -(-n_max // batch_size)
         key, k_perm, k_drop = jax.random.split(state.key, 3)
-        perm = _shuffle_real_rows(k_perm, data.n[dataset_index], n_max, n_batches * batch_size)
+        perm = shuffle_real_rows(k_perm, data.n[dataset_index], n_max, n_batches * batch_size)
 
         def snapshot(better, params, best_params):
             keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), new, old)
@@ -295,7 +237,7 @@ class _Trainer:
         def step(carry, inputs):
             params, stats, opt_state, best, best_loss, improved = carry
             b, k = inputs
-            x, y, w = _gather_batch(data, dataset_index, perm, b * batch_size, batch_size)
+            x, y, w = gather_batch(data, dataset_index, perm, b * batch_size, batch_size)
             new_params, new_stats, new_opt, loss, valid = self._sgd_step(
                 params, stats, opt_state, arch, x, y, w, k, mask, hints)
             better = valid & (loss < best_loss)

@@ -89,9 +89,8 @@ def _structured_at(prepared, network, preset, target: float, tau: float):
     accuracy >= `target`."""
     from neon_jax import pruning
     from neon_jax.pool import EnvPool
-    from neon_jax.pruner import _single_network_zoo
 
-    pool = EnvPool.from_zoos([(_single_network_zoo(network, prepared, preset), prepared)], "all", tau, preset)
+    pool = EnvPool.from_network(network, prepared, tau, preset)
     best = None
     rows = []
     for f in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):

@@ -96,6 +96,12 @@ class EnvPool:
                    dataset_of=np.asarray(dataset_of, np.int32), data=data, tau=tau,
                    base_test_accuracy=np.concatenate(base_acc))
 
+    @classmethod
+    def from_network(cls, network: nets.DenseNetwork, prepared: PreparedData, tau: float, preset: Preset,
+                     dims: nets.NetDims | None = None) -> EnvPool:
+        """A pool of one network on its dataset (`Zoo.of_network`: checked against the data, at its own shape)."""
+        return cls.from_zoos([(Zoo.of_network(network, prepared, preset), prepared)], "all", tau, preset, dims)
+
     def __len__(self) -> int:
         return len(self.names)
 

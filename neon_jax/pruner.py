@@ -169,31 +169,6 @@ def _model_named(ds: data_lib.Dataset, model) -> data_lib.Dataset:
                                meta={**ds.meta, "scaling": "the model's own steps before its MLP (unscaled rows)"})
 
 
-def _single_network_zoo(network: nets.DenseNetwork, prepared, preset: Preset) -> Zoo:
-    """A one-network zoo around a user's network, checked against the dataset."""
-    if network.n_features != prepared.n_features:
-        raise ValueError(f"the network expects {network.n_features} input features but the dataset has "
-                         f"{prepared.n_features}")
-    if network.n_classes != prepared.n_classes:
-        hint = ("; a binary model with one logistic output z? pass the scikit-learn model itself, or give its "
-                "output layer two columns, logits (0, z)" if network.n_classes == 1 and prepared.n_classes == 2
-                else "")
-        raise ValueError(f"the network has {network.n_classes} outputs but the dataset has "
-                         f"{prepared.n_classes} classes{hint}")
-    widths = network.hidden_widths
-    if len(widths) > preset.feature_rows - 1:
-        raise ValueError(f"the network has {len(widths)} hidden layers; the state maps hold at most "
-                         f"{preset.feature_rows - 1}")
-    # the network's own bucket: its depth, its widest layer rounded up onto the ladder (not the preset's widest)
-    dims = nets.NetDims.for_widths(max(widths), prepared.n_features, prepared.n_classes, max_hidden=len(widths))
-    variables, arch = nets.expand(network, dims)
-    stack = lambda t: jax.tree_util.tree_map(lambda a: a[None], t)
-    test_acc = float((np.argmax(network.logits(prepared.splits.x_test), 1) == prepared.splits.y_test).mean())
-    return Zoo(dataset=prepared.dataset.name, preset=preset, dims=dims, variables=stack(variables), archs=stack(arch),
-               train_accuracy=np.array([np.nan]), test_accuracy=np.array([test_acc]), heldout=np.array([False]),
-               meta={"split_digest": prepared.split_digest()})
-
-
 def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int = 4, agent: str = "pretrained",
           preset: str | Preset = "cpu", seed: int = 0, greedy: bool = False, cut: str | None = None,
           candidates: int = DEFAULT_CANDIDATES, select: str = "best", test=None, validation=None,
@@ -327,7 +302,7 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         seconds["base_network"] = clock.lap()
     else:
         network.check_finite(prepared.splits.x_test, "the network to prune")
-        zoo = _single_network_zoo(network, prepared, preset)  # checks its shape against the data first
+        zoo = Zoo.of_network(network, prepared, preset)  # checks its shape against the data first
         if check_inputs:
             input_check = check_inputs_fn(network, prepared.splits.x_train, prepared.splits.y_train)
         seconds = {"load": clock.lap(), "base_network": 0.0}

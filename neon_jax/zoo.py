@@ -88,6 +88,31 @@ class Zoo:
     heldout: np.ndarray  # (P,) bool: True for the networks the agent never trains on
     meta: dict
 
+    @classmethod
+    def of_network(cls, network: nets.DenseNetwork, prepared: PreparedData, preset: Preset) -> Zoo:
+        """A zoo of one: a user's network at its own bucket shape (its depth, its widest layer on the ladder),
+        checked against the dataset (features, classes, depth the state maps hold), with its test accuracy."""
+        if network.n_features != prepared.n_features:
+            raise ValueError(f"the network expects {network.n_features} input features but the dataset has "
+                             f"{prepared.n_features}")
+        if network.n_classes != prepared.n_classes:
+            hint = ("; a binary model with one logistic output z? pass the scikit-learn model itself, or give its "
+                    "output layer two columns, logits (0, z)" if network.n_classes == 1 and prepared.n_classes == 2
+                    else "")
+            raise ValueError(f"the network has {network.n_classes} outputs but the dataset has "
+                             f"{prepared.n_classes} classes{hint}")
+        widths = network.hidden_widths
+        if len(widths) > preset.feature_rows - 1:
+            raise ValueError(f"the network has {len(widths)} hidden layers; the state maps hold at most "
+                             f"{preset.feature_rows - 1}")
+        dims = nets.NetDims.for_widths(max(widths), prepared.n_features, prepared.n_classes, max_hidden=len(widths))
+        variables, arch = nets.expand(network, dims)
+        stack = lambda t: jax.tree_util.tree_map(lambda a: a[None], t)  # noqa: E731
+        test_acc = float((np.argmax(network.logits(prepared.splits.x_test), 1) == prepared.splits.y_test).mean())
+        return cls(dataset=prepared.dataset.name, preset=preset, dims=dims, variables=stack(variables),
+                   archs=stack(arch), train_accuracy=np.array([np.nan]), test_accuracy=np.array([test_acc]),
+                   heldout=np.array([False]), meta={"split_digest": prepared.split_digest()})
+
     def __len__(self) -> int:
         return int(self.archs.depth.shape[0])
 

@@ -66,7 +66,24 @@ _EXAMPLES = {
 }
 
 
+def _add_tau(p, several: bool = False) -> None:
+    """--tau, the one declaration: text, validated by the job it reaches (one clear line, never a traceback)."""
+    p.add_argument("--tau", default="5", help="comma-separated tolerances for neon (paper: 1,5,50)" if several else
+                   "tolerated accuracy drop in points, 0..100 (paper: 1, 5, 50; default: 5)")
+
+
+def _add_passes(p, several: bool = False) -> None:
+    """--passes, the one declaration: visits of every hidden layer per episode."""
+    if several:
+        p.add_argument("--passes", default="4", help="comma-separated passes (paper: 1,4)")
+    else:
+        p.add_argument("--passes", type=int, default=4,
+                       help="visits of every hidden layer per episode (paper: 1 or 4; default: 4, as the shipped "
+                            "agents were trained)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `neon-jax` parser: one sub-command per job, each declared by its own function below."""
     parser = argparse.ArgumentParser(prog="neon-jax", description=DESCRIPTION, epilog=_EXAMPLES["neon-jax"],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,11 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
         return add(name, epilog=_EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
     sub.add_parser = add_parser
+    _datasets_command(sub)
+    _zoo_command(sub)
+    _rollout_command(sub)
+    _train_agent_command(sub)
+    _prune_command(sub)
+    _export_command(sub)
+    _evaluate_command(sub)
+    return parser
 
+
+def _datasets_command(sub) -> None:
     p = sub.add_parser("datasets", help="list the datasets that can be loaded")
     _add_data_args(p)
     p.set_defaults(func=cmd_datasets)
 
+
+def _zoo_command(sub) -> None:
     p = sub.add_parser("zoo", help="train N random base networks per dataset and save them")
     p.add_argument("--dataset", required=True, help="dataset name(s), comma-separated, or a CSV path")
     _add_data_args(p)
@@ -96,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar; one line per zoo")
     p.set_defaults(func=cmd_zoo)
 
+
+def _rollout_command(sub) -> None:
     p = sub.add_parser("rollout", help="prune every zoo network with one policy (batched roll-outs) and report")
     p.add_argument("--dataset", required=True,
                    help="dataset name(s), comma-separated; each zoo is read from ZOO/<name>/")
@@ -105,9 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random (uniform over the 5 keep fractions), pretrained (the shipped agent nearest "
                         "--tau), an agent PATH, keep:F (always keep F) or while:F:D (keep F while the validation "
                         "accuracy is at most D points down)")
-    p.add_argument("--passes", type=int, default=4, help="visits of every hidden layer per episode (paper: 1 or 4)")
+    _add_passes(p)
     p.add_argument("--cut", default="reinit", choices=CUTS, help="cut semantics (reinit: the paper's)")
-    p.add_argument("--tau", default="5", help="tolerated accuracy drop in points, 0..100 (paper: 1, 5, 50)")
+    _add_tau(p)
     p.add_argument("--which", default="all", choices=ZOO_SPLITS, help="networks of each zoo")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled actions (default: 0)")
     p.add_argument("--batch", type=int, default=32, help="networks per compiled batch")
@@ -118,15 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_rollout)
 
+
+def _train_agent_command(sub) -> None:
     p = sub.add_parser("train-agent", help="train a NEON agent on the training networks of many zoos")
     p.add_argument("--zoo", required=True, help="folder of zoos (one subfolder per dataset)")
     p.add_argument("--datasets", default=None, help="comma-separated datasets to train on (default: every zoo "
                                                     "that is not --unseen)")
     p.add_argument("--unseen", default=None, help="comma-separated datasets held out entirely, evaluated at the end")
     _add_data_args(p)
-    p.add_argument("--passes", type=int, default=4, help="passes over the layers per episode (paper: 1 or 4; "
-                                                          "default: 4)")
-    p.add_argument("--tau", type=float, default=5.0, help="tolerated accuracy drop, points (paper: 1, 5, 50)")
+    _add_passes(p)
+    _add_tau(p)
     p.add_argument("--episodes", type=int, default=None, help="default: the original's 10 N + min(2N, 500)")
     p.add_argument("--batch", type=int, default=8, help="episodes per update (1 = the original's schedule)")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="must match the zoos' preset")
@@ -171,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.set_defaults(func=cmd_train_agent)
 
+
+def _prune_command(sub) -> None:
     p = sub.add_parser("prune", help="prune a network on a dataset with a trained agent (the main job)")
     p.add_argument("--dataset", required=True,
                    help="dataset name (see `neon-jax datasets`) or a CSV file (target in the last column); with "
@@ -203,9 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "choose, not 20%%")
     p.add_argument("--trust-pickle", action="store_true",
                    help="load a scikit-learn model from a pickle (.pkl/.joblib): a pickle runs any code it holds")
-    p.add_argument("--tau", type=float, default=5.0, help="tolerated accuracy drop, points (default 5)")
-    p.add_argument("--passes", type=int, default=4,
-                   help="passes over the layers (default: 4, as the shipped agents were trained)")
+    _add_tau(p)
+    _add_passes(p)
     p.add_argument("--agent", default="pretrained",
                    help="pretrained (default: the shipped agent trained at the tau nearest --tau), random, or a "
                         "train-agent --out folder / checkpoint path")
@@ -234,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress messages; only the result table")
     p.set_defaults(func=cmd_prune)
 
+
+def _export_command(sub) -> None:
     p = sub.add_parser("export", help="write a network as PyTorch / ONNX / safetensors / npz files")
     p.add_argument("--network", required=True,
                    help="a neon_jax network (e.g. OUT/pruned of `neon-jax prune`), a PyTorch .pt or a .safetensors")
@@ -244,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="file stem (default: the network file's stem)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_export)
+
+
+def _evaluate_command(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate NEON, the random agent and baselines on held-out networks or "
                                         "unseen datasets; resumable grid, report.md with the paper's numbers")
     p.add_argument("--datasets", default=None,
@@ -267,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neon_best: comma-separated numbers K of sampled episodes per network (plus a greedy one)")
     p.add_argument("--protocol", default="heldout", choices=PROTOCOLS,
                    help="heldout: each zoo's held-out networks; unseen: all networks of datasets in seeded folds")
-    p.add_argument("--tau", default="5", help="comma-separated tolerances for neon (paper: 1,5,50)")
-    p.add_argument("--passes", default="4", help="comma-separated passes (paper: 1,4)")
+    _add_tau(p, several=True)
+    _add_passes(p, several=True)
     p.add_argument("--seeds", default="0", help="comma-separated evaluation seeds (actions are sampled)")
     p.add_argument("--greedy", action="store_true", help="also evaluate neon with argmax actions")
     p.add_argument("--agent", action="append", default=None, metavar="TAU[@FOLD]=PATH",
@@ -292,4 +330,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true", help="only rewrite report.md / summary.json / plots")
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     p.set_defaults(func=cmd_evaluate)
-    return parser

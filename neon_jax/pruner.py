@@ -169,6 +169,83 @@ def _model_named(ds: data_lib.Dataset, model) -> data_lib.Dataset:
                                meta={**ds.meta, "scaling": "the model's own steps before its MLP (unscaled rows)"})
 
 
+def load_model(network, trust_pickle: bool = False):
+    """(DenseNetwork or None, what the model brought: `scikit.SklearnModel` / `onnx_import.OnnxModel` / None) of a
+    `prune(network=...)`: a scikit-learn estimator or file, an ONNX file, a PyTorch / safetensors / neon_jax file,
+    or a `DenseNetwork` (None: train a base network)."""
+    if isinstance(network, (str, Path)) and Path(network).suffix.lower() in scikit.SKLEARN_SUFFIXES:
+        return scikit.from_sklearn(scikit.load_sklearn_file(network, trust_pickle))
+    if isinstance(network, (str, Path)) and Path(network).suffix.lower() == ".onnx":
+        return onnx_import.from_onnx(network)
+    if scikit.is_sklearn_model(network):
+        return scikit.from_sklearn(network)
+    if network is not None and not isinstance(network, nets.DenseNetwork):
+        return interop.load_network(network), None  # .pt/.pth (PyTorch), .safetensors, or a neon_jax network
+    return network, None
+
+
+def _prepare_rows(dataset, model, *, test, validation, seed, data_dir, preset, tau, small_data, say):
+    """The `PreparedData` of the main job: the user's rows as given (`user_data.prepare_user_data`), or a dataset
+    by name prepared by neon_jax (through the model's own steps when it brings them), with the small-data share."""
+    own_rows = _is_rows(dataset)
+    if own_rows:
+        if model is not None:
+            columns = getattr(dataset[0], "columns", None)
+            source = ("list(onnx_import.from_onnx(path)[1].feature_names)" if isinstance(model, onnx_import.OnnxModel)
+                      else "model.feature_names_in_")
+            check_feature_names(model.feature_names, None if columns is None else tuple(str(c) for c in columns),
+                                source)
+
+        def user_rows(val_fraction):
+            return prepare_user_data(dataset, test=test, validation=validation, seed=seed,
+                                     classes=None if model is None else model.classes,
+                                     transform=None if model is None else model.input_transform,
+                                     val_fraction=val_fraction)
+
+        prepared = user_rows(0.2)
+        if small_data == "share" and validation is None and 100.0 / len(prepared.splits.val_idx) > tau / 2:
+            prepared = user_rows(SMALL_DATA_SHARE)
+        rows = prepared.dataset.meta["user_rows"]
+        say(f"your rows as given: {rows['finetune']} fine-tune, {rows['validation_rows']} validation "
+            f"({'given' if rows['validation_given'] else f'split off the training rows, seed {seed}'}), "
+            + (f"{rows['test']} test" if rows["test_given"]
+               else "no test rows given: the report's test numbers are the validation rows'"))
+    else:
+        ds = dataset
+        # a scikit-learn model, or an ONNX model with its own Scaler, brings its preprocessing: unscaled rows
+        # through its steps; any other network takes neon_jax's (min-max scaled, as a .pt file does)
+        own_steps = isinstance(model, scikit.SklearnModel) or (model is not None and model.input_transform is not None)
+        if not isinstance(ds, data_lib.Dataset):
+            ds = data_lib.load_dataset(ds, data_dir=data_dir, scale=not own_steps)
+        if model is not None:
+            ds = _model_named(ds, model)
+        if preset.max_rows is not None and ds.n_rows > preset.max_rows:
+            say(f"note: {ds.name} has {ds.n_rows} rows; preset {preset.name} subsamples {preset.max_rows} of them "
+                f"(stratified, seed {seed}). To use every row, pass them: prune((X, y), test=...)")
+        prepared = prepare_data(ds, preset, seed=seed)
+        if small_data == "share" and 100.0 / len(prepared.splits.val_idx) > tau / 2:
+            prepared = prepare_data(ds, preset, seed=seed, val_fraction=SMALL_DATA_SHARE)
+    return prepared
+
+
+def _small_data_notes(selection: dict, tau: float, small_data: str, say) -> None:
+    """The notes the main job prints when the validation rows are too few to resolve tau (`selection_rule`)."""
+    if not selection["applied"] and selection["one_row_points"] > tau / 2:
+        say(f"note: the choice was made on {selection['validation_rows']} validation rows, where one row is "
+            f"{selection['one_row_points']:.2f} points against tau = {tau:g}: they can hardly resolve tau, and the "
+            f"test change may fall beyond it; give more validation rows (validation=(X_val, y_val) / --validation) "
+            f"or let half the training rows choose (small_data='share' / --small-data share; measured better at tau 5, "
+            f"while at tau 1 small_data='auto' kept tau more often, mostly by keeping the original)")
+    if selection["applied"]:
+        bound = selection["select_tau"]
+        need = f"lose at most {bound:.2f} points" if bound >= 0 else f"gain at least {-bound:.2f} points"
+        say(f"note: the choice was made on {selection['validation_rows']} validation rows, where one row is "
+            f"{selection['one_row_points']:.2f} points against tau = {tau:g}; so a candidate had to {need} of "
+            f"validation accuracy (tau less one standard error, {selection['margin_points']:.2f} points; "
+            f"small_data={small_data!r}); more validation rows (validation=(X_val, y_val) / --validation) let the "
+            f"choice use tau itself")
+
+
 def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int = 4, agent: str = "pretrained",
           preset: str | Preset = "cpu", seed: int = 0, greedy: bool = False, cut: str | None = None,
           candidates: int = DEFAULT_CANDIDATES, select: str = "best", test=None, validation=None,
@@ -240,15 +317,7 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         raise ValueError("test= and validation= go with your own rows: prune((X, y), test=(X_test, y_test), ...)")
     clock = _Laps()
     stage(progress, "loading the agent, the network and the data")
-    model = None
-    if isinstance(network, (str, Path)) and Path(network).suffix.lower() in scikit.SKLEARN_SUFFIXES:
-        network, model = scikit.from_sklearn(scikit.load_sklearn_file(network, trust_pickle))
-    elif isinstance(network, (str, Path)) and Path(network).suffix.lower() == ".onnx":
-        network, model = onnx_import.from_onnx(network)
-    elif scikit.is_sklearn_model(network):
-        network, model = scikit.from_sklearn(network)
-    elif network is not None and not isinstance(network, nets.DenseNetwork):
-        network = interop.load_network(network)  # .pt/.pth (PyTorch), .safetensors, or a neon_jax network
+    network, model = load_model(network, trust_pickle)
     loaded = load_agent(agent, preset, tau)
     agent_obj, actor_params, random_actions, agent_desc = loaded.agent, loaded.actor, loaded.random, loaded.description
     trained_env = loaded.env
@@ -257,42 +326,8 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
     EnvConfig(passes=passes, cut=cut)
     if "passes" in trained_env and trained_env["passes"] != passes:
         say(f"note: the agent was trained with {trained_env['passes']} passes, this prune makes {passes}")
-    if own_rows:
-        if model is not None:
-            columns = getattr(dataset[0], "columns", None)
-            source = ("list(onnx_import.from_onnx(path)[1].feature_names)" if isinstance(model, onnx_import.OnnxModel)
-                      else "model.feature_names_in_")
-            check_feature_names(model.feature_names, None if columns is None else tuple(str(c) for c in columns),
-                                source)
-        def user_rows(val_fraction):
-            return prepare_user_data(dataset, test=test, validation=validation, seed=seed,
-                                     classes=None if model is None else model.classes,
-                                     transform=None if model is None else model.input_transform,
-                                     val_fraction=val_fraction)
-
-        prepared = user_rows(0.2)
-        if small_data == "share" and validation is None and 100.0 / len(prepared.splits.val_idx) > tau / 2:
-            prepared = user_rows(SMALL_DATA_SHARE)
-        rows = prepared.dataset.meta["user_rows"]
-        say(f"your rows as given: {rows['finetune']} fine-tune, {rows['validation_rows']} validation "
-            f"({'given' if rows['validation_given'] else f'split off the training rows, seed {seed}'}), "
-            + (f"{rows['test']} test" if rows["test_given"]
-               else "no test rows given: the report's test numbers are the validation rows'"))
-    else:
-        ds = dataset
-        # a scikit-learn model, or an ONNX model with its own Scaler, brings its preprocessing: unscaled rows
-        # through its steps; any other network takes neon_jax's (min-max scaled, as a .pt file does)
-        own_steps = isinstance(model, scikit.SklearnModel) or (model is not None and model.input_transform is not None)
-        if not isinstance(ds, data_lib.Dataset):
-            ds = data_lib.load_dataset(ds, data_dir=data_dir, scale=not own_steps)
-        if model is not None:
-            ds = _model_named(ds, model)
-        if preset.max_rows is not None and ds.n_rows > preset.max_rows:
-            say(f"note: {ds.name} has {ds.n_rows} rows; preset {preset.name} subsamples {preset.max_rows} of them "
-                f"(stratified, seed {seed}). To use every row, pass them: prune((X, y), test=...)")
-        prepared = prepare_data(ds, preset, seed=seed)
-        if small_data == "share" and 100.0 / len(prepared.splits.val_idx) > tau / 2:
-            prepared = prepare_data(ds, preset, seed=seed, val_fraction=SMALL_DATA_SHARE)
+    prepared = _prepare_rows(dataset, model, test=test, validation=validation, seed=seed, data_dir=data_dir,
+                             preset=preset, tau=tau, small_data=small_data, say=say)
     input_check = None
     if network is None:
         seconds = {"load": clock.lap()}
@@ -338,20 +373,7 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
 
     result = runner.run(method, pool, seed=seed, batch_size=1, keep_networks=True, on_stage=on_stage)
     seconds["run"] = clock.lap()
-    if not selection["applied"] and selection["one_row_points"] > tau / 2:
-        say(f"note: the choice was made on {selection['validation_rows']} validation rows, where one row is "
-            f"{selection['one_row_points']:.2f} points against tau = {tau:g}: they can hardly resolve tau, and the "
-            f"test change may fall beyond it; give more validation rows (validation=(X_val, y_val) / --validation) "
-            f"or let half the training rows choose (small_data='share' / --small-data share; measured better at tau 5, "
-            f"while at tau 1 small_data='auto' kept tau more often, mostly by keeping the original)")
-    if selection["applied"]:
-        bound = selection["select_tau"]
-        need = f"lose at most {bound:.2f} points" if bound >= 0 else f"gain at least {-bound:.2f} points"
-        say(f"note: the choice was made on {selection['validation_rows']} validation rows, where one row is "
-            f"{selection['one_row_points']:.2f} points against tau = {tau:g}; so a candidate had to {need} of "
-            f"validation accuracy (tau less one standard error, {selection['margin_points']:.2f} points; "
-            f"small_data={small_data!r}); more validation rows (validation=(X_val, y_val) / --validation) let the "
-            f"choice use tau itself")
+    _small_data_notes(selection, tau, small_data, say)
     stage(progress, "measuring the latency of the original and the pruned network")
     row = result.rows[0]
     final_variables, final_arch = result.networks[0]

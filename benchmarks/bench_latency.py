@@ -65,7 +65,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.bench_population_training import cpu_model  # noqa: E402
+from benchmarks.common import cpu_model  # noqa: E402
 from neon_jax import interop, nets  # noqa: E402
 from neon_jax.agent.registry import load_agent  # noqa: E402
 from neon_jax.env import EnvConfig  # noqa: E402

@@ -27,9 +27,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import re
-import sys
 import time
 from pathlib import Path
 
@@ -37,70 +34,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neon_jax import fit, nets, zoo
+from benchmarks.common import (
+    DEFAULT_DATA_DIR,
+    RESULTS_DIR,
+    core_count,
+    device_info,
+    device_slug,
+    load_prepared,
+    neon_jax_provenance,
+    take,
+    versions,
+)
+from neon_jax import fit, nets
 from neon_jax.presets import get_preset
-
-DEFAULT_DATA_DIR = "/work/shared/data/neon"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Environment description
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
-def core_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
-def versions() -> dict:
-    import flax
-    import jaxlib
-    import optax
-    import torch
-
-    return {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-            "flax": flax.__version__, "optax": optax.__version__, "torch": torch.__version__,
-            "numpy": np.__version__}
 
 
-def neon_jax_provenance() -> dict:
-    """Which neon_jax was measured: its path, the repository's HEAD, and per module whether it matches HEAD."""
-    import subprocess
-
-    import neon_jax
-
-    pkg = Path(neon_jax.__file__).resolve().parent
-    repo = Path(__file__).resolve().parent.parent
-    out = {"path": str(pkg), "repo": str(repo)}
-    try:
-        out["head"] = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                     check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return out
-    changed = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "neon_jax"], capture_output=True,
-                             text=True).stdout.split("\n")
-    out["neon_jax_modified_since_head"] = [line[3:] for line in changed if line.strip()]
-    return out
 
 
-def device_info(torch_device: str) -> dict:
-    d = jax.devices()[0]
-    return {"jax_platform": d.platform, "jax_device_kind": d.device_kind, "jax_device_count": jax.device_count(),
-            "cpu_model": cpu_model(), "cpu_cores": core_count(), "torch_device": torch_device,
-            "hostname_platform": platform.platform()}
 
 
 class CpuMeter:
@@ -141,26 +100,12 @@ class CpuMeter:
         return sum(f[:8]) - idle, sum(f[:8])
 
 
-def device_slug() -> str:
-    d = jax.devices()[0]
-    if d.platform == "cpu":
-        return "cpu"
-    return re.sub(r"[^a-z0-9]+", "-", f"{d.platform}-{d.device_kind}".lower()).strip("-")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Work description
 
 
-def load_prepared(name: str, preset, data_dir: str, seed: int):
-    """The dataset as the zoo sees it (subsampled to the preset's row cap, split): from `data_dir`, or one of
-    scikit-learn's bundled sets by name, else breast_cancer."""
-    if data_dir and Path(data_dir).is_dir():
-        return zoo.prepare_data(name, preset, seed=seed, data_dir=data_dir), name
-    if name in ("iris", "wine", "breast_cancer", "digits"):
-        return zoo.prepare_data(name, preset, seed=seed, data_dir=None), name
-    print(f"data folder {data_dir!r} not found; falling back to scikit-learn breast_cancer", file=sys.stderr)
-    return zoo.prepare_data("breast_cancer", preset, seed=seed, data_dir=None), "breast_cancer"
 
 
 def linear_shapes_padded(dims: nets.NetDims) -> list[tuple[int, int]]:
@@ -177,8 +122,6 @@ def train_flops_per_row(shapes) -> int:
     return int(sum(3 * 2 * i * o for i, o in shapes))
 
 
-def take(tree, i):
-    return jax.tree_util.tree_map(lambda a: a[i], tree)
 
 
 def choose_torch_threads(setting, dense_nets, x, y, batch_size, lr, seed, device):

@@ -39,16 +39,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.bench_population_training import (
+from benchmarks.bench_population_training import CpuMeter, linear_shapes_padded, train_flops_per_row
+from benchmarks.common import (
     DEFAULT_DATA_DIR,
     RESULTS_DIR,
-    CpuMeter,
     device_info,
     device_slug,
-    linear_shapes_padded,
     load_prepared,
     neon_jax_provenance,
-    train_flops_per_row,
     versions,
 )
 from neon_jax import fit, nets

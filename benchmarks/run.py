@@ -48,6 +48,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import bench_population_training as bpt  # noqa: E402
+from benchmarks import common  # noqa: E402
+from benchmarks.common import take  # noqa: E402
 from neon_jax import env as env_lib  # noqa: E402
 from neon_jax import fit, nets  # noqa: E402
 from neon_jax import pool as pool_lib  # noqa: E402
@@ -99,10 +101,6 @@ def load() -> dict:
     return {"load_average_1min": os.getloadavg()[0]}
 
 
-def take(tree, idx):
-    return jax.tree_util.tree_map(lambda a: a[idx], tree)
-
-
 def timeit(fn, repeats: int):
     """(best seconds, all seconds, last output) of `repeats` calls; outputs are blocked on."""
     times, out = [], None
@@ -133,9 +131,8 @@ class Work:
             self.zoo, self.prepared = zoo_lib.load_zoo_with_data(path, data_dir=args.data_dir)
             self.zoo_source = str(path)
         else:
-            from benchmarks.bench_env_steps import cached_zoo
 
-            self.zoo, self.prepared = cached_zoo(args.dataset, self.preset, getattr(args, "zoo_networks", 30), 0,
+            self.zoo, self.prepared = common.cached_zoo(args.dataset, self.preset, getattr(args, "zoo_networks", 30), 0,
                                                  args.data_dir)
             self.zoo_source = "benchmarks/.cache"
         if self.zoo.preset != self.preset:
@@ -190,7 +187,7 @@ def choose_torch_threads(setting, probe_fn) -> tuple[int, dict | None]:
         return int(setting), None
     best = {}
     for _ in range(2):
-        for n in sorted({1, bpt.core_count()}):
+        for n in sorted({1, common.core_count()}):
             torch.set_num_threads(n)
             t0 = time.perf_counter()
             probe_fn()
@@ -208,7 +205,7 @@ def bench_population(args, mode) -> dict:
     import torch
 
     preset = get_preset(args.preset)
-    prepared, dataset = bpt.load_prepared(args.dataset, preset, args.data_dir, args.seed)
+    prepared, dataset = common.load_prepared(args.dataset, preset, args.data_dir, args.seed)
     s = prepared.splits
     x_train, y_train = np.asarray(s.x_train, np.float32), np.asarray(s.y_train, np.int64)
     dims = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
@@ -558,7 +555,7 @@ def device_worker(args) -> None:
     n = args.device_worker
     mesh = sharding.make_mesh(n)
     preset = get_preset(args.preset)
-    prepared, _ = bpt.load_prepared(args.dataset, preset, args.data_dir, args.seed)
+    prepared, _ = common.load_prepared(args.dataset, preset, args.data_dir, args.seed)
     s = prepared.splits
     dims = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
     model = nets.make_model(dims, preset)
@@ -600,7 +597,7 @@ def bench_device_scaling(args, mode) -> dict:
     platform = jax.devices()[0].platform
     counts = mode["devices"]
     if counts is None:
-        total = jax.device_count() if platform != "cpu" else bpt.core_count()
+        total = jax.device_count() if platform != "cpu" else common.core_count()
         counts = sorted({2 ** k for k in range(int(np.log2(max(total, 1))) + 1)} | {total})
     pops = [32, 128] if args.full else [32]
     rows = []
@@ -719,10 +716,10 @@ def main(argv=None):
     unknown = set(only) - set(BENCHMARKS)
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {sorted(unknown)}; choose from {BENCHMARKS}")
-    out_path = Path(args.out) if args.out else RESULTS_DIR / f"suite_{mode_name}_{bpt.device_slug()}.json"
+    out_path = Path(args.out) if args.out else RESULTS_DIR / f"suite_{mode_name}_{common.device_slug()}.json"
     result = {"suite": "neon_jax vs PyTorch reference", "mode": mode_name, "mode_settings": mode,
-              "device": bpt.device_info(torch_device()), "versions": bpt.versions(),
-              "neon_jax": bpt.neon_jax_provenance(), "precision": {"jax": "highest", "torch": "highest",
+              "device": common.device_info(torch_device()), "versions": common.versions(),
+              "neon_jax": common.neon_jax_provenance(), "precision": {"jax": "highest", "torch": "highest",
                                                                     "dtype": "float32"},
               "load_average_start": os.getloadavg(), "notes": list(args.note), "benchmarks": {}}
     if jax.devices()[0].platform == "cpu":

@@ -17,9 +17,21 @@ import numpy as np
 import torch
 from torch import nn
 
-# The DenseNetwork -> nn.Sequential conversion lives in neon_jax.interop (the package's PyTorch export);
-# re-exported here so the benchmarks and parity tests keep importing it from the reference.
-from neon_jax.interop import to_torch_sequential  # noqa: F401
+from neon_jax.interop import to_torch
+
+
+def to_torch_sequential(dense_net, dropout_rate: float | None = None) -> nn.Sequential:
+    """The original's ``nn.Sequential`` for a NEON base network (ends in Softmax), in TRAIN mode as the original
+    trains and pickles it (`neon_jax.interop.to_torch`'s modules and weights); `dropout_rate` overrides every
+    Dropout's p."""
+    model = to_torch(dense_net)
+    if not len(model) or not isinstance(model[-1], nn.Softmax):
+        raise ValueError("a NEON base network ends in Softmax")
+    if dropout_rate is not None:
+        for module in model:
+            if isinstance(module, nn.Dropout):
+                module.p = float(dropout_rate)
+    return model.train()
 
 
 def train_torch(model: nn.Module, x, y, epochs: int, batch_size: int, lr: float = 1e-3, seed: int = 0,

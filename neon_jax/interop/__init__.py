@@ -27,7 +27,6 @@ from neon_jax.interop.exports import (
                                       state_arrays,
                                       to_onnx,
                                       to_torch,
-                                      to_torch_sequential,
                                       torch_state_dict,
                                       verify_exports,
 )
@@ -50,5 +49,5 @@ __all__ = [
     "check_export_dependencies", "dense_from_layers", "export_network", "export_paths", "from_arrays",
     "from_state_dict", "from_torch", "from_torch_file", "jax_forward", "latency_report", "layer_spec", "load_network",
     "load_safetensors", "load_torch", "numpy_latency", "onnx_import", "parse_formats", "run_onnx", "scikit", "softmax",
-    "state_arrays", "to_onnx", "to_torch", "to_torch_sequential", "torch_state_dict", "verify_exports",
+    "state_arrays", "to_onnx", "to_torch", "torch_state_dict", "verify_exports",
 ]

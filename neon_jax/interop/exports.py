@@ -68,7 +68,7 @@ def state_arrays(net: DenseNetwork) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _torch_modules(net: DenseNetwork, dropout_rate: float | None = None) -> list:
+def _torch_modules(net: DenseNetwork) -> list:
     torch = _torch()
     nn = torch.nn
     modules = []
@@ -82,7 +82,7 @@ def _torch_modules(net: DenseNetwork, dropout_rate: float | None = None) -> list
                     getattr(bn, name).copy_(torch.from_numpy(np.array(l[key], np.float32)))
             modules.append(bn)
         elif kind == "dropout":
-            modules.append(nn.Dropout(p=float(l["rate"] if dropout_rate is None else dropout_rate)))
+            modules.append(nn.Dropout(p=float(l["rate"])))
         elif kind == "linear":
             kernel = np.asarray(l["kernel"], np.float32)
             lin = nn.Linear(kernel.shape[0], kernel.shape[1])
@@ -102,15 +102,6 @@ def _torch_modules(net: DenseNetwork, dropout_rate: float | None = None) -> list
 def to_torch(net: DenseNetwork) -> Any:
     """`DenseNetwork` -> ``nn.Sequential`` with the same layers and real widths, weights copied, in eval mode."""
     return _torch().nn.Sequential(*_torch_modules(net)).eval()
-
-
-def to_torch_sequential(dense_net: DenseNetwork, dropout_rate: float | None = None) -> Any:
-    """The original's ``nn.Sequential`` for a NEON base network (ends in Softmax), in TRAIN mode as the original
-    trains and pickles it; `dropout_rate` overrides every Dropout's p. Used by the PyTorch reference benchmarks."""
-    modules = _torch_modules(dense_net, dropout_rate)
-    if not modules or not isinstance(modules[-1], _torch().nn.Softmax):
-        raise ValueError("a NEON base network ends in Softmax")
-    return _torch().nn.Sequential(*modules).train()
 
 
 def torch_state_dict(net: DenseNetwork) -> dict:

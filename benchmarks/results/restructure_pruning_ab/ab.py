@@ -1,13 +1,15 @@
-import json, sys
-import numpy as np
+import json
+import sys
+
 try:
     from neon_jax import pruning as B
 except ImportError:
     from neon_jax import baselines as B
-from neon_jax import zoo as zoo_lib, data
+from neon_jax import amc
+from neon_jax import zoo as zoo_lib
 from neon_jax.pool import EnvPool
 from neon_jax.presets import PRESETS
-from neon_jax import amc
+
 tiny = PRESETS["tiny"]
 out = {}
 for name in ("iris", "wine"):

@@ -31,6 +31,7 @@ from neon_jax import learn, nets, pruning
 from neon_jax import zoo as zoo_lib
 from neon_jax.agent import registry
 from neon_jax.env import EnvConfig
+from neon_jax.evaluate.plan import parse_candidates_setting
 from neon_jax.pool import EnvPool
 from neon_jax.presets import get_preset
 
@@ -82,11 +83,13 @@ def main(argv=None) -> int:
     for (method, setting, tau, passes, seed), sub in df.groupby(["method", "setting", "tau", "passes", "seed"],
                                                               dropna=False):
         t0 = time.perf_counter()
-        view = dataclasses.replace(pool, tau=float(tau)) if method == "neon" else pool
-        if method == "neon":
-            loaded = registry.load_agent(setting, preset)
-            result = learn.run_agent(loaded.agent, loaded.actor, view, preset, EnvConfig(passes=int(passes), cut=loaded.cut),
-                                     seed=int(seed), batch_size=int(config["batch_size"]))
+        view = dataclasses.replace(pool, tau=float(tau)) if method in ("neon", "neon_best") else pool
+        if method in ("neon", "neon_best"):  # neon_best: "<agent spec> k=<K>", the best of K sampled episodes
+            spec, k = parse_candidates_setting(setting) if method == "neon_best" else (setting, None)
+            loaded = registry.load_agent(spec, preset)
+            result = learn.run_agent(loaded.agent, loaded.actor, view, preset,
+                                     EnvConfig(passes=int(passes), cut=loaded.cut), seed=int(seed),
+                                     batch_size=int(config["batch_size"]), candidates=k)
         elif method == "random":
             result = pruning.run_baseline("random", view, preset, passes=int(passes), cut=setting or "reinit",
                                             seed=int(seed), batch_size=int(config["batch_size"]))

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from neon_jax import nets  # noqa: E402
 from neon_jax import zoo as zoo_lib  # noqa: E402
-from neon_jax.pruner import prune  # noqa: E402
+from neon_jax.jobs.prune import prune  # noqa: E402
 
 
 def torch_episodes(network: nets.DenseNetwork, prepared, preset, actions: list[int], k: int, passes: int,

@@ -2,7 +2,7 @@
 
 The pruned networks come from a REAL prune run: the shipped agent (``agent="pretrained"``, cpu preset, its own
 cut, sampled actions as the original evaluates) prunes the held-out networks of the pre-built zoos of several
-datasets, all at once (`neon_jax.learn.run_agent`, the library's runner, on one `EnvPool`, as `neon_jax.pruner`
+datasets, all at once (`neon_jax.learn.run_agent`, the library's runner, on one `EnvPool`, as `neon_jax.jobs.prune`
 does for one network).
 Both the original and the pruned network of every zoo entry are compacted (`nets.compact`: real widths) and
 

@@ -3,7 +3,7 @@
 On small datasets the choice among candidates is made on a few validation rows (iris: 21, one row = 4.8 points), and
 the smallest candidate that happens to score well on them is often worse on new rows. For each dataset and seed the
 main job prunes the same base network twice: ``small_data="off"`` (the choice within tau on validation) and
-``small_data="auto"`` (`pruner.selection_rule`: within tau less one standard error when one validation row is
+``small_data="auto"`` (`jobs.prune.selection_rule`: within tau less one standard error when one validation row is
 worth more than tau / 2 points). Counted: test changes beyond tau, compression.
 
     python -m benchmarks.small_data_tau --out benchmarks/results/small_data_tau_cpu.json

@@ -7,7 +7,7 @@ __all__ = ["PRESETS", "Preset", "get_preset", "prune", "__version__"]
 
 
 def prune(*args, **kwargs):
-    """Prunes a network on a dataset with a trained agent; see `neon_jax.pruner.prune`."""
-    from neon_jax.pruner import prune as _prune
+    """Prunes a network on a dataset with a trained agent; see `neon_jax.jobs.prune.prune`."""
+    from neon_jax.jobs.prune import prune as _prune
 
     return _prune(*args, **kwargs)

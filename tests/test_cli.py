@@ -222,14 +222,14 @@ def test_import_from_the_folder_above_a_clone(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "neon_jax").symlink_to(root, target_is_directory=True)
-    code = ("import neon_jax, neon_jax.pruner as p; "
+    code = ("import importlib, neon_jax; p = importlib.import_module('neon_jax.jobs.prune'); "
             "print(neon_jax.__version__, callable(neon_jax.prune), neon_jax.get_preset('tiny').name, p.__file__)")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"})
     assert done.returncode == 0, done.stderr
     version, has_prune, preset, path = done.stdout.split()
     assert has_prune == "True" and preset == "tiny" and version == __import__("neon_jax").__version__
-    assert Path(path) == tmp_path / "neon_jax" / "neon_jax" / "pruner.py"
+    assert Path(path) == tmp_path / "neon_jax" / "neon_jax" / "jobs" / "prune.py"
 
 
 @pytest.mark.parametrize("spec, message", [("episodes", "expected KEY=VALUE"), ("episode=10", "unknown AMC setting"),

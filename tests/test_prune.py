@@ -100,7 +100,9 @@ def test_prune_errors_are_clear(csv_file, tmp_path, capsys):
 def test_prune_checks_arguments_and_files_before_any_work(tmp_path, capsys, monkeypatch):
     """Bad --passes / --network fail before the dataset is loaded or a base network is trained, naming the bad
     argument."""
-    from neon_jax import pruner
+    import importlib
+
+    pruner = importlib.import_module("neon_jax.jobs.prune")
 
     def no_work(*args, **kwargs):
         raise AssertionError("the data was loaded before the arguments were checked")

@@ -308,7 +308,7 @@ def test_the_onnx_export_can_run_on_raw_rows(tmp_path, capsys):
 
 
 def test_the_small_data_rule_by_hand():
-    from neon_jax.pruner import selection_rule
+    from neon_jax.jobs.prune import selection_rule
 
     r = selection_rule(5.0, 20 / 21, 21, "auto")  # iris: 21 validation rows, one row = 4.76 points > tau / 2
     p = 21 / 23

@@ -132,7 +132,8 @@ def cmd_train_agent(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from neon_jax import pruner
+    from neon_jax.interop import scikit
+    from neon_jax.jobs.prune import prune, save_result
 
     if args.json and Path(args.json).exists() and not args.overwrite:
         raise CLIError(f"{args.json} exists; pass --overwrite to replace it")
@@ -144,7 +145,7 @@ def cmd_prune(args) -> int:
     stages = None if args.quiet else Stages()
     try:
         dataset, test, validation = _prune_rows(args)
-        result = pruner.prune(dataset, data_dir=args.data_dir, network=args.network, tau=args.tau,
+        result = prune(dataset, data_dir=args.data_dir, network=args.network, tau=args.tau,
                               passes=args.passes, agent=args.agent, preset=args.preset, seed=args.seed,
                               greedy=args.greedy, cut=args.cut, candidates=args.candidates, select=args.select,
                               test=test, validation=validation, check_inputs=not args.no_input_check,
@@ -178,8 +179,8 @@ def cmd_prune(args) -> int:
     print(f"measured latency (NumPy eval, batch 256): {r['latency_b256_numpy_ms_before']:.3f} ms -> "
           f"{r['latency_b256_numpy_ms_after']:.3f} ms ({_speedup(r['speedup_b256_numpy'])})")
     if args.out:
-        path = pruner.save_result(result, args.out, overwrite=args.overwrite)
-        sk = ", pruned.skops (your scikit-learn model, pruned)" if pruner.scikit.is_sklearn_model(
+        path = save_result(result, args.out, overwrite=args.overwrite)
+        sk = ", pruned.skops (your scikit-learn model, pruned)" if scikit.is_sklearn_model(
             getattr(result.model, "estimator", None)) else ""
         print(f"saved the original and pruned networks (.npz + .json){sk}, report.json, preprocessing.json (what "
               f"the inputs are), candidates.csv and front.png to {path}; other formats: --export "
@@ -202,7 +203,7 @@ def cmd_prune(args) -> int:
 
 
 def _prune_rows(args):
-    """(dataset, test, validation) for `pruner.prune`: with --preprocess none, the files' rows as given."""
+    """(dataset, test, validation) for `neon_jax.prune`: with --preprocess none, the files' rows as given."""
     if args.preprocess == "neon":
         if args.test or args.validation:
             raise CLIError("--test and --validation are your own rows, used as given: add --preprocess none")

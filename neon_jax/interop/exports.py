@@ -121,7 +121,7 @@ def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None, outp
     network ends in Softmax, ``probabilities`` first. Linear -> Gemm (weights stored (out, in), transB=1),
     BatchNorm1d -> BatchNormalization (inference form), Dropout is the identity in inference and emits no node.
     Initialisers carry the PyTorch state_dict names. `input_scaling` ((d,) offset, (d,) scale): the graph starts
-    with ``(input - offset) * scale`` (``Sub``, ``Mul``), so it runs on raw rows (`pruner.PruneResult.input_scaling`).
+    with ``(input - offset) * scale`` (``Sub``, ``Mul``), so it runs on raw rows (`jobs.prune.PruneResult.input_scaling`).
     `outputs` ([(name, role)], role "probabilities" / "logits" / "label"): the graph's outputs in that order and
     with those names instead (an imported ONNX model's, `onnx_import.OnnxModel.output_roles`); a "label" output is
     ``class_labels[argmax]`` (int64 or string labels). `feature_names` (d names): the input's columns in order, kept

@@ -41,18 +41,18 @@ from neon_jax.data.preprocess import resolve_task
 from neon_jax.data.registry import list_datasets, load_dataset
 from neon_jax.data.splits import MIN_ROWS, make_splits, split_indices, subsample
 from neon_jax.data.types import (
-                                 DEFAULT_DATA_ENV,
-                                 MANIFEST_NAME,
-                                 MAX_INTEGER_CLASSES,
-                                 MISSING_CATEGORY,
-                                 MISSING_TOKENS,
-                                 SCALING_NOTE,
-                                 TASKS,
-                                 Dataset,
-                                 DatasetError,
-                                 DatasetInfo,
-                                 DatasetWarning,
-                                 Splits,
+    DEFAULT_DATA_ENV,
+    MANIFEST_NAME,
+    MAX_INTEGER_CLASSES,
+    MISSING_CATEGORY,
+    MISSING_TOKENS,
+    SCALING_NOTE,
+    TASKS,
+    Dataset,
+    DatasetError,
+    DatasetInfo,
+    DatasetWarning,
+    Splits,
 )
 
 __all__ = [

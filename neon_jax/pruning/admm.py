@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from neon_jax import admm
-from neon_jax.pruning.method import PruningMethod, register
+from neon_jax.pruning.method import PruningMethod, check_fraction, register
 
 ADMM_ALPHAS = (admm.ALPHA, 1e-3, 2e-3)  # the original's 5e-4 (threshold 0.05), then 0.1 and 0.2
 
@@ -21,15 +21,9 @@ class ADMM(PruningMethod):
     default = admm.ALPHA
 
     def check(self, setting):
-        if setting is None:
-            return self.default
-        try:
-            value = float(setting)
-        except (TypeError, ValueError):
-            raise ValueError(f"{self.name!r} needs a number in (0, 1), got {setting!r}") from None
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"admm's setting is alpha (prune threshold alpha / rho), a number in (0, 1), got {setting!r}")
-        return value
+        return self.default if setting is None else check_fraction(
+            self.name, setting, "alpha", f"admm's setting is alpha (prune threshold alpha / rho), a number in (0, 1), "
+                                         f"got {setting!r}")
 
     def arrays(self, setting, dims):
         return {"alpha": jnp.float32(setting)}

@@ -119,12 +119,13 @@ def get_method(name: str) -> PruningMethod:
     return METHODS[name]
 
 
-def check_fraction(name: str, setting, what: str) -> float:
-    """A number in (0, 1), or a ValueError naming `what` it is."""
+def check_fraction(name: str, setting, what: str, out_of_range: str | None = None) -> float:
+    """A number in (0, 1), or a ValueError naming `what` it is (`out_of_range`: the whole message for a number
+    outside (0, 1) instead)."""
     try:
         value = float(setting)
     except (TypeError, ValueError):
         raise ValueError(f"{name!r} needs a number in (0, 1), got {setting!r}") from None
     if not 0.0 < value < 1.0:
-        raise ValueError(f"{name!r} needs a fraction in (0, 1) ({what}), got {setting!r}")
+        raise ValueError(out_of_range or f"{name!r} needs a fraction in (0, 1) ({what}), got {setting!r}")
     return value

@@ -4,7 +4,7 @@ Two tools:
 
 * ``--trace``: runs the shipped `trainer.train` once under ``jax.profiler`` and sums the exclusive time of every
   XLA thunk, grouped by what it computes (matched on the op names in the compiled HLO): matmuls, dropout RNG,
-  batch-norm, backward cotangent sums, loop-carry copies, the skipped-batch selects of `_sgd_step`, ...
+  batch-norm, backward cotangent sums, loop-carry copies, the skipped-batch selects of `fit.sgd_step`, ...
 * variants, each compiled ahead of time and timed (best of `--repeats`; wall and process-CPU seconds). They change
   the benchmark's *copy* of the work, never neon_jax itself:
 
@@ -12,7 +12,7 @@ Two tools:
   - ``rbg``            -- the same program with ``jax_default_prng_impl=rbg`` (dropout masks from XLA's
                           RngBitGenerator instead of threefry);
   - ``no_dropout``     -- dropout rate 0 (no random masks at all): an upper bound on what dropout costs;
-  - ``no_select``      -- `_sgd_step` without the skipped-batch ``where`` over params / stats / Adam state and without
+  - ``no_select``      -- `fit.sgd_step` without the skipped-batch ``where`` over params / stats / Adam state and without
                           the trainable-mask multiplies (both no-ops in base training);
   - ``depth_buckets``  -- the population split by depth, each group trained by its own program with
                           ``max_hidden = depth`` (times summed): what bucketing by depth would save.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import glob
 import gzip
 import json
@@ -50,16 +51,46 @@ from benchmarks.common import (
     versions,
 )
 from neon_jax import fit, nets
+from neon_jax.fit import loops as fit_loops
 from neon_jax.presets import ACTIVATION_NAMES, get_preset
 
 
-class _NoSelectTrainer(fit.Trainer):
-    """`_sgd_step` without the skipped-batch selects and the trainable masks (base training: all trainable)."""
+def _no_select_sgd_step(learner, params, stats, opt_state, arch, x, y, weight, key, mask, hints=None,
+                        extra_loss=None):
+    """`fit.sgd_step` without the skipped-batch selects and the trainable masks (base training: all trainable)."""
+    (loss, new_stats), grads = jax.value_and_grad(fit.loss, argnums=1, has_aux=True)(
+        learner, params, stats, arch, x, y, weight, key, hints, extra_loss)
+    updates, new_opt_state = learner.tx.update(grads, opt_state, params, mask=mask)
+    return optax.apply_updates(params, updates), new_stats, new_opt_state, loss, weight.sum() > 1.5
 
-    def _sgd_step(self, params, stats, opt_state, arch, x, y, weight, key, param_mask):
-        (loss, new_stats), grads = jax.value_and_grad(self._loss, has_aux=True)(params, stats, arch, x, y, weight, key)
-        updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), new_stats, new_opt_state, loss, weight.sum() > 1.5
+
+@contextlib.contextmanager
+def _no_select():
+    """Traces `fit.loops` with `_no_select_sgd_step` in place of its `sgd_step` (the benchmark's copy of the work:
+    only programs compiled inside the block see it)."""
+    saved = fit_loops.sgd_step
+    fit_loops.sgd_step = _no_select_sgd_step
+    try:
+        yield
+    finally:
+        fit_loops.sgd_step = saved
+
+
+def _trainer(model, preset) -> fit.Trainer:
+    """A fresh (uncached) `fit.Trainer` of `model`, as `fit.make_trainer` builds it."""
+    return fit.Trainer(fit.Learner(model, fit.masked_adam(preset.learning_rate), fit.cross_entropy(True)))
+
+
+def _compile_variant(name, archs, preset, dims, rate, k_init, k_train, data, epochs, batch) -> list:
+    """The compiled training program(s) of one variant (`depth_buckets`: one per depth)."""
+    if name != "depth_buckets":
+        trainer = _trainer(nets.MaskedMLP(dims=dims, dropout_rate=rate), preset)
+        return [compile_train(trainer, archs, k_init, k_train, data, epochs, batch)]
+    programs = []
+    for d, group in depth_groups(archs, preset, dims).items():
+        model = nets.MaskedMLP(dims=nets.NetDims(dims.d_max, dims.k_max, d, dims.w_max), dropout_rate=rate)
+        programs.append(compile_train(_trainer(model, preset), group, k_init, k_train, data, epochs, batch))
+    return programs
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -219,19 +250,11 @@ def main(argv=None) -> dict:
                 raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
             jax.config.update("jax_default_prng_impl", "rbg" if name == "rbg" else "threefry2x32")
             rate = 0.0 if name == "no_dropout" else preset.dropout_rate
-            cls = _NoSelectTrainer if name == "no_select" else fit.Trainer
+            patch = _no_select() if name == "no_select" else contextlib.nullcontext()
             archs, k_init, k_train = sample_population(preset, dims, nf, nc, p, args.seed)
             t0 = time.perf_counter()
-            if name == "depth_buckets":
-                programs = []
-                for d, group in depth_groups(archs, preset, dims).items():
-                    model = nets.MaskedMLP(dims=nets.NetDims(dims.d_max, dims.k_max, d, dims.w_max),
-                                           dropout_rate=rate)
-                    programs.append(compile_train(cls(model, preset.learning_rate, True), group, k_init, k_train,
-                                                  data, epochs, batch))
-            else:
-                trainer = cls(nets.MaskedMLP(dims=dims, dropout_rate=rate), preset.learning_rate, True)
-                programs = [compile_train(trainer, archs, k_init, k_train, data, epochs, batch)]
+            with patch:
+                programs = _compile_variant(name, archs, preset, dims, rate, k_init, k_train, data, epochs, batch)
             compile_s = time.perf_counter() - t0
             with CpuMeter() as meter:
                 run_s, cpu_s, walls = time_programs(programs, args.repeats)

@@ -23,7 +23,7 @@ Padding: only real entries are weights (`weight_selection`: `nets.real_weight_ma
 inputs of a live hidden Linear with batch-norm in front for scales); only they are regularised, pruned and
 counted, and padded entries keep their values (their gradients and Adam updates are exactly zero).
 Minibatches are shuffles of the real rows, padded rows carry weight 0, and a minibatch with fewer than 2 real
-rows is skipped, as in `neon_jax.train`.
+rows is skipped, as in `neon_jax.fit`.
 
 Deviations and choices:
 
@@ -32,7 +32,7 @@ Deviations and choices:
   ``rho / 2 * ||W - Z + U||`` per weight tensor and keeps one Adam through all phases; both are followed here
   (the norm's gradient is 0 where the norm is 0, as PyTorch's). ``squared_penalty=True`` gives the textbook
   ADMM penalty ``rho / 2 * ||W - Z + U||^2`` instead. The NEON runner itself is not public.
-* One Adam state (``optax.adam(learning_rate)``, PyTorch's defaults) through the pre-epochs, the ADMM epochs and
+* One Adam state (`fit.masked_adam`, PyTorch's defaults) through the pre-epochs, the ADMM epochs and
   the retrain; in the retrain the pruned entries' gradients and updates are masked, so they stay exactly 0 even
   though their moments from before the prune are not 0.
 * ``iters > 1`` repeats the whole schedule on the result; like the original's loop, later pre-epochs and ADMM
@@ -160,42 +160,17 @@ def count_admm(arch: nets.Arch, kernel_masks: list, scale_masks: list, dims: net
     return nets.count_params(arch) - pruned.astype(jnp.int32)
 
 
-def _epoch_fn(model: nets.MaskedMLP, arch: nets.Arch, data: fit.PaddedData, config: ADMMConfig):
-    """``epoch((params, stats, opt_state), key, extra_loss, grad_mask)``: one shuffled pass of Adam steps."""
-    data = tree_map(lambda a: a[None], data)
-    optimizer = optax.adam(config.learning_rate)  # PyTorch defaults: betas (0.9, 0.999), eps 1e-8
-    bs, n_max = config.batch_size, data.x.shape[1]
-    n_batches = -(-n_max // bs)
-
-    def loss_fn(params, stats, x, y, w, key, extra_loss):
-        logits, new = model.apply({"params": params, "batch_stats": stats}, x, arch, train=True, row_weight=w,
-                                  rngs={"dropout": key}, mutable=["batch_stats"])
-        return softmax_nll(logits, y, w) + extra_loss(params), new["batch_stats"]
-
-    def epoch(carry, key, extra_loss, grad_mask):
-        k_perm, k_drop = jax.random.split(key)
-        perm = fit.shuffle_real_rows(k_perm, data.n[0], n_max, n_batches * bs)
-
-        def step(carry, inputs):
-            params, stats, opt_state = carry
-            b, k = inputs
-            x, y, w = fit.gather_batch(data, 0, perm, b * bs, bs)
-            grads, new_stats = jax.grad(loss_fn, has_aux=True)(params, stats, x, y, w, k, extra_loss)
-            updates, new_opt = optimizer.update(tree_map(jnp.multiply, grads, grad_mask), opt_state, params)
-            new_params = optax.apply_updates(params, tree_map(jnp.multiply, updates, grad_mask))
-            valid = w.sum() > 1.5  # batches of fewer than 2 real rows are skipped (as `fit.Trainer.train`)
-            return tree_map(lambda a, b: jnp.where(valid, a, b), (new_params, new_stats, new_opt), carry), None
-
-        return jax.lax.scan(step, carry, (jnp.arange(n_batches), jax.random.split(k_drop, n_batches)))[0]
-
-    return epoch, optimizer
+def _learner(model: nets.MaskedMLP, config: ADMMConfig) -> fit.Learner:
+    """The model with one masked Adam (PyTorch defaults) and the original's data loss (`softmax_nll`)."""
+    return fit.Learner(model, fit.masked_adam(config.learning_rate), lambda logits, y, w, n_classes: softmax_nll(
+        logits, y, w))
 
 
-def _train(key, variables, opt_state, epoch, epochs: int, grad_mask, extra_loss=lambda params: 0.0):
-    carry = (variables["params"], variables["batch_stats"], opt_state)
-    carry = jax.lax.scan(lambda c, k: (epoch(c, k, extra_loss, grad_mask), None), carry,
-                         jax.random.split(key, epochs))[0]
-    return {"params": carry[0], "batch_stats": carry[1]}, carry[2]
+def _train(learner: fit.Learner, key, variables, opt_state, arch, data, epochs: int, mask, config: ADMMConfig):
+    """`epochs` epochs of masked Adam (`mask`: what may change): (variables, opt_state)."""
+    variables, opt_state, _ = fit.train(learner, key, variables, opt_state, arch, data, mask, epochs=epochs,
+                                        batch_size=config.batch_size)
+    return variables, opt_state
 
 
 def admm_phase(key, variables: dict, arch: nets.Arch, data: fit.PaddedData, alpha, model: nets.MaskedMLP,
@@ -210,20 +185,20 @@ def admm_phase(key, variables: dict, arch: nets.Arch, data: fit.PaddedData, alph
     """
     params = variables["params"]
     sel = weight_selection(params, arch, dims)
-    epoch, optimizer = _epoch_fn(model, arch, data, config)
+    learner = _learner(model, config)
     ones = tree_map(jnp.ones_like, params)
     z, u = tree_map(jnp.multiply, sel, params), tree_map(jnp.zeros_like, params)
 
     def admm_epoch(carry, key):
         inner, z, u = carry
         penalty = lambda q: admm_penalty(q, z, u, sel, config.rho, config.squared_penalty)
-        inner = epoch(inner, key, penalty, ones)
+        inner, _ = fit.train_epoch(learner, inner, key, arch, data, ones, config.batch_size, extra_loss=penalty)
         leaves, treedef = jax.tree_util.tree_flatten(inner[0])
         zu = [admm_zu_update(w, b, alpha, config.rho) for w, b in zip(leaves, jax.tree_util.tree_leaves(u))]
         unflat = lambda i: tree_map(jnp.multiply, sel, jax.tree_util.tree_unflatten(treedef, [p[i] for p in zu]))
         return (inner, unflat(0), unflat(1)), None
 
-    opt_state = optimizer.init(params) if opt_state is None else opt_state
+    opt_state = learner.tx.init(params) if opt_state is None else opt_state
     carry = ((params, variables["batch_stats"], opt_state), z, u)
     (inner, z, u), _ = jax.lax.scan(admm_epoch, carry, jax.random.split(key, config.admm_epochs))
     return {"params": inner[0], "batch_stats": inner[1]}, z, u, inner[2]
@@ -243,21 +218,23 @@ def admm_prune(key, p: EnvParams, alpha, model: nets.MaskedMLP, dims: nets.NetDi
       (variables after the retrain, masks): masks of the last hard prune as `hard_prune_masks`
       ({"kernels": per `nets.kernel_names`, "scales": per hidden Linear}; 1 = kept, padding 1).
     """
-    epoch, optimizer = _epoch_fn(model, p.arch, p.finetune, config)
+    learner = _learner(model, config)
     ones = tree_map(jnp.ones_like, p.variables["params"])
 
     def iteration(carry, key):
         variables, opt_state = carry
         k_pre, k_admm, k_re = jax.random.split(key, 3)
-        variables, opt_state = _train(k_pre, variables, opt_state, epoch, config.pre_epochs, ones)
+        variables, opt_state = _train(learner, k_pre, variables, opt_state, p.arch, p.finetune, config.pre_epochs,
+                                      ones, config)
         variables, _, _, opt_state = admm_phase(k_admm, variables, p.arch, p.finetune, alpha, model, dims, config,
                                                 opt_state)
         masks = hard_prune_masks(variables, p.arch, dims, alpha / config.rho)
         keep = keep_mask_tree(variables["params"], masks, dims)
         variables = {"params": tree_map(jnp.multiply, variables["params"], keep),
                      "batch_stats": variables["batch_stats"]}
-        return _train(k_re, variables, opt_state, epoch, config.retrain_epochs, keep), masks
+        return _train(learner, k_re, variables, opt_state, p.arch, p.finetune, config.retrain_epochs, keep,
+                      config), masks
 
-    carry = (p.variables, optimizer.init(p.variables["params"]))
+    carry = (p.variables, learner.tx.init(p.variables["params"]))
     (variables, _), masks = jax.lax.scan(iteration, carry, jax.random.split(key, config.iters))
     return variables, tree_map(lambda m: m[-1], masks)

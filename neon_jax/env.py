@@ -227,16 +227,16 @@ class NeonEnv:
     def step(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
         """One decision for the current hidden layer: (obs, state, reward, terminated, truncated, info)."""
         cut = self._step_cut(key, state, action)
-        data = jax.tree_util.tree_map(lambda a: a[None], params.finetune)
-        tuned, tune_info = self.trainer.finetune_one(
-            cut["k_tune"], cut["variables"], cut["arch"], 0, data, cut["trainable"], self.preset.finetune_epochs,
-            self.preset.finetune_batch, self.preset.patience, active=cut["cuts"])
+        tuned, tune_info = fit.finetune(
+            self.trainer.learner, cut["k_tune"], cut["variables"], cut["arch"], params.finetune, cut["trainable"],
+            max_epochs=self.preset.finetune_epochs, batch_size=self.preset.finetune_batch,
+            patience=self.preset.patience, active=cut["cuts"])
         return self._step_finish(cut, tuned, tune_info["epochs"], state, params)
 
     def step_batch(self, keys: jax.Array, states: EnvState, actions: jax.Array, params: EnvParams):
         """``jax.vmap(step)`` over a batch of environments (leading axis B), with the same results, faster.
 
-        The cuts are vmapped; the fine-tunes go through `fit.Trainer.finetune_packed`: `slots` fine-tunes in
+        The cuts are vmapped; the fine-tunes go through `fit.finetune_packed`: `slots` fine-tunes in
         flight, deepest networks first, a finished one handing its slot to the next, hidden layers no network
         in flight has skipped; accuracies and observations are vmapped over chunks of `slots` networks of
         similar depth (`sharding.vmap_sorted_chunks`). So the batch pays about its mean fine-tune epochs at its
@@ -247,8 +247,8 @@ class NeonEnv:
             return jax.vmap(self.step)(keys, states, actions, params)
         cut = jax.vmap(self._step_cut)(keys, states, actions)
         n = keys.shape[0]
-        tuned, tune_info = self.trainer.finetune_packed(
-            cut["k_tune"], cut["variables"], cut["arch"], jnp.arange(n), params.finetune, cut["trainable"],
+        tuned, tune_info = fit.finetune_packed(
+            self.trainer.learner, cut["k_tune"], cut["variables"], cut["arch"], jnp.arange(n), params.finetune, cut["trainable"],
             self.preset.finetune_epochs, self.preset.finetune_batch, self.preset.patience, active=cut["cuts"],
             slots=self.slots)
         finish = vmap_sorted_chunks(
@@ -258,8 +258,7 @@ class NeonEnv:
     def accuracy(self, variables, arch: nets.Arch, split: fit.PaddedData, hints: nets.Hints | None = None):
         """() eval-mode accuracy of one network on the real rows of one split (``params.val`` for the reward,
         ``params.test`` for what the paper reports). Vmappable; `hints`: see `nets.Hints`."""
-        data = jax.tree_util.tree_map(lambda a: a[None], split)
-        return self.trainer.accuracy_one(variables, arch, 0, data, hints)
+        return fit.accuracy(self.trainer.learner, variables, arch, split, hints=hints)
 
     def trainable(self, layer, arch: nets.Arch) -> nets.Trainable:
         """What the fine-tune after cutting hidden layer `layer` may change: rows p-1 and p of the original

@@ -177,11 +177,11 @@ def test_finetune_keeps_pruned_weights_at_zero():
     masks = B.magnitude_masks(variables["params"], arch, DIMS, 0.6)
     pruned = B.apply_kernel_masks(variables, masks, DIMS)
     rng = np.random.default_rng(0)
-    data = fit.stack_data([(rng.uniform(size=(40, 4)), rng.integers(0, 3, 40))], DIMS.d_max)
+    data = fit.pad_data(rng.uniform(size=(40, 4)), rng.integers(0, 3, 40), 40, DIMS.d_max)
     trainer = fit.make_trainer(nets.make_model(DIMS))
-    tuned, info = trainer.finetune_one(jax.random.PRNGKey(1), pruned, arch, 0, data,
-                                       fit.Trainable.everything(DIMS.max_hidden), 3, 8, 3,
-                                       weight_mask=B.weight_mask_tree(pruned["params"], masks, DIMS))
+    tuned, info = fit.finetune(trainer.learner, jax.random.PRNGKey(1), pruned, arch, data,
+                               fit.Trainable.everything(DIMS.max_hidden), max_epochs=3, batch_size=8, patience=3,
+                               weight_mask=B.weight_mask_tree(pruned["params"], masks, DIMS))
     assert int(info["epochs"]) >= 1
     changed = False
     for name, m in zip(nets.kernel_names(DIMS.max_hidden), masks):

@@ -238,8 +238,9 @@ def test_batches_of_one_row_are_skipped(setup):
     new, opt_state, losses = trainer.train(jax.random.PRNGKey(8), variables, opt_state, s["layered"], index, odd,
                                            epochs=EPOCHS_PER_CALL, batch_size=BATCH)
     # 33 rows: one real step per epoch; 34 rows: two (the last batch has 2 rows); the 11 empty batches: none
-    steps = np.asarray(optax.tree_utils.tree_get(opt_state, "count"))
-    np.testing.assert_array_equal(steps, np.where(np.asarray(index) == 0, 1, 2) * EPOCHS_PER_CALL)
+    for group, group_state in opt_state.items():  # one Adam state per parameter group, all counting alike
+        steps = np.asarray(optax.tree_utils.tree_get(group_state, "count"))
+        np.testing.assert_array_equal(steps, np.where(np.asarray(index) == 0, 1, 2) * EPOCHS_PER_CALL, group)
     assert np.isfinite(np.asarray(losses)).all()
     assert all(np.isfinite(a).all() for a in _leaves(new).values())
     assert np.isfinite(np.asarray(trainer.evaluate(new, s["layered"], index, odd))).all()
@@ -370,8 +371,8 @@ def test_finetune_returns_the_best_snapshot_not_the_last_weights(setup):
 
 
 @pytest.mark.parametrize("slots", [3, 8])
-def test_finetune_packed_equals_vmapped_finetune_one(setup, slots):
-    """The slot-scheduled fine-tune gives vmap(finetune_one)'s results: networks of mixed depths and trainable
+def test_finetune_packed_equals_vmapped_finetune(setup, slots):
+    """The slot-scheduled fine-tune gives vmap(fit.finetune)'s results: networks of mixed depths and trainable
     sets (one with nothing trainable), two inactive, 3 slots (8 networks do not divide into 3) and one slot per
     network. Epochs and losses exactly; weights up to the summation order of a differently batched matmul."""
     s = setup
@@ -386,12 +387,12 @@ def test_finetune_packed_equals_vmapped_finetune_one(setup, slots):
 
     @jax.jit
     def reference(keys, variables):
-        return jax.vmap(lambda k, v, a, i, t, on: trainer.finetune_one(
-            k, v, a, i, s["train_data"], t, FT["max_epochs"], FT["batch_size"], FT["patience"], active=on))(
+        return jax.vmap(lambda k, v, a, i, t, on: fit.finetune(
+            trainer.learner, k, v, a, s["train_data"], t, **FT, index=i, active=on))(
             keys, variables, archs, index, trainable, active)
 
-    packed = jax.jit(lambda keys, variables: trainer.finetune_packed(
-        keys, variables, archs, index, s["train_data"], trainable, FT["max_epochs"], FT["batch_size"],
+    packed = jax.jit(lambda keys, variables: fit.finetune_packed(
+        trainer.learner, keys, variables, archs, index, s["train_data"], trainable, FT["max_epochs"], FT["batch_size"],
         FT["patience"], active=active, slots=slots))
     want, want_info = reference(keys, variables)
     got, got_info = packed(keys, variables)
@@ -492,3 +493,42 @@ def test_log_probs_double_softmax_matches_numpy():
     expected_plain = z - np.log(np.exp(z).sum(1, keepdims=True))
     np.testing.assert_allclose(plain[:, :n_classes], expected_plain, rtol=1e-5, atol=1e-5)
     assert (np.exp(plain[:, n_classes:]) == 0).all()
+
+
+def test_masked_adam_is_adam_where_the_mask_allows():
+    """`fit.masked_adam`: with a full mask, optax.adam's numbers (to the last bit or two: CPU kernels may round
+    differently between two compiled programs); masked entries never move; an invalid step changes nothing;
+    skipping a frozen group (`masked_step(groups=...)`) gives exactly the parameters and state of stepping it."""
+    rng = np.random.default_rng(0)
+    params = {"a": {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)},
+              "b": {"w": jnp.asarray(rng.normal(size=(5,)), jnp.float32)}}
+    grads = [jax.tree_util.tree_map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+             for _ in range(4)]
+    tx, adam = fit.masked_adam(1e-2), optax.adam(1e-2)
+    ones = jax.tree_util.tree_map(jnp.ones_like, params)
+    p, s, q, t = params, tx.init(params), params, adam.init(params)
+    for g in grads:
+        p, s = fit.masked_step(tx, g, s, p, ones, jnp.bool_(True))
+        u, t = adam.update(g, t, q)
+        q = optax.apply_updates(q, u)
+    for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(q)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7, atol=0)
+
+    mask = {"a": {"w": jnp.asarray(rng.integers(0, 2, (3, 4)), jnp.float32)}, "b": {"w": jnp.zeros(5)}}
+    p, s = params, tx.init(params)
+    for g in grads:
+        p, s = fit.masked_step(tx, g, s, p, mask, jnp.bool_(True))
+    frozen = np.asarray(mask["a"]["w"]) == 0
+    np.testing.assert_array_equal(np.asarray(p["a"]["w"])[frozen], np.asarray(params["a"]["w"])[frozen])
+    assert (np.asarray(p["a"]["w"])[~frozen] != np.asarray(params["a"]["w"])[~frozen]).all()
+    np.testing.assert_array_equal(np.asarray(p["b"]["w"]), np.asarray(params["b"]["w"]))
+
+    p2, s2 = fit.masked_step(tx, grads[0], s, p, mask, jnp.bool_(False))
+    for a, b in zip(jax.tree_util.tree_leaves((p2, s2)), jax.tree_util.tree_leaves((p, s))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    groups = {"a": jnp.bool_(True), "b": jnp.bool_(False)}  # "b" is masked out entirely: skipping it is exact
+    step = jax.jit(lambda groups: fit.masked_step(tx, grads[1], s, p, mask, jnp.bool_(True), groups))
+    plain, skipped = step({"a": jnp.bool_(True), "b": jnp.bool_(True)}), step(groups)
+    for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(skipped)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

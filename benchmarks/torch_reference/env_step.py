@@ -11,7 +11,7 @@ time:
    the Softmax output, a ``torch.randperm`` shuffle per epoch, minibatches of `finetune_batch` (batches of one row
    skipped), every minibatch whose loss (before its update) beats the best so far snapshots the ``state_dict``
    (BN buffers included) and resets patience, an epoch without improvement counts towards `patience`, at most
-   `finetune_epochs` epochs, the best snapshot is loaded at the end — exactly `neon_jax.fit.Trainer.finetune_one`'s rule;
+   `finetune_epochs` epochs, the best snapshot is loaded at the end — exactly `neon_jax.fit.finetune`'s rule;
 3. eval-mode accuracy on the internal validation split (§2.5), the cubic reward (§5.1), parameter count (§2.6);
 4. the next state (§3): a fresh stratified sample of the train split, a forward pass with hooks on the last
    activation of every row but the output row, NumPy/SciPy statistics and sklearn normalisation
@@ -218,7 +218,7 @@ class TorchNeonEnv:
         return model, trainable
 
     def finetune(self, model: nn.Sequential, trainable) -> int:
-        """The fine-tuner (§2.4, as neon_jax.fit.Trainer.finetune_one); loads the best snapshot; returns epochs run."""
+        """The fine-tuner (§2.4, as neon_jax.fit.finetune); loads the best snapshot; returns epochs run."""
         preset = self.preset
         keep = {id(p) for p in trainable}
         for p in model.parameters():

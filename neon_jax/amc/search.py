@@ -68,7 +68,6 @@ def search(key: jax.Array, net: Network, model: nets.MaskedMLP, variables: dict,
     E = config.parallel_episodes
     k_agent, k_run = jax.random.split(key)
     trainer = fit.make_trainer(model)
-    val1 = jax.tree_util.tree_map(lambda x: x[None], val)
     n_steps = arch.depth + 1
     org = net.flops.sum()
     lb = config.lbound
@@ -113,7 +112,7 @@ def search(key: jax.Array, net: Network, model: nets.MaskedMLP, variables: dict,
         (in_r, out_r, _), tr = jax.lax.scan(step, (init_in, init_out, obs0),
                                                (jnp.arange(S), jax.random.split(key, S)))
         pv, parch = apply_strategy(variables, arch, dims, net, tr["d"], tr["pruned"], config.channel_round)
-        acc = trainer.accuracy_one(pv, parch, 0, val1)
+        acc = fit.accuracy(trainer.learner, pv, parch, val)
         flops = flops_kept(net.flops, in_r, out_r)
         reward = -(1.0 - acc) * jnp.log(flops)
         return tr, reward, acc, flops / org

@@ -46,11 +46,18 @@ def stack_data(splits: list[tuple[np.ndarray, np.ndarray]], d_max: int, n_max: i
 
 
 def gather_batch(data: PaddedData, dataset_index, perm, start, batch_size):
-    """One minibatch of dataset `dataset_index`: rows `perm[start:start + batch_size]` as (x, y, weight), weight 0
-    past the dataset's real rows."""
+    """One minibatch: rows `perm[start:start + batch_size]` as (x, y, weight), weight 0 past the real rows.
+
+    `data` is one split (no leading axis; `dataset_index` None) or a stack of splits (leading axis D) of which
+    split `dataset_index` is read.
+    """
     idx = jax.lax.dynamic_slice(perm, (start,), (batch_size,))
-    weight = ((start + jnp.arange(batch_size)) < data.n[dataset_index]).astype(jnp.float32)
-    return data.x[dataset_index, idx], data.y[dataset_index, idx], weight
+    if dataset_index is None:
+        x, y, n = data.x[idx], data.y[idx], data.n
+    else:
+        x, y, n = data.x[dataset_index, idx], data.y[dataset_index, idx], data.n[dataset_index]
+    weight = ((start + jnp.arange(batch_size)) < n).astype(jnp.float32)
+    return x, y, weight
 
 
 def shuffle_real_rows(key, n_real, n_max, n_padded):

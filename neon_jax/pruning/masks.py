@@ -43,7 +43,7 @@ def apply_kernel_masks(variables: dict, masks: list[jax.Array], dims: nets.NetDi
 
 
 def weight_mask_tree(params: dict, masks: list[jax.Array], dims: nets.NetDims) -> dict:
-    """A pytree like `params` for `finetune_one(weight_mask=...)`: the kernel masks, ones elsewhere."""
+    """A pytree like `params` for `fit.finetune(weight_mask=...)`: the kernel masks, ones elsewhere."""
     return nets.with_kernels(jax.tree_util.tree_map(jnp.ones_like, params), masks, dims.max_hidden)
 
 

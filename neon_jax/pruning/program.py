@@ -5,7 +5,7 @@ argument): prune (`PruningMethod.prune`, or an episode of NEON's environment for
 fine-tune, measure test accuracy and count parameters, building one `rollout.Outcome` per network. `run_baseline`
 runs it over every network of a pool (`runner.run`), one row per network with the keys of `learn.run_agent`.
 
-Fine-tuning (``finetune=True``) is the environment's fine-tuner (`fit.Trainer.finetune_one`: fresh Adam, train
+Fine-tuning (``finetune=True``) is the environment's fine-tuner (`fit.finetune`: fresh Adam, train
 mode, the finetune split, best-minibatch snapshots, the preset's epochs / patience) over every layer
 (`Trainable.everything`), with pruned weights held at exactly zero (a per-weight mask on gradients and Adam
 updates). The original baselines used other schedules (5 epochs for magnitude pruning, 10 000 iterations at lr
@@ -32,7 +32,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from neon_jax import admm, amc, nets, programs, runner
+from neon_jax import admm, amc, fit, nets, programs, runner
 from neon_jax.env import EnvConfig, EnvParams, NeonEnv
 from neon_jax.policies import random_policy
 from neon_jax.pool import EnvPool
@@ -89,9 +89,9 @@ def _program(method, dims, preset, passes, finetune, cut, slots, config):
     own_epochs = m.own_retrain_epochs(config)
 
     def tune(key, variables, arch, p: EnvParams, weight_mask):
-        data = jax.tree_util.tree_map(lambda x: x[None], p.finetune)
-        return env.trainer.finetune_one(key, variables, arch, 0, data, everything, preset.finetune_epochs,
-                                        preset.finetune_batch, preset.patience, weight_mask=weight_mask)
+        return fit.finetune(env.trainer.learner, key, variables, arch, p.finetune, everything,
+                            max_epochs=preset.finetune_epochs, batch_size=preset.finetune_batch,
+                            patience=preset.patience, weight_mask=weight_mask)
 
     def prune_one(key, p: EnvParams, setting) -> dict:
         return m.prune(jax.random.split(key)[0], p, setting, ctx)

@@ -175,6 +175,31 @@ def test_every_option_has_help_and_every_command_real_examples():
     assert "default: the shipped agent" in sub.choices["prune"].format_help()
 
 
+def test_train_agent_flags_are_the_agent_config():
+    """train-agent's agent flags come from `AgentConfig`'s fields: each field but the legacy switches has one, the
+    parsed defaults are AgentConfig()'s, and flags reach the config; the parser imports no JAX."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    from neon_jax.agent import AgentConfig
+    from neon_jax.agent import config as agent_config
+
+    parser = cli.build_parser()
+    base = ["train-agent", "--zoo", "z", "--out", "o"]
+    assert agent_config.from_flags(parser.parse_args(base)) == AgentConfig()
+    flags = {f.name for f in dataclasses.fields(AgentConfig)} - set(AgentConfig.LEGACY_FIELDS)
+    assert flags <= set(vars(parser.parse_args(base)))
+    got = agent_config.from_flags(parser.parse_args(base + [
+        "--batch", "3", "--architecture", "compact", "--gamma", "0.5", "--observe-progress", "--update-epochs", "2",
+        "--reward-transform", "scaled", "--critic-lr", "0.01"]), legacy=False)
+    assert got == AgentConfig(batch_size=3, architecture="compact", gamma=0.5, observe_progress=True,
+                              update_epochs=2, reward_transform="scaled", critic_lr=0.01)
+    assert agent_config.from_flags(parser.parse_args(base), legacy=True).legacy_episode_mean_advantage
+    code = "import sys; from neon_jax import cli; cli.build_parser(); print('jax' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
 def test_stages_show_each_stage_and_its_seconds():
     """Long work shows its stages: plain lines off a terminal, a spinner with the elapsed seconds on one."""
     import io

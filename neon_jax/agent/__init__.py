@@ -10,25 +10,58 @@ advantages, separate Adam(1e-3) optimisers; `make_train_iteration` is roll-out t
 the random policy) and what it was trained on.
 """
 
-from neon_jax.agent.agent import ActorPolicy, Agent, AgentState, policy_program
-from neon_jax.agent.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_policy, save_checkpoint, save_policy
-from neon_jax.agent.config import ARCHITECTURES, REWARD_SCALE, REWARD_TRANSFORMS, AgentConfig, warmup_episodes
-from neon_jax.agent.losses import (
-    action_log_probs,
-    actor_critic_losses,
-    advantages,
-    clipped_policy_loss,
-    critic_loss,
-    monte_carlo_returns,
-    normalise_over_valid,
-    policy_entropy,
-    policy_loss,
-    returns_of,
-    transform_rewards,
-)
-from neon_jax.agent.networks import AgentNet, CompactTrunk, MLPBranch, NeonTrunk, RowBatchNorm, RowBranch, TorchDense
-from neon_jax.agent.registry import PRETRAINED, LoadedAgent, load_agent
-from neon_jax.agent.update import make_train_iteration, make_update
+import importlib
+
+_EXPORTS = {
+    "ARCHITECTURES": "neon_jax.agent.config",
+    "ActorPolicy": "neon_jax.agent.agent",
+    "Agent": "neon_jax.agent.agent",
+    "AgentConfig": "neon_jax.agent.config",
+    "AgentNet": "neon_jax.agent.networks",
+    "AgentState": "neon_jax.agent.agent",
+    "CHECKPOINT_FORMAT": "neon_jax.agent.checkpoint",
+    "CompactTrunk": "neon_jax.agent.networks",
+    "LoadedAgent": "neon_jax.agent.registry",
+    "MLPBranch": "neon_jax.agent.networks",
+    "NeonTrunk": "neon_jax.agent.networks",
+    "PRETRAINED": "neon_jax.agent.registry",
+    "REWARD_SCALE": "neon_jax.agent.config",
+    "REWARD_TRANSFORMS": "neon_jax.agent.config",
+    "RowBatchNorm": "neon_jax.agent.networks",
+    "RowBranch": "neon_jax.agent.networks",
+    "TorchDense": "neon_jax.agent.networks",
+    "action_log_probs": "neon_jax.agent.losses",
+    "actor_critic_losses": "neon_jax.agent.losses",
+    "advantages": "neon_jax.agent.losses",
+    "clipped_policy_loss": "neon_jax.agent.losses",
+    "critic_loss": "neon_jax.agent.losses",
+    "load_agent": "neon_jax.agent.registry",
+    "load_checkpoint": "neon_jax.agent.checkpoint",
+    "load_policy": "neon_jax.agent.checkpoint",
+    "make_train_iteration": "neon_jax.agent.update",
+    "make_update": "neon_jax.agent.update",
+    "monte_carlo_returns": "neon_jax.agent.losses",
+    "normalise_over_valid": "neon_jax.agent.losses",
+    "policy_entropy": "neon_jax.agent.losses",
+    "policy_loss": "neon_jax.agent.losses",
+    "policy_program": "neon_jax.agent.agent",
+    "returns_of": "neon_jax.agent.losses",
+    "save_checkpoint": "neon_jax.agent.checkpoint",
+    "save_policy": "neon_jax.agent.checkpoint",
+    "transform_rewards": "neon_jax.agent.losses",
+    "warmup_episodes": "neon_jax.agent.config",
+}
+
+
+def __getattr__(name: str):
+    """Imports the submodule that defines `name` on first use, so `neon_jax.agent.config` (the CLI's flags) is
+    read without importing JAX."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ARCHITECTURES", "ActorPolicy", "Agent", "AgentConfig", "AgentNet", "AgentState", "CHECKPOINT_FORMAT",

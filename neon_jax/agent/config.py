@@ -9,6 +9,11 @@ from neon_jax.choices import ARCHITECTURES, REWARD_TRANSFORMS
 REWARD_SCALE = 40.0 ** 3  # the paper's reward at its largest: rho = 40 cubed (§5.1)
 
 
+def _flag(default, help: str | None, flag: str | None = None, choices=None):
+    """A field with its command-line flag (`add_flags`): `help` None = no flag of its own."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+
+
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
     """Static settings of the agent.
@@ -41,18 +46,24 @@ class AgentConfig:
       clip_epsilon: PPO's ratio clip (only used when update_epochs > 1).
     """
 
-    architecture: str = "neon"
-    gamma: float = 0.99
-    actor_lr: float = 1e-3
-    critic_lr: float = 1e-3
-    legacy_episode_mean_advantage: bool = False
-    batch_size: int = 8
-    reward_transform: str = "none"
-    normalise_advantages: bool = False
-    entropy_coef: float = 0.0
-    observe_progress: bool = False
-    update_epochs: int = 1
-    clip_epsilon: float = 0.2
+    architecture: str = _flag("neon", "actor-critic networks: neon (the paper's) or compact (default: neon)",
+                              choices=ARCHITECTURES)
+    gamma: float = _flag(0.99, "discount of the Monte-Carlo returns (the original: 0.99; 0 credits each cut with its "
+                               "own reward only)")
+    actor_lr: float = _flag(1e-3, "Adam learning rate of the actor (default: %(default)s)")
+    critic_lr: float = _flag(1e-3, "Adam learning rate of the critic (default: %(default)s)")
+    legacy_episode_mean_advantage: bool = _flag(False, None)  # set by --legacy with the other LEGACY_FIELDS
+    batch_size: int = _flag(8, "episodes per update (1 = the original's schedule)", flag="--batch")
+    reward_transform: str = _flag(
+        "none", "beyond the paper: learn from sign(r) log(1+|r|) of the cubic reward (symlog) or from r / 64,000 "
+                "(scaled: the paper's trade-off, O(1) critic targets)", choices=REWARD_TRANSFORMS)
+    normalise_advantages: bool = _flag(False, "beyond the paper: standardise advantages over each batch")
+    entropy_coef: float = _flag(0.0, "beyond the paper: entropy bonus weight")
+    observe_progress: bool = _flag(False, "beyond the paper: show the agent the accuracy change so far against tau, "
+                                          "tau, steps taken and parameters left")
+    update_epochs: int = _flag(1, "beyond the paper: Adam steps per batch of episodes (the original: 1); more than "
+                                  "one uses PPO's clipped surrogate against the policy that acted")
+    clip_epsilon: float = _flag(0.2, "PPO's ratio clip (with --update-epochs > 1)")
 
     LEGACY_FIELDS = ("legacy_episode_mean_advantage",)
 
@@ -84,6 +95,29 @@ class AgentConfig:
         """True when none of the beyond-the-paper options is on."""
         return (self.reward_transform == "none" and not self.normalise_advantages and self.entropy_coef == 0.0
                 and not self.observe_progress and self.gamma == 0.99 and self.update_epochs == 1)
+
+
+def add_flags(parser, cls=None) -> None:
+    """Adds one flag per field of `cls` (default `AgentConfig`) that declares one: ``--field-name`` (or the field's
+    own), typed by its default, booleans as switches, choices where the field has them. JAX-free (the CLI's
+    parsers are built without importing JAX)."""
+    for f in dataclasses.fields(cls or AgentConfig):
+        meta = f.metadata
+        if not meta.get("help"):
+            continue
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, dest=f.name, action="store_true", help=meta["help"])
+        else:
+            parser.add_argument(flag, dest=f.name, type=type(f.default), default=f.default, choices=meta["choices"],
+                                help=meta["help"])
+
+
+def from_flags(args, legacy: bool = False, cls=None):
+    """The `cls` (default `AgentConfig`) of parsed `add_flags` flags; `legacy` sets its LEGACY_FIELDS."""
+    cls = cls or AgentConfig
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.metadata.get("help")}
+    return cls(**values).with_legacy(legacy)
 
 
 def warmup_episodes(n_networks: int) -> int:

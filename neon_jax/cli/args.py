@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from neon_jax.agent import config as agent_config
 from neon_jax.choices import (
-    ARCHITECTURES,
     CUTS,
     DEFAULT_CANDIDATES,
     PROTOCOLS,
-    REWARD_TRANSFORMS,
     REWARDS,
     SELECTIONS,
     SUITES,
@@ -160,32 +159,14 @@ def _train_agent_command(sub) -> None:
     _add_passes(p)
     _add_tau(p)
     p.add_argument("--episodes", type=int, default=None, help="default: the original's 10 N + min(2N, 500)")
-    p.add_argument("--batch", type=int, default=8, help="episodes per update (1 = the original's schedule)")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="must match the zoos' preset")
-    p.add_argument("--architecture", default="neon", choices=ARCHITECTURES,
-                   help="actor-critic networks: neon (the paper's) or compact (default: neon)")
     p.add_argument("--cut", default="reinit", choices=CUTS,
                    help="what a cut keeps: reinit (the paper's: re-initialise and fine-tune) or keep_best")
     p.add_argument("--reward", default="neon", choices=REWARDS, help="reward (neon: the paper's cubic reward)")
     p.add_argument("--legacy", action="store_true",
                    help="reproduce the original's bugs (spec §12 A0, B1, B2, B6, B9: EnvConfig.LEGACY_FIELDS and "
                         "AgentConfig.LEGACY_FIELDS)")
-    p.add_argument("--reward-transform", default="none", choices=REWARD_TRANSFORMS,
-                   help="beyond the paper: learn from sign(r) log(1+|r|) of the cubic reward (symlog) or from "
-                        "r / 64,000 (scaled: the paper's trade-off, O(1) critic targets)")
-    p.add_argument("--normalise-advantages", action="store_true",
-                   help="beyond the paper: standardise advantages over each batch")
-    p.add_argument("--entropy-coef", type=float, default=0.0, help="beyond the paper: entropy bonus weight")
-    p.add_argument("--observe-progress", action="store_true",
-                   help="beyond the paper: show the agent the accuracy change so far against tau, tau, steps "
-                        "taken and parameters left")
-    p.add_argument("--gamma", type=float, default=0.99,
-                   help="discount of the Monte-Carlo returns (the original: 0.99; 0 credits each cut with its own "
-                        "reward only)")
-    p.add_argument("--update-epochs", type=int, default=1,
-                   help="beyond the paper: Adam steps per batch of episodes (the original: 1); more than one "
-                        "uses PPO's clipped surrogate against the policy that acted")
-    p.add_argument("--clip-epsilon", type=float, default=0.2, help="PPO's ratio clip (with --update-epochs > 1)")
+    agent_config.add_flags(p)
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
     p.add_argument("--buckets", action="store_true",
                    help="beyond the paper: every batch from one width bucket, run at that bucket's shape (zoos of "

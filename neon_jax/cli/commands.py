@@ -102,18 +102,12 @@ def cmd_rollout(args) -> int:
 
 def cmd_train_agent(args) -> int:
     """Trains an agent (`neon_jax.jobs.train_agent`) and prints its evaluation against the random agent."""
-    from neon_jax import agent as agent_lib
     from neon_jax import jobs
+    from neon_jax.agent import config as agent_flags
     from neon_jax.env import EnvConfig
 
     env_config = EnvConfig(passes=args.passes, cut=args.cut, reward=args.reward).with_legacy(args.legacy)
-    agent_config = agent_lib.AgentConfig(architecture=args.architecture, batch_size=args.batch,
-                                         reward_transform=args.reward_transform,
-                                         normalise_advantages=args.normalise_advantages,
-                                         entropy_coef=args.entropy_coef,
-                                         observe_progress=args.observe_progress, gamma=args.gamma,
-                                         update_epochs=args.update_epochs,
-                                         clip_epsilon=args.clip_epsilon).with_legacy(args.legacy)
+    agent_config = agent_flags.from_flags(args, legacy=args.legacy)
     done = jobs.train_agent(args.zoo, args.out, env_config=env_config, agent_config=agent_config, tau=args.tau,
                             datasets=_csv_names(args.datasets) or None, unseen=_csv_names(args.unseen) or None,
                             unseen_networks=args.unseen_networks, preset=args.preset, episodes=args.episodes,

@@ -23,8 +23,10 @@ from tqdm.auto import tqdm
 from neon_jax import agent as agent_lib
 from neon_jax import nets, programs, runner
 from neon_jax.env import EnvConfig, NeonEnv
+from neon_jax.policies import random_policy
 from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset
+from neon_jax.rollout import policy_program as cached_policy_program
 from neon_jax.select import cached_candidates_program
 
 LOG_FIELDS = ("episode", "dataset", "network", "warmup", "return", "compression", "val_acc_change", "steps",
@@ -206,7 +208,8 @@ def run_agent(agent: agent_lib.Agent, actor_params, pool: EnvPool, preset: Prese
     `runner.ROW_FIELDS`).
 
     Actions are sampled from the policy by default, as the original evaluates (§1.4); `greedy` takes the
-    argmax; `random_actions` is the random agent of the same environment. Accuracies are on the TEST split.
+    argmax; `random_actions` is the random agent (`policies.random_policy`, no actor) of the same environment.
+    Accuracies are on the TEST split.
     `candidates` = K rolls out K sampled episodes and a greedy one per network and keeps the smallest network
     within tau on the validation split (`neon_jax.select`; the rows gain chosen_episode, chosen_step, candidates,
     within_tau); None is the paper's single episode. `buckets`: each width bucket of the pool at its own shape
@@ -214,14 +217,15 @@ def run_agent(agent: agent_lib.Agent, actor_params, pool: EnvPool, preset: Prese
     """
     if candidates is not None and greedy:
         raise ValueError("candidates already include the greedy episode; greedy=True takes no candidates")
-    policy = agent.policy(actor_params, greedy, random_actions)
+    policy = None if random_actions else agent.policy(actor_params, greedy)
+    act_fn, act_key = ((random_policy, None) if random_actions
+                       else (agent.act_fn, ("agent", agent.config, agent.preset)))
 
     def method(dims):
         env = agent_env(agent, dims, preset, env_config)
         if candidates is None:
-            return agent_lib.policy_program(env, agent), policy
-        return cached_candidates_program(env, agent.act_fn, int(candidates), not random_actions, "best",
-                                         ("agent", agent.config, agent.preset)), policy
+            return cached_policy_program(env, act_fn, act_key), policy
+        return cached_candidates_program(env, act_fn, int(candidates), not random_actions, "best", act_key), policy
 
     return runner.run(method, pool, seed=seed, batch_size=batch_size, buckets=buckets, progress=progress,
                       keep_networks=keep_networks)

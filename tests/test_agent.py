@@ -12,7 +12,7 @@ from neon_jax import programs as program_caches
 from neon_jax import zoo as zoo_lib
 from neon_jax.pool import EnvPool
 from neon_jax.presets import PRESETS
-from neon_jax.rollout import make_rollout, policy_program
+from neon_jax.rollout import make_policy_program, make_rollout, policy_program
 
 TINY = PRESETS["tiny"]
 
@@ -255,6 +255,26 @@ def test_random_actions_are_uniform(tiny_setup):
     expected = counts.sum() / 5
     chi2 = ((counts - expected) ** 2 / expected).sum()
     assert chi2 < 18.5, counts  # 99.9 % quantile of chi-square with 4 degrees of freedom
+
+
+def test_one_random_agent(tiny_setup):
+    """The random agent is one policy (`policies.random_policy`) on every path: an actor's uniform actions, the
+    random agent of `learn.run_agent` and the `random` baseline prune every network the same way."""
+    from neon_jax import learn, pruning
+
+    pool, env, agent, _, evaluate = tiny_setup
+    params = pool.batch(np.arange(len(pool)))
+    state = agent.init(jax.random.PRNGKey(0))
+    rand = make_policy_program(env, policies.random_policy)(
+        jax.random.split(jax.random.PRNGKey(4), len(pool)), params, None)
+    uniform = evaluate(state.actor, params, jax.random.PRNGKey(4), uniform=True)
+    np.testing.assert_array_equal(np.asarray(rand.actions), np.asarray(uniform.actions))
+    np.testing.assert_array_equal(np.asarray(rand.test_acc_after), np.asarray(uniform.test_acc_after))
+    rows = lambda result: [(r["widths_after"], r["params_after"], r["test_acc_after"]) for r in result.rows]
+    by_agent = learn.run_agent(agent, None, pool, TINY, env.config, seed=2, random_actions=True)
+    by_baseline = pruning.run_baseline("random", pool, TINY, passes=1, seed=2)
+    assert rows(by_agent) == rows(by_baseline)
+    assert len({r[0] for r in rows(by_agent)}) > 1  # the networks were pruned, differently
 
 
 def test_policy_file_round_trip(tmp_path):

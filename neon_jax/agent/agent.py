@@ -16,6 +16,7 @@ from neon_jax.agent.networks import AgentNet
 from neon_jax.env import NUM_ACTIONS
 from neon_jax.features import Observation, zeros_observation
 from neon_jax.nets import NetDims
+from neon_jax.policies import random_policy
 from neon_jax.presets import Preset
 from neon_jax.rollout import policy_keys
 from neon_jax.rollout import policy_program as cached_policy_program
@@ -80,10 +81,10 @@ class Agent:
 
     def act_fn(self, policy: ActorPolicy, key: jax.Array, obs: Observation) -> jax.Array:
         """The actor as an act_fn of `neon_jax.rollout`: one action for one observation."""
-        k_sample, k_uniform = policy_keys(key)
+        k_sample, _ = policy_keys(key)
         logits = self.actor.apply(policy.actor, obs)
         chosen = jnp.where(policy.greedy, jnp.argmax(logits), jax.random.categorical(k_sample, logits))
-        return jnp.where(policy.uniform, jax.random.randint(k_uniform, (), 0, NUM_ACTIONS), chosen)
+        return jnp.where(policy.uniform, random_policy(None, key, obs), chosen)  # the warm-up's random agent
 
     def observation_preset(self, preset: Preset, dims: NetDims | None = None) -> Preset:
         """`preset` with this agent's state-map sizes, so an agent trained at one scale observes networks of

@@ -31,7 +31,7 @@ from neon_jax import learn, nets, pruning
 from neon_jax import zoo as zoo_lib
 from neon_jax.agent import registry
 from neon_jax.env import EnvConfig
-from neon_jax.evaluate.plan import parse_candidates_setting
+from neon_jax.jobs.evaluate.plan import parse_candidates_setting
 from neon_jax.pool import EnvPool
 from neon_jax.presets import get_preset
 

@@ -1,4 +1,4 @@
-"""`neon_jax.evaluate` and `neon-jax evaluate`: folds, aggregation, resumability, the CLI and the notebook.
+"""`neon_jax.jobs.evaluate` and `neon-jax evaluate`: folds, aggregation, resumability, the CLI and the notebook.
 
 The runs use two tiny zoos (scikit-learn's iris and wine, 4 networks each, 2 held out, untrained) and
 an untrained tiny agent saved with the random agent's config, so neon and random share one compiled program
@@ -20,8 +20,8 @@ import pytest
 
 from neon_jax import agent as agent_lib
 from neon_jax import cli, paper_results, pruning, runner
-from neon_jax import evaluate as ev
 from neon_jax import zoo as zoo_lib
+from neon_jax.jobs import evaluate as ev
 from neon_jax.presets import get_preset
 
 CPU_ZOOS = ["2dplanes", "ailerons", "bank-marketing", "cardiotocography", "diabetes", "disclosure_z",

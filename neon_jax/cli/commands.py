@@ -228,7 +228,7 @@ def _parse_agents(specs) -> dict:
 
 def cmd_evaluate(args) -> int:
     """Runs (or resumes) an evaluation grid into --out, building the zoos it lacks, and prints the aggregates."""
-    from neon_jax import evaluate as ev
+    from neon_jax.jobs import evaluate as ev
 
     if args.report_only:
         summary = ev.write_report(args.out)

@@ -3,8 +3,9 @@
     prune        the main job: one network on one dataset pruned by a trained agent (`neon_jax.prune`)
     rollout      one policy over every network of one or more zoos -> rows, totals, a JSON document
     train_agent  train NEON's agent on zoos, then evaluate it against the random agent
-
-(`neon_jax.evaluate.run_evaluation` is the evaluation.)
+    evaluate     NEON, the random agent and the baselines over folds of held-out networks -> cells, report
+                 (`neon_jax.jobs.evaluate.run_evaluation`; a package, imported on use: it draws its plots with
+                 matplotlib)
 """
 
 from neon_jax.jobs.prune import PruneResult, prune, save_result

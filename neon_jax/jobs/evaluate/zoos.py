@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from neon_jax import zoo as zoo_lib
-from neon_jax.evaluate.config import EvalConfig
+from neon_jax.jobs.evaluate.config import EvalConfig
 from neon_jax.presets import Preset
 
 BUILT_ZOOS = "zoos"  # OUT/zoos/<dataset>/

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from neon_jax.evaluate.agents import LoadedAgent
-from neon_jax.evaluate.config import Cell, EvalConfig
+from neon_jax.jobs.evaluate.agents import LoadedAgent
+from neon_jax.jobs.evaluate.config import Cell, EvalConfig
 from neon_jax.zoo import Zoo
 
 OUTPUT_FILES = ("settings.json", "networks.csv", "cells.jsonl", "report.md", "summary.json",

@@ -11,12 +11,12 @@ from tqdm.auto import tqdm
 from neon_jax import learn, programs, pruning
 from neon_jax.agent import registry
 from neon_jax.env import EnvConfig
-from neon_jax.evaluate import zoos as zoo_sources
-from neon_jax.evaluate.agents import LoadedAgent, check_unseen, load_agent
-from neon_jax.evaluate.config import AGENT_METHODS, Cell, EvalConfig
-from neon_jax.evaluate.plan import make_folds, parse_candidates_setting, parse_setting, plan_cells
-from neon_jax.evaluate.report import write_report
-from neon_jax.evaluate.store import (
+from neon_jax.jobs.evaluate import zoos as zoo_sources
+from neon_jax.jobs.evaluate.agents import LoadedAgent, check_unseen, load_agent
+from neon_jax.jobs.evaluate.config import AGENT_METHODS, Cell, EvalConfig
+from neon_jax.jobs.evaluate.plan import make_folds, parse_candidates_setting, parse_setting, plan_cells
+from neon_jax.jobs.evaluate.report import write_report
+from neon_jax.jobs.evaluate.store import (
     append_cell,
     append_rows,
     drop_orphan_rows,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from neon_jax.agent import registry
 from neon_jax.agent.registry import LoadedAgent
-from neon_jax.evaluate.config import Cell
-from neon_jax.evaluate.plan import agent_key
+from neon_jax.jobs.evaluate.config import Cell
+from neon_jax.jobs.evaluate.plan import agent_key
 from neon_jax.presets import Preset
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from neon_jax import paper_results
-from neon_jax.evaluate.summary import method_groups, pareto_front
+from neon_jax.jobs.evaluate.summary import method_groups, pareto_front
 
 SCATTER_PLOT = "compression_vs_accuracy.png"
 PARETO_PLOT = "pareto_tau.png"

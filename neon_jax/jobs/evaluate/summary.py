@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from neon_jax import paper_results, pruning
-from neon_jax.evaluate.config import AGENT_METHODS
-from neon_jax.evaluate.plan import format_setting, parse_candidates_setting
+from neon_jax.jobs.evaluate.config import AGENT_METHODS
+from neon_jax.jobs.evaluate.plan import format_setting, parse_candidates_setting
 
 ACC_TOLERANCE = 1e-6  # points: |change| at or below this counts as "held" (identical accuracies give exactly 0)
 GROUP_KEYS = ("method", "setting", "tau", "passes", "greedy")

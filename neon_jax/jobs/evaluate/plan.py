@@ -9,7 +9,7 @@ import numpy as np
 from neon_jax import paper_results, pruning
 from neon_jax import zoo as zoo_lib
 from neon_jax.choices import SUITES
-from neon_jax.evaluate.config import Cell, EvalConfig
+from neon_jax.jobs.evaluate.config import Cell, EvalConfig
 
 
 def make_folds(names, size: int = 6, seed: int = 0) -> list[list[str]]:

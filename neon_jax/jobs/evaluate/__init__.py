@@ -27,9 +27,9 @@ order), `zoos` (found or built), `agents` (loading, the unseen check), `store` (
 `run` (`run_evaluation`), `summary` (statistics and groups), `report` (``report.md``), `plots`.
 """
 
-from neon_jax.evaluate.agents import LoadedAgent, check_unseen, load_agent
-from neon_jax.evaluate.config import ZOO_HELDOUT, ZOO_NETWORKS, Cell, EvalConfig, known_methods
-from neon_jax.evaluate.plan import (
+from neon_jax.jobs.evaluate.agents import LoadedAgent, check_unseen, load_agent
+from neon_jax.jobs.evaluate.config import ZOO_HELDOUT, ZOO_NETWORKS, Cell, EvalConfig, known_methods
+from neon_jax.jobs.evaluate.plan import (
     agent_key,
     format_setting,
     make_folds,
@@ -39,10 +39,10 @@ from neon_jax.evaluate.plan import (
     resolve_agent_spec,
     suite_datasets,
 )
-from neon_jax.evaluate.plots import PARETO_PLOT, SCATTER_PLOT, write_plots
-from neon_jax.evaluate.report import render_report, write_report
-from neon_jax.evaluate.run import run_evaluation
-from neon_jax.evaluate.store import (
+from neon_jax.jobs.evaluate.plots import PARETO_PLOT, SCATTER_PLOT, write_plots
+from neon_jax.jobs.evaluate.report import render_report, write_report
+from neon_jax.jobs.evaluate.run import run_evaluation
+from neon_jax.jobs.evaluate.store import (
     NETWORK_FIELDS,
     OUTPUT_FILES,
     append_cell,
@@ -54,7 +54,7 @@ from neon_jax.evaluate.store import (
     read_networks,
     write_settings,
 )
-from neon_jax.evaluate.summary import (
+from neon_jax.jobs.evaluate.summary import (
     ACC_TOLERANCE,
     GROUP_KEYS,
     SWEEP_METHODS,
@@ -66,7 +66,7 @@ from neon_jax.evaluate.summary import (
     per_dataset_means,
     summarise_evaluation,
 )
-from neon_jax.evaluate.zoos import BUILT_ZOOS, built_root, locate_zoos
+from neon_jax.jobs.evaluate.zoos import BUILT_ZOOS, built_root, locate_zoos
 
 __all__ = [
     "ACC_TOLERANCE", "BUILT_ZOOS", "Cell", "EvalConfig", "GROUP_KEYS", "LoadedAgent", "NETWORK_FIELDS",

@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 
 from neon_jax import paper_results
-from neon_jax.evaluate.plots import write_plots
-from neon_jax.evaluate.store import read_cells, read_networks
-from neon_jax.evaluate.summary import summarise_evaluation
+from neon_jax.jobs.evaluate.plots import write_plots
+from neon_jax.jobs.evaluate.store import read_cells, read_networks
+from neon_jax.jobs.evaluate.summary import summarise_evaluation
 
 
 def write_report(out_dir) -> dict:

@@ -47,8 +47,8 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import bench_population_training as bpt  # noqa: E402
 from benchmarks import common  # noqa: E402
+from benchmarks.bench_population_training import suite_population  # noqa: E402
 from benchmarks.common import take  # noqa: E402
 from neon_jax import env as env_lib  # noqa: E402
 from neon_jax import fit, nets  # noqa: E402
@@ -199,48 +199,6 @@ def choose_torch_threads(setting, probe_fn) -> tuple[int, dict | None]:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Benchmarks
-
-
-def bench_population(args, mode) -> dict:
-    import torch
-
-    preset = get_preset(args.preset)
-    prepared, dataset = common.load_prepared(args.dataset, preset, args.data_dir, args.seed)
-    s = prepared.splits
-    x_train, y_train = np.asarray(s.x_train, np.float32), np.asarray(s.y_train, np.int64)
-    dims = nets.NetDims.for_preset(preset, prepared.n_features, prepared.n_classes)
-    model = nets.make_model(dims, preset)
-    trainer = fit.make_trainer(model, preset.learning_rate)
-    data = fit.stack_data([(x_train, y_train)], dims.d_max)
-    rows = []
-    for p in mode["pop"]:
-        log(f"[population] P={p}")
-        r = bpt.bench_population(
-            p, preset=preset, dims=dims, n_features=prepared.n_features, n_classes=prepared.n_classes, model=model,
-            trainer=trainer, data=data, x_train=x_train, y_train=y_train, x_check=np.asarray(s.x_test, np.float32),
-            epochs=mode["pop_epochs"], batch_size=preset.train_batch, repeats=mode["pop_repeats"],
-            torch_repeats=mode["pop_repeats"], seed=args.seed, torch_max_nets=64 if p > 128 else None,
-            torch_device="cpu" if not torch.cuda.is_available() else "cuda", parity_nets=2,
-            torch_threads=args.torch_threads, chunk_size=args.slots or None, buckets=True)
-        keep = ("population", "jax_compile_s", "jax_run_s", "jax_run_s_all_repeats", "torch_run_s",
-                "torch_run_s_all_repeats", "speedup", "torch_threads_used", "torch_extrapolated", "parity",
-                "final_epoch_loss_mean", "load_average_1min", "contention", "flops", "jax_sorted_chunks",
-                "jax_buckets")
-        rows.append({k: r[k] for k in keep if k in r} | {"ratio": r["speedup"]})
-        log(f"  jax {r['jax_run_s']:.3f}s (compile {r['jax_compile_s']:.1f}s)  torch {r['torch_run_s']:.3f}s  "
-            f"ratio {r['speedup']:.2f}")
-        if "jax_sorted_chunks" in r:
-            c = r["jax_sorted_chunks"]
-            rows[-1]["ratio_sorted_chunks"] = c["speedup"]
-            log(f"  sorted chunks of {c['chunk_size']}: jax {c['run_s']:.3f}s (compile {c['compile_s']:.1f}s)  "
-                f"ratio {c['speedup']:.2f}")
-        b = r["jax_buckets"]
-        rows[-1]["ratio_buckets"] = b["speedup"]
-        log(f"  width buckets ({b['compiles']} programs): jax {b['run_s']:.3f}s (compile {b['compile_s']:.1f}s)  "
-            f"ratio {b['speedup']:.2f}")
-    return {"settings": {"dataset": dataset, "preset": preset.name, "epochs": mode["pop_epochs"],
-                         "batch_size": preset.train_batch, "rows_train": int(len(y_train))},
-            "results": rows}
 
 
 def step_actions(seed: int, b: int) -> np.ndarray:
@@ -748,7 +706,7 @@ def main(argv=None):
             continue
         t0 = time.perf_counter()
         if name == "population":
-            res = bench_population(args, mode)
+            res = suite_population(args, mode)
         elif name == "env_steps":
             res = bench_env_steps(args, mode, work)
         elif name == "episode":

@@ -129,14 +129,7 @@ def bench_population(p: int, setup: PopulationSetup, *, epochs, batch_size, repe
         "torch_extrapolated": (not skip_torch) and n_torch < p,
         **per_epoch_record(jax_s, torch_s, p, epochs, counts["n_batches"]),
         **work_record(setup, dense, p, batch_size, counts, jax_s, torch_s),
-        "parity": {
-            "eval_max_abs_diff_initial": eval_diff,
-            "eval_max_abs_diff_after_jax_training": trained_diff,
-            "train_loss_max_abs_diff": max(loss_diffs) if loss_diffs else None,
-            "train_grad_max_abs_diff": max(grad_diffs) if grad_diffs else None,
-            "nets_checked_eval": p,
-            "nets_checked_train": len(loss_diffs),
-        },
+        "parity": parity_record(p, eval_diff, trained_diff, loss_diffs, grad_diffs),
         "final_epoch_loss_mean": {
             "jax": float(jax_losses[:, -1].mean()),
             "torch": float(np.mean([l[-1] for l in t.torch_losses])) if t.torch_losses else None,
@@ -172,6 +165,17 @@ def per_epoch_record(jax_s, torch_s, p: int, epochs: int, n_batches: int) -> dic
         "torch_s_per_epoch": (torch_s / epochs) if torch_s else None,
         "jax_ms_per_step": 1e3 * jax_s / (epochs * n_batches),
         "steps_per_epoch": n_batches,
+    }
+
+
+def parity_record(p: int, eval_diff, trained_diff, loss_diffs, grad_diffs) -> dict:
+    return {
+        "eval_max_abs_diff_initial": eval_diff,
+        "eval_max_abs_diff_after_jax_training": trained_diff,
+        "train_loss_max_abs_diff": max(loss_diffs) if loss_diffs else None,
+        "train_grad_max_abs_diff": max(grad_diffs) if grad_diffs else None,
+        "nets_checked_eval": p,
+        "nets_checked_train": len(loss_diffs),
     }
 
 

@@ -40,16 +40,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.bench_population_training import CpuMeter, linear_shapes_padded, train_flops_per_row
 from benchmarks.common import (
     DEFAULT_DATA_DIR,
     RESULTS_DIR,
+    CpuMeter,
     device_info,
     device_slug,
     load_prepared,
     neon_jax_provenance,
     versions,
 )
+from benchmarks.population import linear_shapes_padded, train_flops_per_row
 from neon_jax import fit, nets
 from neon_jax.fit import loops as fit_loops
 from neon_jax.presets import ACTIVATION_NAMES, get_preset

@@ -101,6 +101,9 @@ class EnvParams:
       select_tau: () float32, the tolerance the choice among candidates applies (`neon_jax.select`), or None:
         tau. The main job tightens it when the validation rows are too few to resolve tau; the reward and the
         agent's observation always use tau.
+      data_index: () int32 or None. None: the four splits are this network's own (no leading axis). Set: they
+        are stacks of many datasets' splits (leading axis D, stored once for a whole pool, `neon_jax.gymnax`)
+        and this network's are split `data_index` of each.
     """
 
     variables: Any
@@ -111,6 +114,7 @@ class EnvParams:
     test: fit.PaddedData
     tau: jax.Array
     select_tau: jax.Array | None = None
+    data_index: jax.Array | None = None
 
     @property
     def choice_tau(self) -> jax.Array:
@@ -219,7 +223,7 @@ class NeonEnv:
         variables, arch = params.variables, params.arch
         obs, variables = self._observe(key, variables, arch, params, jnp.int32(0),
                                        train_mode=self.config.legacy_reset_train_mode)
-        acc0 = self.accuracy(variables, arch, params.val)
+        acc0 = self.accuracy(variables, arch, params.val, index=params.data_index)
         state = EnvState(variables=variables, arch=arch, step=jnp.int32(0), acc0=acc0, acc=acc0,
                          params0=nets.count_params(arch), done=jnp.bool_(False))
         return self._with_progress(obs, state, params), state
@@ -230,7 +234,7 @@ class NeonEnv:
         tuned, tune_info = fit.finetune(
             self.trainer.learner, cut["k_tune"], cut["variables"], cut["arch"], params.finetune, cut["trainable"],
             max_epochs=self.preset.finetune_epochs, batch_size=self.preset.finetune_batch,
-            patience=self.preset.patience, active=cut["cuts"])
+            patience=self.preset.patience, index=params.data_index, active=cut["cuts"])
         return self._step_finish(cut, tuned, tune_info["epochs"], state, params)
 
     def step_batch(self, keys: jax.Array, states: EnvState, actions: jax.Array, params: EnvParams):
@@ -241,24 +245,27 @@ class NeonEnv:
         in flight has skipped; accuracies and observations are vmapped over chunks of `slots` networks of
         similar depth (`sharding.vmap_sorted_chunks`). So the batch pays about its mean fine-tune epochs at its
         networks' own depths, not its slowest network's epochs at `max_hidden` layers. Results equal
-        ``vmap(step)``'s up to float rounding (matmuls batched differently reduce in another order).
+        ``vmap(step)``'s up to float rounding (matmuls batched differently reduce in another order). Params whose
+        splits are shared stacks (`EnvParams.data_index`) are stepped by ``vmap(step)``.
         """
-        if self.slots is None:
+        if self.slots is None or params.data_index is not None:
             return jax.vmap(self.step)(keys, states, actions, params)
         cut = jax.vmap(self._step_cut)(keys, states, actions)
         n = keys.shape[0]
         tuned, tune_info = fit.finetune_packed(
-            self.trainer.learner, cut["k_tune"], cut["variables"], cut["arch"], jnp.arange(n), params.finetune, cut["trainable"],
-            self.preset.finetune_epochs, self.preset.finetune_batch, self.preset.patience, active=cut["cuts"],
+            self.trainer.learner, cut["k_tune"], cut["variables"], cut["arch"], jnp.arange(n), params.finetune,
+            cut["trainable"], self.preset.finetune_epochs, self.preset.finetune_batch, self.preset.patience, active=cut["cuts"],
             slots=self.slots)
         finish = vmap_sorted_chunks(
             lambda bound, *a: self._step_finish(*a, hints=nets.Hints(depth_bound=bound)), self.slots)
         return finish(states.arch.depth, cut, tuned, tune_info["epochs"], states, params)
 
-    def accuracy(self, variables, arch: nets.Arch, split: fit.PaddedData, hints: nets.Hints | None = None):
+    def accuracy(self, variables, arch: nets.Arch, split: fit.PaddedData, hints: nets.Hints | None = None,
+                 index=None):
         """() eval-mode accuracy of one network on the real rows of one split (``params.val`` for the reward,
-        ``params.test`` for what the paper reports). Vmappable; `hints`: see `nets.Hints`."""
-        return fit.accuracy(self.trainer.learner, variables, arch, split, hints=hints)
+        ``params.test`` for what the paper reports; split `index` of a stack, `EnvParams.data_index`).
+        Vmappable; `hints`: see `nets.Hints`."""
+        return fit.accuracy(self.trainer.learner, variables, arch, split, index, hints)
 
     def trainable(self, layer, arch: nets.Arch) -> nets.Trainable:
         """What the fine-tune after cutting hidden layer `layer` may change: rows p-1 and p of the original
@@ -299,7 +306,7 @@ class NeonEnv:
         pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(cuts, a, b), new, old)  # noqa: E731
         variables = pick(tuned, state.variables)
         new_arch = pick(cut["arch"], arch)
-        acc = jnp.where(cuts, self.accuracy(variables, new_arch, params.val, hints), state.acc)
+        acc = jnp.where(cuts, self.accuracy(variables, new_arch, params.val, hints, params.data_index), state.acc)
 
         params_prev = nets.count_params(arch)
         params_new = nets.count_params(new_arch)
@@ -336,10 +343,12 @@ class NeonEnv:
     def _observe(self, key, variables, arch, params: EnvParams, row, train_mode: bool, hints=None):
         """Redraws the activation sample from the train split (§3.4, §12 B8) and builds the state for `row`."""
         k_sample, k_drop = jax.random.split(key)
-        split = params.train
-        idx, weight = features.activation_sample(k_sample, split.x, split.y, split.n, self.preset.activation_sample,
+        split, i = params.train, params.data_index
+        y, n = (split.y, split.n) if i is None else (split.y[i], split.n[i])
+        idx, weight = features.activation_sample(k_sample, y, y, n, self.preset.activation_sample,
                                                  n_classes=self.dims.k_max)
-        return features.observe(variables, arch, self.dims, self.preset, split.x[idx], weight, row,
+        rows = split.x[idx] if i is None else split.x[i, idx]
+        return features.observe(variables, arch, self.dims, self.preset, rows, weight, row,
                                 train=train_mode, key=k_drop, return_variables=True, hints=hints)
 
     def _with_progress(self, obs: features.Observation, state: EnvState, params: EnvParams):

@@ -157,7 +157,7 @@ class Outcome:
 
 def episode_outcome(env: NeonEnv, params: EnvParams, final: EnvState, transitions: Transition) -> Outcome:
     """The `Outcome` of a roll-out: its final networks, with test accuracies before and after."""
-    test_acc = jax.vmap(lambda v, a, p: env.accuracy(v, a, p.test))
+    test_acc = jax.vmap(lambda v, a, p: env.accuracy(v, a, p.test, index=p.data_index))
     return Outcome(
         variables=final.variables, arch=final.arch, widths_before=params.arch.widths,
         params_before=nets.count_params(params.arch),

@@ -74,7 +74,8 @@ def running_best(env: NeonEnv) -> Tap:
             lambda a, b: jnp.where(take.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
         best = pick({"variables": state.variables, "arch": state.arch, "params": n_params, "acc": state.acc,
                      "step": state.step}, best)
-        test_acc = jax.vmap(lambda v, a, p: env.accuracy(v, a, p.test))(state.variables, state.arch, params)
+        test_acc = jax.vmap(lambda v, a, p: env.accuracy(v, a, p.test, index=p.data_index))(
+            state.variables, state.arch, params)
         return best, {"test_acc": test_acc, "params": n_params}
 
     return Tap(init=init, step=step)
@@ -105,7 +106,7 @@ def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bo
     greedy_flags = np.array([False] * sampled + [True] * int(greedy))
     axes = ActorPolicy(actor=None, greedy=0, uniform=None) if greedy else None
     rollout = make_rollout(env, act_fn, policy_axes=axes, tap=running_best(env))
-    test_acc = jax.vmap(lambda v, a, p: env.accuracy(v, a, p.test))
+    test_acc = jax.vmap(lambda v, a, p: env.accuracy(v, a, p.test, index=p.data_index))
 
     @jax.jit
     def program(net_keys, params: EnvParams, policy: ActorPolicy) -> Outcome:

@@ -54,3 +54,12 @@ def test_readme_bring_your_own_runs_as_written():
     namespace: dict = {}
     exec(compile(_block("result.to_sklearn()"), "README.md", "exec"), namespace)
     assert namespace["result"].report["compression"] >= 1.0
+
+
+def test_readme_gymnax_example_runs_as_written(capsys):
+    """'As a gymnax environment': gymnax.make on the shipped default pool, the wrappers, a vmapped reset and step."""
+    namespace: dict = {}
+    exec(compile(_block('gymnax.make("NeonPrune-v0"'), "README.md", "exec"), namespace)
+    assert namespace["obs"].shape[0] == 4 and namespace["reward"].shape == (4,)
+    assert "compression" in namespace["info"] and "final_observation" in namespace["info"]
+    assert "(4," in capsys.readouterr().out

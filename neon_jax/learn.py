@@ -66,39 +66,19 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
     warmup = agent_lib.warmup_episodes(n)
     ckpt = out / "checkpoint"
     agent = agent_lib.Agent(agent_config, preset)
-    settings = {"preset": preset.name, "env": dataclasses.asdict(env_config), "agent": dataclasses.asdict(agent_config),
-                "tau": pool.tau, "networks": n, "datasets": pool.datasets, "episodes": episodes,
-                "warmup_episodes": warmup, "seed": seed, "dims": dataclasses.asdict(pool.dims)}
     groups = (nets.shape_groups(pool.archs, pool.dims, agent_config.batch_size) if buckets
               else [(np.arange(n), pool.dims)])
-    if buckets:
-        settings["buckets"] = [[int(d.w_max), int(d.max_hidden), len(m)] for m, d in groups]
-    settings = json.loads(json.dumps(settings))  # as the checkpoint stores them (lists, not tuples)
-    for stale in out.glob("*.tmp.*"):  # a kill mid-write leaves these; the renamed files are whole
-        stale.unlink()
-    if overwrite:
-        for name in ("checkpoint.npz", "checkpoint.json", "log.csv", "run.json"):
-            (out / name).unlink(missing_ok=True)
+    settings = _run_settings(pool, preset, env_config, agent_config, episodes, warmup, seed,
+                             groups if buckets else None)
+    _clear_run_folder(out, overwrite)
     log_path = out / "log.csv"
-    if ckpt.with_suffix(".npz").exists() or ckpt.with_suffix(".json").exists():
-        loaded_agent, state, meta = agent_lib.load_checkpoint(ckpt)
-        changed = resume_differences(meta.get("settings", {}), settings)
-        if changed:
-            raise ValueError(f"{out} holds a run with other settings ({'; '.join(changed)}): resuming it would "
-                             f"keep training the old agent; use another --out, or --overwrite to start afresh")
-        agent = loaded_agent
-    else:
-        state = agent.init(jax.random.PRNGKey(seed))
+    agent, state = _resume_or_start(agent, ckpt, settings, out, seed)
     truncate_log(log_path, int(state.episodes))  # rows past the checkpoint are re-run, so they go
     tmp = out / "run.tmp.json"
     tmp.write_text(json.dumps(settings, indent=1))
     tmp.replace(out / "run.json")
-    order = np.random.default_rng(seed).permutation(n)  # shuffled once, then round-robin (§1.3)
     batch = agent_config.batch_size
-    # each group's networks (positions in its own pool, at its shape), in the shuffled order
-    queues = [np.searchsorted(members, order[np.isin(order, members)]) for members, _ in groups]
-    group_pools = [pool.subset(members).repadded(dims) for members, dims in groups]
-    iterations = [agent_lib.make_train_iteration(NeonEnv(env_config, dims, preset), agent) for _, dims in groups]
+    queues, group_pools, iterations = _group_programs(pool, groups, seed, env_config, preset, agent)
     new_log = not log_path.exists()
     start = time.perf_counter()
     done = int(state.episodes)
@@ -114,21 +94,12 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
             g, served = bucket_schedule([len(q) for q in queues], done // batch)
             queue = queues[g]
             local = queue[(served * batch + np.arange(batch)) % len(queue)]
-            idx = groups[g][0][local]
             key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), done)
             t0 = time.perf_counter()
             state, metrics = iterations[g](state, group_pools[g].batch(local), key, jnp.bool_(done < warmup))
             metrics = jax.device_get(metrics)
             seconds = time.perf_counter() - t0
-            for b, i in enumerate(idx):
-                writer.writerow({
-                    "episode": done + b, "dataset": pool.names[i][0], "network": pool.names[i][1],
-                    "warmup": int(done + b < warmup), "return": float(metrics["return"][b]),
-                    "compression": float(metrics["compression"][b]),
-                    "val_acc_change": float(metrics["acc_change"][b]), "steps": int(metrics["steps"][b]),
-                    "keep_fraction_of_actions": float(metrics["keep_actions"][b]),
-                    "actor_loss": float(metrics["actor_loss"]), "critic_loss": float(metrics["critic_loss"]),
-                    "seconds": seconds / batch})
+            _log_iteration(writer, pool, groups[g][0][local], done, warmup, metrics, seconds / batch)
             fh.flush()
             done = int(state.episodes)
             iters += 1
@@ -141,6 +112,68 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
     agent_lib.save_checkpoint(ckpt, state, agent.config, preset,
                               {"settings": settings, "train_seconds_this_run": time.perf_counter() - start})
     return agent, state
+
+
+def _group_programs(pool: EnvPool, groups, seed: int, env_config: EnvConfig, preset: Preset,
+                    agent: agent_lib.Agent) -> tuple[list, list, list]:
+    """Per group of `groups` ((members, dims)): its networks' positions in its own pool in the order shuffled once
+    by `seed` (served round-robin, §1.3), that pool at its shape, and its training iteration."""
+    n = len(pool)
+    order = np.random.default_rng(seed).permutation(n)
+    queues = [np.searchsorted(members, order[np.isin(order, members)]) for members, _ in groups]
+    group_pools = [pool.subset(members).repadded(dims) for members, dims in groups]
+    iterations = [agent_lib.make_train_iteration(NeonEnv(env_config, dims, preset), agent) for _, dims in groups]
+    return queues, group_pools, iterations
+
+
+def _run_settings(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_config: agent_lib.AgentConfig,
+                  episodes: int, warmup: int, seed: int, groups) -> dict:
+    """A training run's settings, as ``run.json`` and the checkpoint store them (lists, not tuples): what a resume
+    must match. `groups`: the width buckets' (members, dims) when training over buckets, else None."""
+    settings = {"preset": preset.name, "env": dataclasses.asdict(env_config), "agent": dataclasses.asdict(agent_config),
+                "tau": pool.tau, "networks": len(pool), "datasets": pool.datasets, "episodes": episodes,
+                "warmup_episodes": warmup, "seed": seed, "dims": dataclasses.asdict(pool.dims)}
+    if groups is not None:
+        settings["buckets"] = [[int(d.w_max), int(d.max_hidden), len(m)] for m, d in groups]
+    return json.loads(json.dumps(settings))
+
+
+def _clear_run_folder(out: Path, overwrite: bool) -> None:
+    """Removes what a kill mid-write leaves in a run folder (``*.tmp.*``) and, with `overwrite`, the previous run."""
+    for stale in out.glob("*.tmp.*"):  # the renamed files are whole
+        stale.unlink()
+    if overwrite:
+        for name in ("checkpoint.npz", "checkpoint.json", "log.csv", "run.json"):
+            (out / name).unlink(missing_ok=True)
+
+
+def _resume_or_start(agent: agent_lib.Agent, ckpt: Path, settings: dict, out: Path,
+                     seed: int) -> tuple[agent_lib.Agent, agent_lib.AgentState]:
+    """(agent, state) of the checkpoint `ckpt` when there is one (a ValueError when its settings differ from
+    `settings` beyond `RESUMABLE`), else `agent` and its fresh state from `seed`."""
+    if ckpt.with_suffix(".npz").exists() or ckpt.with_suffix(".json").exists():
+        loaded_agent, state, meta = agent_lib.load_checkpoint(ckpt)
+        changed = resume_differences(meta.get("settings", {}), settings)
+        if changed:
+            raise ValueError(f"{out} holds a run with other settings ({'; '.join(changed)}): resuming it would "
+                             f"keep training the old agent; use another --out, or --overwrite to start afresh")
+        return loaded_agent, state
+    return agent, agent.init(jax.random.PRNGKey(seed))
+
+
+def _log_iteration(writer: csv.DictWriter, pool: EnvPool, idx, done: int, warmup: int, metrics: dict,
+                   seconds: float) -> None:
+    """One ``log.csv`` row per episode of a training iteration: episodes ``done, done + 1, ...`` on the pool's
+    networks `idx`, `seconds` each."""
+    for b, i in enumerate(idx):
+        writer.writerow({
+            "episode": done + b, "dataset": pool.names[i][0], "network": pool.names[i][1],
+            "warmup": int(done + b < warmup), "return": float(metrics["return"][b]),
+            "compression": float(metrics["compression"][b]),
+            "val_acc_change": float(metrics["acc_change"][b]), "steps": int(metrics["steps"][b]),
+            "keep_fraction_of_actions": float(metrics["keep_actions"][b]),
+            "actor_loss": float(metrics["actor_loss"]), "critic_loss": float(metrics["critic_loss"]),
+            "seconds": seconds})
 
 
 RESUMABLE = ("episodes",)  # settings a resume may change: train longer

@@ -193,9 +193,7 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
     k_arch, k_init, k_train = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), dataset_key), 3)
     all_archs = _sample_archs(k_arch, preset, widest, n, prepared.n_features, prepared.n_classes)
     init_keys = jax.random.split(k_init, n)
-    chunks = []
-    while sum(chunks) < epochs:
-        chunks.append(min(chunk_epochs, epochs - sum(chunks)))
+    chunks = _epoch_chunks(epochs, chunk_epochs)
     train_keys = jax.random.split(k_train, len(chunks))  # chunk c: network i trains with split(train_keys[c], n)[i]
     buckets = nets.width_buckets(all_archs)
     dims = dataclasses.replace(widest, w_max=max(buckets))
@@ -206,49 +204,89 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
     for width, idx in buckets.items():
         bucket_start = time.perf_counter()
         bdims = dataclasses.replace(widest, w_max=width)
-        model = nets.make_model(bdims, preset)
         archs = nets.resize_width(jax.tree_util.tree_map(lambda a: a[idx], all_archs), width)
-        variables = _init_networks(model, init_keys[idx], archs)
-        trainer = fit.make_trainer(model, preset.learning_rate)
-        opt_state = trainer.init_opt_state(variables)
-        index = jnp.zeros(len(idx), jnp.int32)
-        losses = []
-        for chunk, key in zip(chunks, train_keys):
-            variables, opt_state, loss = trainer.train(jax.random.split(key, n)[idx], variables, opt_state, archs,
-                                                       index, train_data, epochs=chunk,
-                                                       batch_size=preset.train_batch)
-            losses.append(np.asarray(loss))
-            done += chunk
-            if progress is not None:
-                progress(done, epochs * len(buckets))
-        train_acc = np.asarray(trainer.evaluate(variables, archs, index, train_data))
-        test_acc = np.asarray(trainer.evaluate(variables, archs, index, test_data))
-        variables, archs = nets.repad(variables, archs, bdims, dims)
-        parts.append((idx, jax.device_get(variables), jax.device_get(archs), train_acc, test_acc,
-                      np.concatenate(losses, axis=1)[:, -1] if losses else np.full(len(idx), np.nan)))
+        part, done = _train_bucket(preset, bdims, dims, idx, archs, init_keys, chunks, train_keys, n,
+                                   (train_data, test_data), done, progress, epochs * len(buckets))
+        parts.append(part)
         bucket_meta[str(width)] = {"networks": len(idx), "seconds": time.perf_counter() - bucket_start}
         programs.checkpoint()  # a safe point: this bucket's programs are done; cleared when over the bounds
+    variables, archs, train_acc, test_acc, final_loss = _gather_buckets(parts)
+    _check_trained_finite(variables, n, prepared.dataset.name)
+    rng = np.random.default_rng([seed, dataset_key])
+    heldout = np.zeros(n, bool)
+    heldout[rng.choice(n, n_heldout, replace=False)] = True
+    meta = _zoo_meta(prepared, seed, epochs, start, bucket_meta, len(buckets) * len(set(chunks)), final_loss)
+    return Zoo(dataset=prepared.dataset.name, preset=preset, dims=dims, variables=variables, archs=archs,
+               train_accuracy=train_acc, test_accuracy=test_acc, heldout=heldout, meta=meta)
+
+
+def _epoch_chunks(epochs: int, chunk_epochs: int) -> list[int]:
+    """The epochs in training chunks of `chunk_epochs` (the last one shorter; none for 0 epochs)."""
+    chunks = []
+    while sum(chunks) < epochs:
+        chunks.append(min(chunk_epochs, epochs - sum(chunks)))
+    return chunks
+
+
+def _train_bucket(preset: Preset, bdims: nets.NetDims, dims: nets.NetDims, idx, archs, init_keys, chunks,
+                  train_keys, n: int, data, done: int, progress, total: int):
+    """Trains the networks `idx` of one width bucket (`archs` at its width `bdims`) chunk by chunk, reporting
+    `progress`. Returns ((idx, variables and archs repadded to `dims`, train accuracy, test accuracy, final train
+    loss), the epochs done over all buckets)."""
+    train_data, test_data = data
+    model = nets.make_model(bdims, preset)
+    variables = _init_networks(model, init_keys[idx], archs)
+    trainer = fit.make_trainer(model, preset.learning_rate)
+    opt_state = trainer.init_opt_state(variables)
+    index = jnp.zeros(len(idx), jnp.int32)
+    losses = []
+    for chunk, key in zip(chunks, train_keys):
+        variables, opt_state, loss = trainer.train(jax.random.split(key, n)[idx], variables, opt_state, archs,
+                                                   index, train_data, epochs=chunk,
+                                                   batch_size=preset.train_batch)
+        losses.append(np.asarray(loss))
+        done += chunk
+        if progress is not None:
+            progress(done, total)
+    train_acc = np.asarray(trainer.evaluate(variables, archs, index, train_data))
+    test_acc = np.asarray(trainer.evaluate(variables, archs, index, test_data))
+    variables, archs = nets.repad(variables, archs, bdims, dims)
+    return (idx, jax.device_get(variables), jax.device_get(archs), train_acc, test_acc,
+            np.concatenate(losses, axis=1)[:, -1] if losses else np.full(len(idx), np.nan)), done
+
+
+def _gather_buckets(parts: list[tuple]):
+    """(variables, archs, train accuracy, test accuracy, final train loss) of the whole zoo, in network order,
+    from the buckets' parts (`_train_bucket`)."""
     order = np.argsort(np.concatenate([p[0] for p in parts]))
     gather = lambda *a: np.concatenate(a)[order]  # noqa: E731
     variables = jax.tree_util.tree_map(gather, *[p[1] for p in parts])
     archs = jax.tree_util.tree_map(gather, *[p[2] for p in parts])
     train_acc, test_acc, final_loss = (gather(*[p[k] for p in parts]) for k in (3, 4, 5))
+    return variables, archs, train_acc, test_acc, final_loss
+
+
+def _check_trained_finite(variables: dict, n: int, name: str) -> None:
+    """A ValueError naming the networks of the zoo `name` that trained to non-finite weights, if any."""
     finite = np.all([np.isfinite(np.asarray(leaf)).reshape(n, -1).all(1)
                      for leaf in jax.tree_util.tree_leaves(variables)], axis=0)
     if not finite.all():
-        raise ValueError(f"{prepared.dataset.name}: networks {', '.join(map(str, np.flatnonzero(~finite)))} of {n} "
+        raise ValueError(f"{name}: networks {', '.join(map(str, np.flatnonzero(~finite)))} of {n} "
                          f"trained to non-finite (NaN or infinite) weights; check the data for extreme values")
-    rng = np.random.default_rng([seed, dataset_key])
-    heldout = np.zeros(n, bool)
-    heldout[rng.choice(n, n_heldout, replace=False)] = True
-    meta = {
+
+
+def _zoo_meta(prepared: PreparedData, seed: int, epochs: int, start: float, bucket_meta: dict,
+              train_programs: int, final_loss: np.ndarray) -> dict:
+    """The zoo's ``meta`` (what ``zoo.json`` records besides the networks); `start`: when training began."""
+    s = prepared.splits
+    return {
         "format": ZOO_FORMAT,
         "seed": seed,
         "seed_rule": "per-dataset (crc32 of the name folded into the seed)",
         "epochs": epochs,
         "train_seconds": time.perf_counter() - start,
         "buckets": bucket_meta,
-        "train_programs": len(buckets) * len(set(chunks)),  # one per (bucket, chunk length): the compiles
+        "train_programs": train_programs,  # one per (bucket, chunk length): the compiles
         "dataset_source": prepared.dataset.source,
         "data_seed": prepared.seed,
         "rows": prepared.dataset.n_rows,
@@ -259,8 +297,6 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
         "split_digest": prepared.split_digest(),
         "final_train_loss": final_loss.tolist() if epochs else [],
     }
-    return Zoo(dataset=prepared.dataset.name, preset=preset, dims=dims, variables=variables, archs=archs,
-               train_accuracy=train_acc, test_accuracy=test_acc, heldout=heldout, meta=meta)
 
 
 def save_zoo(zoo: Zoo, out_dir, overwrite: bool = False) -> Path:

@@ -129,10 +129,41 @@ def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None, outp
     with other or reordered columns is named before any work.
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     arrays = state_arrays(net)
-    nodes, inits = [], []
+    wanted = _wanted_outputs(outputs, class_labels)
+    nodes, inits, h = _input_scaling_graph(net, input_scaling)
+    layer_nodes, layer_inits, outputs = _layer_graph(net, arrays, h)
+    nodes += layer_nodes
+    inits += layer_inits
+    shape_out = ["batch", net.n_classes]
+    infos = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape_out) for name in outputs]
+    if wanted is not None:
+        out_nodes, out_inits, infos = _output_graph(wanted, outputs, class_labels, shape_out)
+        nodes += out_nodes
+        inits += out_inits
+    graph = helper.make_graph(
+        nodes, "neon_jax_dense",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", net.n_features])],
+        infos,
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="neon_jax",
+                              doc_string=f"hidden widths {net.hidden_widths}, {net.num_params()} parameters")
+    model.ir_version = ONNX_IR_VERSION
+    if feature_names is not None:
+        names = [str(n) for n in feature_names]
+        if len(names) != net.n_features:
+            raise ValueError(f"{len(names)} feature names for a network of {net.n_features} inputs")
+        helper.set_model_props(model, {"feature_names": json.dumps(names)})
+    onnx.checker.check_model(model)
+    return model
+
+
+def _wanted_outputs(outputs, class_labels) -> list[tuple[str, str]] | None:
+    """`to_onnx`'s `outputs` as [(name, role)] (None: the default outputs), checked: known roles, class labels for a
+    label output, and no name of the graph's own tensors."""
     wanted = None if outputs is None else [(str(n), str(r)) for n, r in outputs]
     if wanted is not None:
         bad = sorted({r for _, r in wanted} - {"probabilities", "logits", "label"})
@@ -144,6 +175,15 @@ def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None, outp
         clash = {n for n, r in wanted if n in own or (n in ("logits", "probabilities") and n != r)}
         if clash:
             raise ValueError(f"output names {sorted(clash)} are the graph's own tensors; rename them")
+    return wanted
+
+
+def _input_scaling_graph(net: DenseNetwork, input_scaling) -> tuple[list, list, str]:
+    """(nodes, initialisers, tensor the first layer reads) of the graph's start: ``(input - offset) * scale`` for an
+    `input_scaling` ((d,) offset, (d,) scale), else nothing and ``input``."""
+    from onnx import helper, numpy_helper
+
+    nodes, inits = [], []
     h = "input"
     if input_scaling is not None:
         offset, scale = (np.asarray(a, np.float32).reshape(-1) for a in input_scaling)
@@ -154,6 +194,16 @@ def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None, outp
         nodes += [helper.make_node("Sub", ["input", "input_offset"], ["input_centred"], name="input_sub"),
                   helper.make_node("Mul", ["input_centred", "input_scale"], ["input_scaled"], name="input_mul")]
         h = "input_scaled"
+    return nodes, inits, h
+
+
+def _layer_graph(net: DenseNetwork, arrays: dict, h: str) -> tuple[list, list, list[str]]:
+    """(nodes, initialisers, default output names) of the network's layers (parameters `arrays`, `state_arrays`)
+    read from tensor `h`: Gemm, BatchNormalization, the activations and Softmax (Dropout emits no node); the
+    outputs are ``probabilities`` (when the network ends in Softmax) and ``logits``, in that order."""
+    from onnx import helper, numpy_helper
+
+    nodes, inits = [], []
     last_linear = max(i for i, l in enumerate(net.layers) if l["kind"] == "linear")
     outputs = []
     for i, l in enumerate(net.layers):
@@ -180,46 +230,37 @@ def to_onnx(net: DenseNetwork, opset: int = ONNX_OPSET, input_scaling=None, outp
             outputs.append(out)
         h = out
     outputs.append("logits")
-    shape_out = ["batch", net.n_classes]
-    infos = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape_out) for name in outputs]
-    if wanted is not None:
-        infos = []
-        probabilities = "probabilities" if "probabilities" in outputs else None
-        for name, role in wanted:
-            if role == "label":
-                labels = np.asarray(class_labels)
-                is_text = labels.dtype.kind in "USO"
-                labels = labels.astype(object if is_text else np.int64)
-                inits.append(numpy_helper.from_array(labels, "class_labels"))
-                nodes += [helper.make_node("ArgMax", [probabilities or "logits"], ["label_index"], axis=1,
-                                           keepdims=0, name="label_argmax"),
-                          helper.make_node("Gather", ["class_labels", "label_index"], [name], axis=0,
-                                           name="label_gather")]
-                infos.append(helper.make_tensor_value_info(
-                    name, TensorProto.STRING if is_text else TensorProto.INT64, ["batch"]))
-            else:
-                source = probabilities if role == "probabilities" else "logits"
-                if source is None:
-                    raise ValueError("the network ends without Softmax: it has no probabilities output")
-                if name != source:
-                    nodes.append(helper.make_node("Identity", [source], [name], name=f"output_{name}"))
-                infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape_out))
-    graph = helper.make_graph(
-        nodes, "neon_jax_dense",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", net.n_features])],
-        infos,
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="neon_jax",
-                              doc_string=f"hidden widths {net.hidden_widths}, {net.num_params()} parameters")
-    model.ir_version = ONNX_IR_VERSION
-    if feature_names is not None:
-        names = [str(n) for n in feature_names]
-        if len(names) != net.n_features:
-            raise ValueError(f"{len(names)} feature names for a network of {net.n_features} inputs")
-        helper.set_model_props(model, {"feature_names": json.dumps(names)})
-    onnx.checker.check_model(model)
-    return model
+    return nodes, inits, outputs
+
+
+def _output_graph(wanted: list[tuple[str, str]], outputs: list[str], class_labels,
+                  shape_out: list) -> tuple[list, list, list]:
+    """(nodes, initialisers, output value infos) that give the graph the `wanted` outputs, in order: an Identity of
+    the probabilities or logits under another name, or a label output ``class_labels[argmax]``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, infos = [], [], []
+    probabilities = "probabilities" if "probabilities" in outputs else None
+    for name, role in wanted:
+        if role == "label":
+            labels = np.asarray(class_labels)
+            is_text = labels.dtype.kind in "USO"
+            labels = labels.astype(object if is_text else np.int64)
+            inits.append(numpy_helper.from_array(labels, "class_labels"))
+            nodes += [helper.make_node("ArgMax", [probabilities or "logits"], ["label_index"], axis=1,
+                                       keepdims=0, name="label_argmax"),
+                      helper.make_node("Gather", ["class_labels", "label_index"], [name], axis=0,
+                                       name="label_gather")]
+            infos.append(helper.make_tensor_value_info(
+                name, TensorProto.STRING if is_text else TensorProto.INT64, ["batch"]))
+        else:
+            source = probabilities if role == "probabilities" else "logits"
+            if source is None:
+                raise ValueError("the network ends without Softmax: it has no probabilities output")
+            if name != source:
+                nodes.append(helper.make_node("Identity", [source], [name], name=f"output_{name}"))
+            infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape_out))
+    return nodes, inits, infos
 
 
 def export_paths(out_dir, stem: str, formats: Iterable[str]) -> dict[str, list[Path]]:

@@ -67,11 +67,7 @@ def dense_from_layers(layers: Sequence[dict]) -> DenseNetwork:
         if state == "end":
             raise ValueError(f"{name} comes after the Softmax; Softmax must be the last layer")
         if kind == "linear":
-            kernel = _f32(layer["kernel"], f"{name} weight")
-            bias = _f32(layer["bias"], f"{name} bias") if layer.get("bias") is not None else np.zeros(
-                kernel.shape[1:], np.float32)
-            if kernel.ndim != 2 or bias.shape != (kernel.shape[1],):
-                raise ValueError(f"{name}: weight {kernel.shape} and bias {bias.shape} do not form a Linear layer")
+            kernel, bias = _linear_arrays(layer, name)
             if state == "linear":
                 raise ValueError(f"{name} follows layer {last_linear} (Linear) with no activation between them; "
                                  f"every hidden Linear must be followed by ReLU, Tanh or Sigmoid")
@@ -110,6 +106,28 @@ def dense_from_layers(layers: Sequence[dict]) -> DenseNetwork:
             state = "end"
         else:
             raise ValueError(f"{name} is not supported; {_FAMILY}")
+    _check_family_end(layers, n_linear, pending_pre, state, last_linear, last_linear_pre)
+    linears = [l for l in out if l["kind"] == "linear"]
+    return DenseNetwork(layers=out, n_features=int(linears[0]["kernel"].shape[0]),
+                        n_classes=int(linears[-1]["kernel"].shape[1]))
+
+
+def _linear_arrays(layer: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel (in, out), bias (out,)) of a linear layer dict as float32 (a missing bias is zeros), or a ValueError
+    naming the layer when they do not form a Linear."""
+    kernel = _f32(layer["kernel"], f"{name} weight")
+    bias = _f32(layer["bias"], f"{name} bias") if layer.get("bias") is not None else np.zeros(
+        kernel.shape[1:], np.float32)
+    if kernel.ndim != 2 or bias.shape != (kernel.shape[1],):
+        raise ValueError(f"{name}: weight {kernel.shape} and bias {bias.shape} do not form a Linear layer")
+    return kernel, bias
+
+
+def _check_family_end(layers: Sequence[dict], n_linear: int, pending_pre: int | None, state: str,
+                      last_linear: int | None, last_linear_pre: int | None) -> None:
+    """The checks on a whole layer list once `dense_from_layers` has walked it: a hidden and an output Linear, no
+    pre-layer left without its Linear, nothing but Softmax after the output Linear, and no pre-layer in front of
+    the output Linear; a ValueError names the first that fails."""
     if n_linear < 2:
         raise ValueError(f"a network needs at least one hidden Linear and an output Linear, found {n_linear} "
                          f"Linear layer(s)")
@@ -123,9 +141,6 @@ def dense_from_layers(layers: Sequence[dict]) -> DenseNetwork:
         raise ValueError(f"layer {last_linear_pre} ({_KIND_TO_TORCH[layers[last_linear_pre]['kind']]}) sits in "
                          f"front of the output Linear, which the masked network cannot represent; remove it "
                          f"(Dropout is the identity in eval mode)")
-    linears = [l for l in out if l["kind"] == "linear"]
-    return DenseNetwork(layers=out, n_features=int(linears[0]["kernel"].shape[0]),
-                        n_classes=int(linears[-1]["kernel"].shape[1]))
 
 
 def _f32(a, what: str) -> np.ndarray:

@@ -76,10 +76,38 @@ def from_onnx(path) -> tuple[DenseNetwork, OnnxModel]:
     Raises:
       ValueError naming the first node that is not part of an MLP (a ``Conv``, say), or the shape that breaks.
     """
+    path = Path(path)
+    model, weights, input_name = _load_graph(path)
+    graph = model.graph
+    walk = _Walk(path=path, weights=weights, current=input_name)
+    nodes = [n for n in graph.node if n.op_type != "Constant"]
+    _walk_chain(walk, nodes)
+    layers, classes = walk.layers, walk.classes
+    logits = walk.current  # the chain's last tensor: the logits when there is no Softmax
+    linears = [layer for layer in layers if layer["kind"] == "linear"]
+    if not linears:
+        raise ValueError(f"{path}: the graph has no dense layer")
+    if not walk.ended:  # no Softmax: the last Linear's outputs are the logits
+        layers.append(dict(kind="softmax"))
+    n_classes = int(linears[-1]["kernel"].shape[1])
+    labelled = classes is not None
+    classes = np.arange(n_classes) if classes is None else np.asarray(classes).reshape(-1)
+    if len(classes) != n_classes:
+        raise ValueError(f"{path}: {n_classes} outputs but {len(classes)} class labels")
+    net = DenseNetwork(layers=layers, n_features=int(linears[0]["kernel"].shape[0]), n_classes=n_classes)
+    info = OnnxModel(path=str(path), input_name=input_name, output_names=tuple(o.name for o in graph.output),
+                     scaler=walk.scaler, classes=classes, binary=walk.binary, labelled=labelled,
+                     feature_names=_feature_names(model, path, net.n_features),
+                     output_roles=_output_roles(graph, nodes, walk.probabilities, logits))
+    return net, info
+
+
+def _load_graph(path: Path):
+    """(onnx.ModelProto, {tensor name: constant array} of its initialisers and Constant nodes, the one input that
+    is not a constant) of an ONNX file; FileNotFoundError or a ValueError naming the file when it cannot be."""
     import onnx
     from onnx import numpy_helper
 
-    path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     try:
@@ -94,108 +122,121 @@ def from_onnx(path) -> tuple[DenseNetwork, OnnxModel]:
     inputs = [i.name for i in graph.input if i.name not in weights]
     if len(inputs) != 1:
         raise ValueError(f"{path}: an MLP graph has one input, this one has {len(inputs)}: {inputs}")
-    current = inputs[0]
-    layers: list[dict] = []
-    scaler = None
-    classes = None
-    binary = False
-    ended = False
-    pending = None  # a MatMul's kernel, waiting for its Add
-    probabilities = None  # the tensor of the class probabilities (None: the graph ends in logits)
+    return model, weights, inputs[0]
 
-    def where(node):
-        return f"{path}: node {node.name or '?'} ({node.op_type})"
 
-    nodes = [n for n in graph.node if n.op_type != "Constant"]
+@dataclasses.dataclass
+class _Walk:
+    """Where `from_onnx`'s walk along the graph's chain stands: the tensor it has reached and what it has read."""
+
+    path: Path
+    weights: dict
+    current: str  # the chain's latest tensor
+    layers: list[dict] = dataclasses.field(default_factory=list)
+    scaler: tuple[np.ndarray, np.ndarray] | None = None
+    classes: np.ndarray | None = None
+    binary: bool = False
+    ended: bool = False  # past the probabilities
+    pending: np.ndarray | None = None  # a MatMul's kernel, waiting for its Add
+    probabilities: str | None = None  # the tensor of the class probabilities (None: the graph ends in logits)
+
+    def where(self, node) -> str:
+        """The file and node, to name in an error."""
+        return f"{self.path}: node {node.name or '?'} ({node.op_type})"
+
+
+def _walk_chain(walk: _Walk, nodes: list) -> None:
+    """Reads `nodes` (the graph's non-Constant nodes, in order) into `walk`: the chain from the input to the
+    probabilities, then only skl2onnx's label branch."""
     i = 0
     while i < len(nodes):
         node = nodes[i]
-        op = node.op_type
-        if ended:
-            if op not in _LABEL_BRANCH:
-                raise ValueError(f"{where(node)} follows the probabilities; an MLP classifier ends there")
-            if op == "ArrayFeatureExtractor" and node.input[0] in weights:
-                classes = weights[node.input[0]]
+        if walk.ended:
+            if node.op_type not in _LABEL_BRANCH:
+                raise ValueError(f"{walk.where(node)} follows the probabilities; an MLP classifier ends there")
+            if node.op_type == "ArrayFeatureExtractor" and node.input[0] in walk.weights:
+                walk.classes = walk.weights[node.input[0]]
             i += 1
             continue
-        if current not in node.input:
-            raise ValueError(f"{where(node)} is not on the network's chain; neon_jax reads plain MLP graphs")
-        if op == "Scaler" and not layers:
-            a = _attrs(node)
-            scaler = (np.asarray(a.get("offset", [0.0]), np.float32), np.asarray(a.get("scale", [1.0]), np.float32))
-        elif op in ("Sub", "Mul") and not layers and node.input[0] == current and node.input[1] in weights:
-            # a leading (input - offset) * scale, as `interop.to_onnx(input_scaling=...)` writes it: the Scaler's map
-            offset, scale = scaler if scaler is not None else (np.float32(0.0), np.float32(1.0))
-            c = np.asarray(weights[node.input[1]], np.float32).reshape(-1)
-            scaler = (offset + c / np.where(scale != 0, scale, 1.0), scale) if op == "Sub" else (offset, scale * c)
-        elif op in _NO_OPS:
-            pass  # identities in inference (a Dropout's mask output is unused)
-        elif op == "Gemm":
-            a = _attrs(node)
-            if a.get("transA", 0):
-                raise ValueError(f"{where(node)}: transA=1 is not a dense layer's form")
-            w = weights.get(node.input[1])
-            if w is None:
-                raise ValueError(f"{where(node)}: its weight is not a constant of the graph")
-            w = (w.T if a.get("transB", 0) else w) * float(a.get("alpha", 1.0))
-            b = weights.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[1])
-            layers.append(dict(kind="linear", kernel=np.asarray(w, np.float32),
-                               bias=np.asarray(b * float(a.get("beta", 1.0)), np.float32).reshape(-1)))
-        elif op == "MatMul":
-            w = weights.get(node.input[1])
-            if w is None or w.ndim != 2:
-                raise ValueError(f"{where(node)}: its weight is not a 2-D constant of the graph")
-            pending = np.asarray(w, np.float32)
-            layers.append(dict(kind="linear", kernel=pending, bias=np.zeros(pending.shape[1], np.float32)))
-        elif op == "Add" and pending is not None:
-            other = [n for n in node.input if n != current]
-            b = weights.get(other[0]) if other else None
-            if b is None:
-                raise ValueError(f"{where(node)}: its bias is not a constant of the graph")
-            layers[-1]["bias"] = np.asarray(b, np.float32).reshape(-1)
-            pending = None
-        elif op == "BatchNormalization":
-            a = _attrs(node)
-            scale, bias, mean, var = (np.asarray(weights[n], np.float32) for n in node.input[1:5])
-            layers.append(dict(kind="batchnorm", scale=scale, bias=bias, mean=mean, var=var,
-                               eps=float(a.get("epsilon", 1e-5))))
-        elif op == "Softmax":
-            layers.append(dict(kind="softmax"))
-            ended, probabilities = True, node.output[0]
-        elif op == "Sigmoid" and layers and layers[-1]["kind"] == "linear" and layers[-1]["kernel"].shape[1] == 1 \
-                and i + 2 < len(nodes) and [n.op_type for n in nodes[i + 1:i + 3]] == ["Sub", "Concat"]:
-            last = layers[-1]  # skl2onnx's binary head: p = sigmoid(z), (1 - p, p) -> logits (0, z)
+        if walk.current not in node.input:
+            raise ValueError(f"{walk.where(node)} is not on the network's chain; neon_jax reads plain MLP graphs")
+        if _is_binary_head(walk.layers, nodes, i):
+            last = walk.layers[-1]  # skl2onnx's binary head: p = sigmoid(z), (1 - p, p) -> logits (0, z)
             last["kernel"] = np.concatenate([np.zeros_like(last["kernel"]), last["kernel"]], axis=1)
             last["bias"] = np.concatenate([np.zeros_like(last["bias"]), last["bias"]])
-            layers.append(dict(kind="softmax"))
-            binary, ended = True, True
-            current = probabilities = nodes[i + 2].output[0]
+            walk.layers.append(dict(kind="softmax"))
+            walk.binary, walk.ended = True, True
+            walk.current = walk.probabilities = nodes[i + 2].output[0]
             i += 3
             continue
-        elif op in _ACTIVATIONS:
-            layers.append(dict(kind=_ACTIVATIONS[op]))
-        else:
-            raise ValueError(f"{where(node)} is not supported: neon_jax reads MLP graphs (Gemm or MatMul+Add, "
-                             f"Relu/Tanh/Sigmoid, BatchNormalization, Dropout, a final Softmax)")
-        current = node.output[0]
+        _read_node(walk, node)
+        walk.current = node.output[0]
         i += 1
-    logits = current  # the chain's last tensor: the logits when there is no Softmax
-    linears = [layer for layer in layers if layer["kind"] == "linear"]
-    if not linears:
-        raise ValueError(f"{path}: the graph has no dense layer")
-    if not ended:  # no Softmax: the last Linear's outputs are the logits
+
+
+def _is_binary_head(layers: list[dict], nodes: list, i: int) -> bool:
+    """Whether node i starts skl2onnx's binary head: a Sigmoid of a one-output Linear, then Sub and Concat."""
+    return (nodes[i].op_type == "Sigmoid" and bool(layers) and layers[-1]["kind"] == "linear"
+            and layers[-1]["kernel"].shape[1] == 1
+            and i + 2 < len(nodes) and [n.op_type for n in nodes[i + 1:i + 3]] == ["Sub", "Concat"])
+
+
+def _read_node(walk: _Walk, node) -> None:
+    """One node of the chain before the probabilities into `walk` (a layer, the leading scaling, or nothing for a
+    no-op); a ValueError naming the node when it is not part of an MLP."""
+    op, weights, layers = node.op_type, walk.weights, walk.layers
+    if op == "Scaler" and not layers:
+        a = _attrs(node)
+        walk.scaler = (np.asarray(a.get("offset", [0.0]), np.float32), np.asarray(a.get("scale", [1.0]), np.float32))
+    elif op in ("Sub", "Mul") and not layers and node.input[0] == walk.current and node.input[1] in weights:
+        # a leading (input - offset) * scale, as `interop.to_onnx(input_scaling=...)` writes it: the Scaler's map
+        offset, scale = walk.scaler if walk.scaler is not None else (np.float32(0.0), np.float32(1.0))
+        c = np.asarray(weights[node.input[1]], np.float32).reshape(-1)
+        walk.scaler = (offset + c / np.where(scale != 0, scale, 1.0), scale) if op == "Sub" else (offset, scale * c)
+    elif op in _NO_OPS:
+        pass  # identities in inference (a Dropout's mask output is unused)
+    elif op == "Gemm":
+        layers.append(_gemm_layer(walk, node))
+    elif op == "MatMul":
+        w = weights.get(node.input[1])
+        if w is None or w.ndim != 2:
+            raise ValueError(f"{walk.where(node)}: its weight is not a 2-D constant of the graph")
+        walk.pending = np.asarray(w, np.float32)
+        layers.append(dict(kind="linear", kernel=walk.pending, bias=np.zeros(walk.pending.shape[1], np.float32)))
+    elif op == "Add" and walk.pending is not None:
+        other = [n for n in node.input if n != walk.current]
+        b = weights.get(other[0]) if other else None
+        if b is None:
+            raise ValueError(f"{walk.where(node)}: its bias is not a constant of the graph")
+        layers[-1]["bias"] = np.asarray(b, np.float32).reshape(-1)
+        walk.pending = None
+    elif op == "BatchNormalization":
+        a = _attrs(node)
+        scale, bias, mean, var = (np.asarray(weights[n], np.float32) for n in node.input[1:5])
+        layers.append(dict(kind="batchnorm", scale=scale, bias=bias, mean=mean, var=var,
+                           eps=float(a.get("epsilon", 1e-5))))
+    elif op == "Softmax":
         layers.append(dict(kind="softmax"))
-    n_classes = int(linears[-1]["kernel"].shape[1])
-    labelled = classes is not None
-    classes = np.arange(n_classes) if classes is None else np.asarray(classes).reshape(-1)
-    if len(classes) != n_classes:
-        raise ValueError(f"{path}: {n_classes} outputs but {len(classes)} class labels")
-    net = DenseNetwork(layers=layers, n_features=int(linears[0]["kernel"].shape[0]), n_classes=n_classes)
-    info = OnnxModel(path=str(path), input_name=inputs[0], output_names=tuple(o.name for o in graph.output),
-                     scaler=scaler, classes=classes, binary=binary, labelled=labelled,
-                     feature_names=_feature_names(model, path, net.n_features),
-                     output_roles=_output_roles(graph, nodes, probabilities, logits))
-    return net, info
+        walk.ended, walk.probabilities = True, node.output[0]
+    elif op in _ACTIVATIONS:
+        layers.append(dict(kind=_ACTIVATIONS[op]))
+    else:
+        raise ValueError(f"{walk.where(node)} is not supported: neon_jax reads MLP graphs (Gemm or MatMul+Add, "
+                         f"Relu/Tanh/Sigmoid, BatchNormalization, Dropout, a final Softmax)")
+
+
+def _gemm_layer(walk: _Walk, node) -> dict:
+    """A Gemm node as a linear layer dict (kernel (in, out), alpha and beta folded in)."""
+    a = _attrs(node)
+    if a.get("transA", 0):
+        raise ValueError(f"{walk.where(node)}: transA=1 is not a dense layer's form")
+    w = walk.weights.get(node.input[1])
+    if w is None:
+        raise ValueError(f"{walk.where(node)}: its weight is not a constant of the graph")
+    w = (w.T if a.get("transB", 0) else w) * float(a.get("alpha", 1.0))
+    b = walk.weights.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[1])
+    return dict(kind="linear", kernel=np.asarray(w, np.float32),
+                bias=np.asarray(b * float(a.get("beta", 1.0)), np.float32).reshape(-1))
 
 
 FEATURE_NAME_KEYS = ("feature_names", "feature_names_in", "columns")  # metadata keys read as the input's columns

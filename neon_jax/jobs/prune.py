@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from neon_jax import data as data_lib
 from neon_jax import interop, nets, runner
-from neon_jax.agent.registry import load_agent
+from neon_jax.agent.registry import LoadedAgent, load_agent
 from neon_jax.choices import DEFAULT_CANDIDATES, SELECTIONS
 from neon_jax.env import EnvConfig, NeonEnv, validate_tau
 from neon_jax.interop import onnx_import, scikit
@@ -302,6 +302,34 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
       batch-256 latency before / after, and ``padded_shape``: the compiled program's shape (the network's own
       width bucket, `nets.bucket_width`, and its depth).
     """
+    tau, preset = _check_arguments(dataset, tau, preset, passes, candidates, select, small_data, test, validation)
+    say = progress or (lambda *_: None)
+    clock = _Laps()
+    stage(progress, "loading the agent, the network and the data")
+    network, model = load_model(network, trust_pickle)
+    loaded = load_agent(agent, preset, tau)
+    cut = _agent_cut(loaded.env, cut, passes, say)
+    prepared = _prepare_rows(dataset, model, test=test, validation=validation, seed=seed, data_dir=data_dir,
+                             preset=preset, tau=tau, small_data=small_data, say=say)
+    zoo, input_check, seconds = _base_network(network, prepared, preset, seed, check_inputs, clock, progress)
+    pool, original, selection = _environment(zoo, prepared, preset, tau, small_data, network is None, progress)
+    plan = _episode_plan(preset, tau, passes, loaded, greedy, seed, cut, select, candidates)
+    result = _run_episodes(pool, plan, seconds, clock, progress)
+    _small_data_notes(selection, tau, small_data, say)
+    stage(progress, "measuring the latency of the original and the pruned network")
+    row, pruned, table = _choose(result, pool, prepared, plan, selection, say)
+    report = _report(prepared, pool, plan, row, selection, seconds, original, pruned, table, input_check,
+                     own_rows=_is_rows(dataset))
+    seconds["report"] = clock.lap()
+    seconds["total"] = sum(seconds.values())  # the stages partition the call's wall time: what the user waited
+    return PruneResult(dataset=prepared.dataset.name, original=original, pruned=pruned, report=report,
+                       candidates=table, model=model, preprocessing=preprocessing_record(prepared.dataset))
+
+
+def _check_arguments(dataset, tau, preset, passes, candidates, select, small_data, test,
+                     validation) -> tuple[float, Preset]:
+    """(tau, `Preset`) of a `prune` call, every argument checked before any work (a ValueError naming the first
+    that does not fit)."""
     tau = validate_tau(tau)
     preset = get_preset(preset)
     if isinstance(candidates, bool) or int(candidates) != candidates or candidates < 1:
@@ -310,24 +338,26 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         raise ValueError(f"unknown selection {select!r}; choose one of {', '.join(SELECTIONS)}")
     if small_data not in SMALL_DATA_RULES:
         raise ValueError(f"small_data must be one of {', '.join(SMALL_DATA_RULES)}, got {small_data!r}")
-    EnvConfig(passes=passes)  # every argument is checked before any work: passes >= 1
-    say = progress or (lambda *_: None)
-    own_rows = _is_rows(dataset)
-    if not own_rows and (test is not None or validation is not None):
+    EnvConfig(passes=passes)  # passes >= 1
+    if not _is_rows(dataset) and (test is not None or validation is not None):
         raise ValueError("test= and validation= go with your own rows: prune((X, y), test=(X_test, y_test), ...)")
-    clock = _Laps()
-    stage(progress, "loading the agent, the network and the data")
-    network, model = load_model(network, trust_pickle)
-    loaded = load_agent(agent, preset, tau)
-    agent_obj, actor_params, random_actions, agent_desc = loaded.agent, loaded.actor, loaded.random, loaded.description
-    trained_env = loaded.env
+    return tau, preset
+
+
+def _agent_cut(trained_env: dict, cut: str | None, passes: int, say) -> str:
+    """The cut of a prune (given, or the one the agent was trained with; "reinit" if unrecorded), checked, and a
+    note when the agent was trained with other passes."""
     if cut is None:
         cut = trained_env.get("cut", "reinit")
     EnvConfig(passes=passes, cut=cut)
     if "passes" in trained_env and trained_env["passes"] != passes:
         say(f"note: the agent was trained with {trained_env['passes']} passes, this prune makes {passes}")
-    prepared = _prepare_rows(dataset, model, test=test, validation=validation, seed=seed, data_dir=data_dir,
-                             preset=preset, tau=tau, small_data=small_data, say=say)
+    return cut
+
+
+def _base_network(network, prepared, preset: Preset, seed: int, check_inputs: bool, clock: _Laps, progress):
+    """(zoo of the one network to prune, the input check or None, the seconds so far): the given network, checked
+    against the data, or a random base network trained on it."""
     input_check = None
     if network is None:
         seconds = {"load": clock.lap()}
@@ -341,21 +371,65 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         if check_inputs:
             input_check = check_inputs_fn(network, prepared.splits.x_train, prepared.splits.y_train)
         seconds = {"load": clock.lap(), "base_network": 0.0}
+    return zoo, input_check, seconds
+
+
+def _environment(zoo: Zoo, prepared, preset: Preset, tau: float, small_data: str, trained: bool, progress):
+    """(the pool of the one network, its original as a `DenseNetwork`, the `selection_rule` of its validation rows);
+    `trained`: the network is the base network trained here."""
     cache = jax.config.jax_compilation_cache_dir
     stage(progress, "building the environment and compiling the pruning program"
                     + (f" (compiled programs are kept in {cache}; tracing runs every time)" if cache else ""))
     pool = EnvPool.from_zoos([(zoo, prepared)], "all", tau, preset)
     v0, a0 = jax.tree_util.tree_map(lambda a: a[0], (pool.variables, pool.archs))
     original = nets.compact(v0, a0, pool.dims, preset.dropout_rate)
-    original.check_finite(prepared.splits.x_test, "the base network" if network is None else "the network")
+    original.check_finite(prepared.splits.x_test, "the base network" if trained else "the network")
     x_val, y_val = prepared.splits.x_val, prepared.splits.y_val
     selection = selection_rule(tau, float((original.logits(x_val).argmax(1) == y_val).mean()), len(y_val),
                                small_data)
     if selection["select_tau"] is not None:
         pool = dataclasses.replace(pool, select_tau=selection["select_tau"])
-    env_config = EnvConfig(passes=passes, cut=cut)
+    return pool, original, selection
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What one prune runs: the settings its report records, the agent, and the episodes they make."""
+
+    preset: Preset
+    tau: float
+    passes: int
+    agent: LoadedAgent
+    greedy: bool
+    seed: int
+    cut: str
+    select: str
+    sampled: int  # sampled episodes
+    with_greedy: bool  # plus one greedy episode (a trained agent choosing the best)
+
+    @property
+    def episodes(self) -> int:
+        """Episodes rolled out together."""
+        return self.sampled + int(self.with_greedy)
+
+
+def _episode_plan(preset: Preset, tau: float, passes: int, loaded: LoadedAgent, greedy: bool, seed: int, cut: str,
+                  select: str, candidates: int) -> _Plan:
+    """The `_Plan` of a prune: `candidates` sampled episodes when choosing the best and not greedy (else one), and
+    then one greedy episode besides with a trained agent."""
     sampled = int(candidates) if select == "best" and not greedy else 1
-    with_greedy = select == "best" and not greedy and not random_actions
+    with_greedy = select == "best" and not greedy and not loaded.random
+    return _Plan(preset=preset, tau=tau, passes=passes, agent=loaded, greedy=greedy, seed=seed, cut=cut,
+                 select=select, sampled=sampled, with_greedy=with_greedy)
+
+
+def _run_episodes(pool: EnvPool, plan: _Plan, seconds: dict, clock: _Laps, progress):
+    """The `runner.run` result of the plan's episodes on the pool's one network (its networks kept); records the
+    seconds of the "compile" and "run" stages."""
+    preset, select, greedy, loaded = plan.preset, plan.select, plan.greedy, plan.agent
+    agent_obj, actor_params, random_actions = loaded.agent, loaded.actor, loaded.random
+    env_config = EnvConfig(passes=plan.passes, cut=plan.cut)
+    sampled, with_greedy = plan.sampled, plan.with_greedy
     def method(dims):  # the pool's one network, at its own bucket and depth
         if random_actions:  # the random policy needs no actor (the same draws as an actor's uniform actions)
             return cached_candidates_program(NeonEnv(env_config, dims, preset), random_policy, sampled, False,
@@ -363,39 +437,51 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         return (cached_candidates_program(agent_env(agent_obj, dims, preset, env_config), agent_obj.act_fn, sampled,
                                           with_greedy, select, ("agent", agent_obj.config, agent_obj.preset)),
                 agent_obj.policy(actor_params, greedy))
-    episodes = sampled + int(with_greedy)
+    episodes = plan.episodes
 
     def on_stage(name):  # the runner's "compile" falls in the stage begun above; "run" ends it
         if name == "run":
             seconds["compile"] = clock.lap()
-            stage(progress, f"pruning with the {agent_desc} agent (tau={tau:g}, passes={passes}, {episodes} "
-                            f"episode{'s' if episodes > 1 else ''}, select {select})")
+            stage(progress, f"pruning with the {loaded.description} agent (tau={plan.tau:g}, passes={plan.passes}, "
+                            f"{episodes} episode{'s' if episodes > 1 else ''}, select {select})")
 
-    result = runner.run(method, pool, seed=seed, batch_size=1, keep_networks=True, on_stage=on_stage)
+    result = runner.run(method, pool, seed=plan.seed, batch_size=1, keep_networks=True, on_stage=on_stage)
     seconds["run"] = clock.lap()
-    _small_data_notes(selection, tau, small_data, say)
-    stage(progress, "measuring the latency of the original and the pruned network")
+    return result
+
+
+def _choose(result, pool: EnvPool, prepared, plan: _Plan, selection: dict, say):
+    """(the result's row, the chosen network compacted to its real widths, the candidate table), and a note when
+    no pruned candidate kept the tolerance."""
+    tau = plan.tau
     row = result.rows[0]
     final_variables, final_arch = result.networks[0]
-    pruned = nets.compact(final_variables, final_arch, pool.dims, preset.dropout_rate)
+    pruned = nets.compact(final_variables, final_arch, pool.dims, plan.preset.dropout_rate)
     pruned.check_finite(prepared.splits.x_test, "the pruned network")
     table = candidate_table(result.details[0], row,
                             tau if selection["select_tau"] is None else selection["select_tau"])
-    if select == "best" and row["chosen_episode"] < 0:
+    if plan.select == "best" and row["chosen_episode"] < 0:
         limit = tau if selection["select_tau"] is None else selection["select_tau"]
         say(f"no pruned candidate kept the validation accuracy within {limit:.4g} points of the original's"
             f"{'' if selection['select_tau'] is None else ' (the small-data rule)'}: returning the original network")
-    report = {
+    return row, pruned, table
+
+
+def _report(prepared, pool: EnvPool, plan: _Plan, row: dict, selection: dict, seconds: dict, original, pruned,
+            table: list[dict], input_check, own_rows: bool) -> dict:
+    """The prune's report (what ``report.json`` holds; see `prune`), its ``seconds`` the very dict given."""
+    return {
         "dataset": prepared.dataset.name, "rows": prepared.dataset.n_rows, "features": prepared.n_features,
-        "classes": prepared.n_classes, "preset": preset.name, "tau": tau, "passes": passes, "agent": agent_desc,
-        "greedy": greedy, "seed": seed, "cut": cut, "select": select, "episodes": episodes,
-        "sampled_episodes": sampled, "greedy_episode": with_greedy,
+        "classes": prepared.n_classes, "preset": plan.preset.name, "tau": plan.tau, "passes": plan.passes,
+        "agent": plan.agent.description, "greedy": plan.greedy, "seed": plan.seed, "cut": plan.cut,
+        "select": plan.select, "episodes": plan.episodes, "sampled_episodes": plan.sampled,
+        "greedy_episode": plan.with_greedy,
         # the compiled program's shape: the network's own width bucket and depth, not the preset's widest
         "padded_shape": {"w_max": pool.dims.w_max, "max_hidden": pool.dims.max_hidden, "d_max": pool.dims.d_max,
                          "k_max": pool.dims.k_max},
         **row,
         "chosen": {"episode": row["chosen_episode"], "step": row["chosen_step"],
-                   "greedy": bool(with_greedy and row["chosen_episode"] == sampled),
+                   "greedy": bool(plan.with_greedy and row["chosen_episode"] == plan.sampled),
                    "val_acc_change_points": 100.0 * (row["val_acc"] - row["val_acc0"]),
                    "test_acc_change_points": row["acc_change_points"]},
         "seconds": seconds,
@@ -412,10 +498,6 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         # the rows that decided, what one row is worth, and the tolerance the choice applied
         "selection": selection,
     }
-    seconds["report"] = clock.lap()
-    seconds["total"] = sum(seconds.values())  # the stages partition the call's wall time: what the user waited
-    return PruneResult(dataset=prepared.dataset.name, original=original, pruned=pruned, report=report,
-                       candidates=table, model=model, preprocessing=preprocessing_record(prepared.dataset))
 
 
 class _Laps:

@@ -210,36 +210,10 @@ class MaskedMLP(nn.Module):
             bias = self.param(f"{name}_bias", bias_init, shape[1:])
             return kernel, bias
 
-        def layer(j, h, bn_vars, kernel, bias, drop_key):
-            """Hidden layer j: (h passed on, hidden output, running mean, running var)."""
-            inp_mask = in_mask if j == 0 else hidden_in_masks[j - 1]
-            pre = arch.pre_layer[j]
-            bn_a, bn_b, new_mean, new_var = batchnorm_affine(h, row_weight, train, *bn_vars)
-            is_bn = pre == PRE_BATCHNORM
-            # dead inputs (and the batch-norm shift on them) contribute nothing: fold the mask into the affine map
-            a = jnp.where(is_bn, bn_a, 1.0) * inp_mask
-            b = jnp.where(is_bn, bn_b, 0.0) * inp_mask
-            h_in = h * a + b
-            if drop_key is not None:
-                keep = dropout_keep_mask(drop_key, h.shape, self.dropout_rate)
-                factor = jnp.where(pre == PRE_DROPOUT, keep * (1.0 / (1 - self.dropout_rate)), 1.0)
-                h_in = h_in * jax.lax.optimization_barrier(factor)
-            out = _activate(h_in @ kernel + bias, arch.activation[j]) * arch.mask[j]
-            live = j < arch.depth
-            new_mean = jnp.where(live, new_mean, bn_vars[2])
-            new_var = jnp.where(live, new_var, bn_vars[3])
-            return (out if j == 0 else jnp.where(live, out, h)), jnp.where(live, out, 0.0), new_mean, new_var
-
-        def skipped(j, h, bn_vars, kernel, bias, drop_key):
-            return h, jnp.zeros(h.shape[:-1] + (dims.w_max,), h.dtype), bn_vars[2], bn_vars[3]
-
-        def frozen(j, h, bn_vars, kernel, bias, drop_key):  # no gradient for this layer's parameters
-            sg = jax.lax.stop_gradient
-            return layer(j, h, (sg(bn_vars[0]), sg(bn_vars[1])) + tuple(bn_vars[2:]), sg(kernel), sg(bias), drop_key)
-
-        def inert(j, h, bn_vars, kernel, bias, drop_key):  # ... nor for its input
-            return frozen(j, jax.lax.stop_gradient(h), bn_vars, kernel, bias, drop_key)
-
+        layer = functools.partial(_hidden_layer, arch, in_mask, hidden_in_masks, row_weight, train,
+                                  self.dropout_rate)
+        frozen = functools.partial(_frozen_layer, layer)
+        branch_fns = (layer, frozen, functools.partial(_inert_layer, frozen))
         class_mask = arch.class_mask(dims.k_max).astype(jnp.float32)
         # the output Linear's parameters are created first: flax draws a module's parameter keys in creation
         # order, so the output's key (and each hidden Linear's) is then the same at any max_hidden
@@ -255,19 +229,8 @@ class MaskedMLP(nn.Module):
             inp_mask = in_mask if j == 0 else hidden_in_masks[j - 1]
             kernel, bias = linear(linear_name(j, dims.max_hidden), (width_in, dims.w_max), fans[j], inp_mask,
                                   arch.mask[j])
-            operands = (h, bn_vars, kernel, bias, drop_key)
-            branches = [functools.partial(f, j) for f in (layer, frozen, inert)]
-            if layer_modes is not None:  # 0 / 1 / 2 as `Hints.layer_modes`; with a bound, 3 = skipped
-                mode = layer_modes[j]
-                if depth_bound is not None and j > 0:
-                    mode = jnp.where(j < depth_bound, mode, 3)
-                    branches.append(functools.partial(skipped, j))
-                h, out, new_mean, new_var = jax.lax.switch(mode, branches, *operands)
-            elif depth_bound is None or j == 0:
-                h, out, new_mean, new_var = layer(j, *operands)
-            else:  # no network of the batch reaches layer j: skip it (its output would be discarded)
-                h, out, new_mean, new_var = jax.lax.cond(
-                    j < depth_bound, functools.partial(layer, j), functools.partial(skipped, j), *operands)
+            h, out, new_mean, new_var = _run_hidden_layer(j, branch_fns, layer_modes, depth_bound, dims.w_max,
+                                                          (h, bn_vars, kernel, bias, drop_key))
             if train:
                 bn.set_running(new_mean, new_var)
             hidden_outputs.append(out)
@@ -275,6 +238,62 @@ class MaskedMLP(nn.Module):
         if return_hidden:
             return logits, jnp.stack(hidden_outputs)
         return logits
+
+
+def _hidden_layer(arch: Arch, in_mask, hidden_in_masks, row_weight, train: bool, dropout_rate: float, j: int, h,
+                  bn_vars, kernel, bias, drop_key):
+    """Hidden layer j of `MaskedMLP`: (h passed on, hidden output, running mean, running var)."""
+    inp_mask = in_mask if j == 0 else hidden_in_masks[j - 1]
+    pre = arch.pre_layer[j]
+    bn_a, bn_b, new_mean, new_var = batchnorm_affine(h, row_weight, train, *bn_vars)
+    is_bn = pre == PRE_BATCHNORM
+    # dead inputs (and the batch-norm shift on them) contribute nothing: fold the mask into the affine map
+    a = jnp.where(is_bn, bn_a, 1.0) * inp_mask
+    b = jnp.where(is_bn, bn_b, 0.0) * inp_mask
+    h_in = h * a + b
+    if drop_key is not None:
+        keep = dropout_keep_mask(drop_key, h.shape, dropout_rate)
+        factor = jnp.where(pre == PRE_DROPOUT, keep * (1.0 / (1 - dropout_rate)), 1.0)
+        h_in = h_in * jax.lax.optimization_barrier(factor)
+    out = _activate(h_in @ kernel + bias, arch.activation[j]) * arch.mask[j]
+    live = j < arch.depth
+    new_mean = jnp.where(live, new_mean, bn_vars[2])
+    new_var = jnp.where(live, new_var, bn_vars[3])
+    return (out if j == 0 else jnp.where(live, out, h)), jnp.where(live, out, 0.0), new_mean, new_var
+
+
+def _skipped_layer(w_max: int, j: int, h, bn_vars, kernel, bias, drop_key):
+    """A hidden layer no network of the batch reaches: h passed on, zero output, running statistics unmoved."""
+    return h, jnp.zeros(h.shape[:-1] + (w_max,), h.dtype), bn_vars[2], bn_vars[3]
+
+
+def _frozen_layer(layer, j: int, h, bn_vars, kernel, bias, drop_key):
+    """`layer` j with no gradient for its parameters."""
+    sg = jax.lax.stop_gradient
+    return layer(j, h, (sg(bn_vars[0]), sg(bn_vars[1])) + tuple(bn_vars[2:]), sg(kernel), sg(bias), drop_key)
+
+
+def _inert_layer(frozen, j: int, h, bn_vars, kernel, bias, drop_key):
+    """`frozen` layer j with no gradient for its input either."""
+    return frozen(j, jax.lax.stop_gradient(h), bn_vars, kernel, bias, drop_key)
+
+
+def _run_hidden_layer(j: int, branch_fns, layer_modes, depth_bound, w_max: int, operands):
+    """Hidden layer j as the hints allow: (layer, frozen, inert) `branch_fns` switched on `layer_modes` (skipped
+    past `depth_bound`), or the layer itself, or a cond between it and skipping it under a bound alone."""
+    layer = branch_fns[0]
+    branches = [functools.partial(f, j) for f in branch_fns]
+    if layer_modes is not None:  # 0 / 1 / 2 as `Hints.layer_modes`; with a bound, 3 = skipped
+        mode = layer_modes[j]
+        if depth_bound is not None and j > 0:
+            mode = jnp.where(j < depth_bound, mode, 3)
+            branches.append(functools.partial(_skipped_layer, w_max, j))
+        return jax.lax.switch(mode, branches, *operands)
+    if depth_bound is None or j == 0:
+        return layer(j, *operands)
+    # no network of the batch reaches layer j: skip it (its output would be discarded)
+    return jax.lax.cond(j < depth_bound, functools.partial(layer, j), functools.partial(_skipped_layer, w_max, j),
+                        *operands)
 
 
 def make_model(dims: NetDims, preset: Preset | None = None) -> MaskedMLP:

@@ -31,7 +31,7 @@ def test_readme_python_pieces_run_as_written(capsys):
 def test_readme_python_prune_runs_as_written():
     """The first Python example: the main job on breast_cancer with the shipped agent (cpu preset)."""
     namespace: dict = {}
-    exec(compile(_block("neon_jax.prune("), "README.md", "exec"), namespace)
+    exec(compile(_block('neon_jax.prune("breast_cancer"'), "README.md", "exec"), namespace)
     result = namespace["result"]
     assert result.report["compression"] >= 1.0 and result.report["tau"] == 5.0
     assert result.report["chosen"]["val_acc_change_points"] >= -5.0

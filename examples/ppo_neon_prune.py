@@ -59,7 +59,7 @@ class Transition(NamedTuple):
 
 def make_train(config: dict):
     """PureJaxRL's `make_train`: the environment and the network from `config`, returns ``train(key)``."""
-    kwargs = {k: config[k] for k in ("tau", "passes") if k in config}
+    kwargs = {k: config[k] for k in ("tau", "passes", "cut", "reward") if config.get(k) is not None}
     if config.get("zoo"):
         kwargs["zoo"] = config["zoo"]
     env, env_params = gymnax.make("NeonPrune-v0", **kwargs)
@@ -158,6 +158,8 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=CONFIG["NUM_STEPS"], help="steps per environment per update")
     parser.add_argument("--tau", type=float, default=5.0, help="tolerance in accuracy points")
     parser.add_argument("--passes", type=int, default=4, help="visits of every hidden layer per episode")
+    parser.add_argument("--cut", default="reinit", help="reinit (the paper's) or keep_best")
+    parser.add_argument("--reward", default="neon", help="neon (the paper's cubic reward) or neon_hold, ...")
     parser.add_argument("--zoo", default=None, help="zoo folder (default: the shipped default pool)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="folder for ppo.json and ppo.png (refuses to overwrite)")
@@ -166,7 +168,7 @@ def main(argv=None) -> None:
     if out is not None and (out / "ppo.json").exists():
         raise SystemExit(f"{out / 'ppo.json'} exists; choose another --out")
     config = {**CONFIG, "NUM_UPDATES": args.updates, "NUM_ENVS": args.envs, "NUM_STEPS": args.steps,
-              "tau": args.tau, "passes": args.passes, "zoo": args.zoo}
+              "tau": args.tau, "passes": args.passes, "cut": args.cut, "reward": args.reward, "zoo": args.zoo}
     t0 = time.perf_counter()
     train = jax.jit(make_train(config)).lower(jax.random.PRNGKey(args.seed)).compile()
     compile_s = time.perf_counter() - t0

@@ -6,6 +6,7 @@ line takes its `choices` from here, so `neon-jax --help` and argument errors ans
 
 CUTS = ("reinit", "keep_best")  # nets.cut: the original's rebuild, or keep the largest-norm neurons
 REWARDS = ("neon", "reward1", "reward2", "original", "neon_hold")  # env.compute_reward
+REWARD_SCALE = 40.0 ** 3  # the paper's reward at its largest: rho = 40 cubed (§5.1); scaled returns divide by it
 ARCHITECTURES = ("neon", "compact")  # agent networks
 REWARD_TRANSFORMS = ("none", "symlog", "scaled")  # what the agent learns from (agent.losses.transform_rewards)
 PROTOCOLS = ("heldout", "unseen")  # evaluation protocols

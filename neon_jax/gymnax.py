@@ -32,7 +32,7 @@ from gymnax import registration
 from gymnax.environments import environment, spaces
 
 from neon_jax import features, fit, nets
-from neon_jax.agent.config import REWARD_SCALE
+from neon_jax.choices import REWARD_SCALE
 from neon_jax.env import NUM_ACTIONS, EnvConfig, EnvParams, EnvState, NeonEnv, validate_tau
 from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset, get_preset

@@ -25,7 +25,7 @@ _EXPORTS = {
     "MLPBranch": "neon_jax.agent.networks",
     "NeonTrunk": "neon_jax.agent.networks",
     "PRETRAINED": "neon_jax.agent.registry",
-    "REWARD_SCALE": "neon_jax.agent.config",
+    "REWARD_SCALE": "neon_jax.choices",
     "REWARD_TRANSFORMS": "neon_jax.agent.config",
     "RowBatchNorm": "neon_jax.agent.networks",
     "RowBranch": "neon_jax.agent.networks",

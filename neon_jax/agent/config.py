@@ -6,8 +6,6 @@ import dataclasses
 
 from neon_jax.choices import ARCHITECTURES, REWARD_TRANSFORMS
 
-REWARD_SCALE = 40.0 ** 3  # the paper's reward at its largest: rho = 40 cubed (§5.1)
-
 
 def _flag(default, help: str | None, flag: str | None = None, choices=None):
     """A field with its command-line flag (`add_flags`): `help` None = no flag of its own."""

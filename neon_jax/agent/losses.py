@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import rlax
 
-from neon_jax.agent.config import REWARD_SCALE
+from neon_jax.choices import REWARD_SCALE
 
 
 def monte_carlo_returns(rewards, valid, gamma):

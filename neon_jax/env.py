@@ -218,15 +218,24 @@ class NeonEnv:
             return jnp.maximum(depth - 1, 1)
         return self.config.passes * depth
 
-    def reset(self, key: jax.Array, params: EnvParams):
-        """Starts an episode on the original network: (obs, state). acc0 is measured in eval mode."""
+    def reset(self, key: jax.Array, params: EnvParams, acc0: jax.Array | None = None):
+        """Starts an episode on the original network: (obs, state). acc0 is measured in eval mode on the validation
+        split, unless given (the network's own, measured before: `reset_accuracy`)."""
         variables, arch = params.variables, params.arch
         obs, variables = self._observe(key, variables, arch, params, jnp.int32(0),
                                        train_mode=self.config.legacy_reset_train_mode)
-        acc0 = self.accuracy(variables, arch, params.val, index=params.data_index)
+        if acc0 is None:
+            acc0 = self.accuracy(variables, arch, params.val, index=params.data_index)
         state = EnvState(variables=variables, arch=arch, step=jnp.int32(0), acc0=acc0, acc=acc0,
                          params0=nets.count_params(arch), done=jnp.bool_(False))
         return self._with_progress(obs, state, params), state
+
+    def reset_accuracy(self, params: EnvParams) -> jax.Array | None:
+        """() the acc0 `reset` measures, or None where the reset's own pass moves the network (the legacy train-mode
+        reset moves BatchNorm statistics): what a pool can measure once per network instead of once per reset."""
+        if self.config.legacy_reset_train_mode:
+            return None
+        return self.accuracy(params.variables, params.arch, params.val, index=params.data_index)
 
     def step(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
         """One decision for the current hidden layer: (obs, state, reward, terminated, truncated, info)."""

@@ -21,6 +21,7 @@ O(1) (the paper's reward spans about -3.2e5 .. +1.9e5); ``reward_scale=1`` is th
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ class DevicePool:
       dataset_of: (N,) int32, each network's dataset (an index into the D splits below).
       finetune / val / train / test: `fit.PaddedData` stacks (leading axis D).
       log_weights: (N,) float32, log-probabilities of drawing each network at a reset.
+      acc0: (N,) float32, each network's validation accuracy as a reset measures it (`NeonEnv.reset_accuracy`),
+        measured once by `NeonPrune`; None: every reset measures it.
     """
 
     variables: Any
@@ -62,6 +65,7 @@ class DevicePool:
     train: fit.PaddedData
     test: fit.PaddedData
     log_weights: jax.Array
+    acc0: Any = None
 
     @classmethod
     def from_pool(cls, pool: EnvPool, weights=None) -> DevicePool:
@@ -132,7 +136,7 @@ class NeonPrune(environment.Environment):
             raise ValueError(f"reward_scale must be a positive number, got {reward_scale!r}")
         super().__init__()
         self.core = NeonEnv(config or EnvConfig(), pool.dims, preset, slots=None)
-        self.pool = DevicePool.from_pool(pool, weights)
+        self.pool = self._with_acc0(DevicePool.from_pool(pool, weights))
         self.names = list(pool.names)
         self.observation = observation
         self._defaults = (validate_tau(tau), float(reward_scale))
@@ -148,8 +152,25 @@ class NeonPrune(environment.Environment):
         """Draws a network from the pool and starts an episode on it: (obs, state)."""
         k_draw, k_reset = jax.random.split(key)
         network = params.pool.draw(k_draw)
-        obs, state = self.core.reset(k_reset, params.pool.env_params(network, params.tau))
+        acc0 = None if params.pool.acc0 is None else params.pool.acc0[network]
+        obs, state = self.core.reset(k_reset, params.pool.env_params(network, params.tau), acc0)
         return self._obs(obs), NeonPruneState(time=jnp.int32(0), env=state, network=network)
+
+    @partial(jax.jit, static_argnames=("self",))
+    def step(self, key: jax.Array, state: NeonPruneState, action, params: NeonPruneParams | None = None):
+        """gymnax's `Environment.step` (auto-reset, ``info["terminated" / "truncated" / "final_observation"]``) with
+        the reset computed only where an episode ended: `lax.cond` skips it outright for one environment; under
+        `vmap` both branches run, and the reset is then a draw, a gather from the pool and one activation pass (acc0
+        is the pool's, measured once)."""
+        if params is None:
+            params = self.default_params
+        key_step, key_reset = jax.random.split(key)
+        obs_st, state_st, reward, terminated, info = self.step_env(key_step, state, action, params)
+        truncated = self.is_truncated(state_st, params)
+        obs, new_state = jax.lax.cond(terminated | truncated, lambda: self.reset_env(key_reset, params),
+                                      lambda: (obs_st, state_st))
+        info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
+        return obs, new_state, reward, terminated, truncated, info
 
     def step_env(self, key: jax.Array, state: NeonPruneState, action, params: NeonPruneParams):
         """`NeonEnv.step` on the state's network: (obs, state, reward x reward_scale, terminated, info); info is
@@ -191,6 +212,15 @@ class NeonPrune(environment.Environment):
 
     def state_space(self, params: NeonPruneParams | None = None):
         raise NotImplementedError("the state is a pruned network; it has no gymnax space")
+
+    def _with_acc0(self, pool: DevicePool) -> DevicePool:
+        """The pool with every network's reset accuracy measured once (in chunks of 64 networks)."""
+        if self.core.config.legacy_reset_train_mode:
+            return pool
+        measure = jax.jit(lambda p: jax.lax.map(
+            lambda i: self.core.reset_accuracy(p.env_params(i, 0.0)), jnp.arange(p.size, dtype=jnp.int32),
+            batch_size=64))
+        return pool.replace(acc0=measure(pool))
 
     def _obs(self, obs: features.Observation):
         if self.observation == "dict":

@@ -136,6 +136,33 @@ def test_raw_reward_setting_gives_the_environments_rewards(zoo_root, tiny_env):
     assert float(scaled) == pytest.approx(float(unscaled) / 40.0 ** 3, rel=1e-6, abs=1e-9)
 
 
+def test_reset_accuracy_measured_once_and_the_step_is_gymnaxs(tiny_env):
+    """The pool's acc0 (measured once per network) is what a reset measures itself; the step that skips the reset
+    where nothing ended gives gymnax's own `Environment.step` (reset always computed, then selected), one
+    environment and under vmap, across episode ends."""
+    env, params = tiny_env
+    for network in range(params.pool.size):
+        _, own = env.core.reset(jax.random.PRNGKey(network), params.pool.env_params(jnp.int32(network), 5.0))
+        assert float(own.acc0) == float(params.pool.acc0[network])
+    B, T = 4, 5
+    base = jax.jit(jax.vmap(lambda k, s, a: environment.Environment.step(env, k, s, a, params)))
+    ours = jax.jit(jax.vmap(lambda k, s, a: env.step(k, s, a, params)))
+    one = jax.jit(lambda k, s, a: env.step(k, s, a, params))
+    _, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(jax.random.PRNGKey(1), B), params)
+    ended = 0
+    for t in range(T):
+        keys = jax.random.split(jax.random.PRNGKey(10 + t), B)
+        actions = jax.random.randint(jax.random.PRNGKey(20 + t), (B,), 0, 5)
+        want = base(keys, state, actions)
+        ended += int(np.asarray(want[3]).sum())
+        singles = [one(keys[i], jax.tree_util.tree_map(lambda a: a[i], state), actions[i]) for i in range(B)]
+        for got in (ours(keys, state, actions), jax.tree_util.tree_map(lambda *a: jnp.stack(a), *singles)):
+            for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+        state = want[1]
+    assert ended >= 2  # episodes ended (and were reset) on the way
+
+
 def test_dict_observations(zoo_root):
     env, params = gymnax.make(ng.ENV_ID, zoo=zoo_root, passes=1, observation="dict")
     obs, _ = env.reset(jax.random.PRNGKey(0), params)

@@ -6,8 +6,8 @@ PyTorch reference environment stepping the same networks.
 * JAX: ``jit(scan(vmap(env.step)))`` of `--steps` steps of B environments from their reset states, random
   actions, gymnax's auto-reset (every ended episode draws a new network from the pool); best of `--repeats`,
   compiled ahead of time (reported apart). ``auto_reset_cost``: the same scan over ``env.step_env`` (no reset at
-  all) beside it: what the auto-reset's reset (a feature computation and a validation accuracy per step under vmap)
-  costs.
+  all) beside it: what the auto-reset's reset costs (`NeonPrune.step` runs it only where an episode ended; under
+  vmap both branches run: a draw, a gather from the pool and one activation pass, acc0 being the pool's).
 * PyTorch: `torch_reference.env_step` stepping each network of the pool once from its reset state (the same
   random actions), one environment after another; its steps per second do not depend on B.
 

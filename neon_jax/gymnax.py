@@ -31,6 +31,7 @@ import numpy as np
 from flax import struct
 from gymnax import registration
 from gymnax.environments import environment, spaces
+from jax import custom_batching
 
 from neon_jax import features, fit, nets
 from neon_jax.choices import REWARD_SCALE
@@ -159,18 +160,22 @@ class NeonPrune(environment.Environment):
     @partial(jax.jit, static_argnames=("self",))
     def step(self, key: jax.Array, state: NeonPruneState, action, params: NeonPruneParams | None = None):
         """gymnax's `Environment.step` (auto-reset, ``info["terminated" / "truncated" / "final_observation"]``) with
-        the reset computed only where an episode ended: `lax.cond` skips it outright for one environment; under
-        `vmap` both branches run, and the reset is then a draw, a gather from the pool and one activation pass (acc0
-        is the pool's, measured once)."""
+        the reset computed only when an episode ended (`_reset_where`)."""
         if params is None:
             params = self.default_params
         key_step, key_reset = jax.random.split(key)
         obs_st, state_st, reward, terminated, info = self.step_env(key_step, state, action, params)
         truncated = self.is_truncated(state_st, params)
-        obs, new_state = jax.lax.cond(terminated | truncated, lambda: self.reset_env(key_reset, params),
-                                      lambda: (obs_st, state_st))
+        obs, new_state = self._reset_where(terminated | truncated, key_reset, params, obs_st, state_st)
         info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
         return obs, new_state, reward, terminated, truncated, info
+
+    def _reset_where(self, done, key, params, obs_st, state_st):
+        """(obs, state): a new episode where `done`, the step's own elsewhere; the reset (a draw, a gather from the
+        pool and one activation pass, acc0 being the pool's) runs only when an episode ended: for one environment
+        under `lax.cond`, for a vmapped batch (`custom_vmap`) once for the whole batch when any of it ended,
+        instead of gymnax's reset of every environment at every step."""
+        return _reset_where_fn(self)(done, key, params, obs_st, state_st)
 
     def step_env(self, key: jax.Array, state: NeonPruneState, action, params: NeonPruneParams):
         """`NeonEnv.step` on the state's network: (obs, state, reward x reward_scale, terminated, info); info is
@@ -226,6 +231,32 @@ class NeonPrune(environment.Environment):
         if self.observation == "dict":
             return {f: getattr(obs, f) for f in _OBS_FIELDS}
         return jnp.concatenate([getattr(obs, f).reshape(-1) for f in _OBS_FIELDS]).astype(jnp.float32)
+
+
+def _reset_where_fn(env: NeonPrune):
+    """`NeonPrune._reset_where` as a `custom_vmap` function (its batching rule resets the batch under one cond)."""
+
+    @custom_batching.custom_vmap
+    def reset_where(done, key, params, obs_st, state_st):
+        return jax.lax.cond(done, lambda: env.reset_env(key, params), lambda: (obs_st, state_st))
+
+    @reset_where.def_vmap
+    def rule(axis_size, in_batched, done, key, params, obs_st, state_st):
+        done_b, key_b, params_b, obs_b, state_b = in_batched
+        grow = lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x))  # noqa: E731
+        done = grow(done, done_b)
+        ended = jax.tree.map(grow, (obs_st, state_st), (obs_b, state_b))
+
+        def reset_ended():
+            fresh = jax.vmap(env.reset_env, in_axes=(0 if key_b else None, jax.tree.map(
+                lambda b: 0 if b else None, params_b)))(key, params)
+            pick = lambda r, s: jnp.where(done.reshape((-1,) + (1,) * (s.ndim - 1)), r, s)  # noqa: E731
+            return jax.tree.map(pick, fresh, ended)
+
+        out = jax.lax.cond(done.any(), reset_ended, lambda: ended)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return reset_where
 
 
 def make(zoo=None, tau: float = 5.0, passes: int = 4, preset: str | None = None, datasets=None, which: str = "all",

@@ -161,6 +161,13 @@ def test_reset_accuracy_measured_once_and_the_step_is_gymnaxs(tiny_env):
                 np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
         state = want[1]
     assert ended >= 2  # episodes ended (and were reset) on the way
+    # nested vmap (PureJaxRL vmaps its whole train over seeds): the (2, 2) batch gives the flat batch's step
+    flat = jax.tree_util.tree_map(lambda a: a[:4], state)
+    keys, actions = jax.random.split(jax.random.PRNGKey(30), 4), jnp.asarray([0, 4, 4, 2])
+    nested = jax.jit(jax.vmap(jax.vmap(lambda k, s, a: env.step(k, s, a, params))))(
+        *jax.tree_util.tree_map(lambda a: a.reshape((2, 2) + a.shape[1:]), (keys, flat, actions)))
+    for a, b in zip(jax.tree_util.tree_leaves(nested), jax.tree_util.tree_leaves(base(keys, flat, actions))):
+        np.testing.assert_allclose(np.asarray(a).reshape(np.shape(b)), np.asarray(b), rtol=1e-5, atol=1e-5)
 
 
 def test_dict_observations(zoo_root):

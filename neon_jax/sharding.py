@@ -283,6 +283,14 @@ def gather(tree):
     return jax.tree_util.tree_map(get, tree)
 
 
+def barrier(name: str) -> None:
+    """Waits until every process of a multi-process run reaches the barrier `name` (a no-op in one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def is_writer() -> bool:
     """Whether this process writes a run's files: process 0 (always, in a one-process run)."""
     return jax.process_index() == 0

@@ -52,7 +52,7 @@ def cmd_zoo(args) -> int:
                 bar.update(done - bar.n)
 
             zoo = zoo_lib.build_zoo(prepared, preset, n=args.n, n_heldout=args.heldout, seed=args.seed,
-                                    epochs=epochs, progress=progress)
+                                    epochs=epochs, progress=progress, devices=args.devices)
         path = zoo_lib.save_zoo(zoo, out, overwrite=args.overwrite)
         s = prepared.splits
         majority = max((s.y_test == c).mean() for c in range(prepared.n_classes))
@@ -266,7 +266,7 @@ def cmd_evaluate(args) -> int:
                         amc=_amc_overrides(args.amc))
     start = time.perf_counter()
     summary = ev.run_evaluation(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
-                                log=None if args.quiet else print)
+                                log=None if args.quiet else print, devices=args.devices)
     table = []
     for g in summary["groups"]:
         c, a = g["over_networks"]["compression"], g["over_networks"]["acc_change"]

@@ -95,7 +95,7 @@ def network_keys(seed: int, indices) -> jax.Array:
 
 def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, buckets: bool = True,
         progress: bool = False, desc: str = "prune", extra: dict | None = None, keep_networks: bool = False,
-        on_stage=None, mesh=None) -> RunResult:
+        on_stage=None, mesh=None, split_batch: bool = True) -> RunResult:
     """Runs `method` over every network of `pool`, one shape group after the other; one row per network.
 
     Args:
@@ -114,6 +114,8 @@ def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, b
       mesh: the devices each batch is split over (default: `sharding.active_mesh()`; None or one device: the
         unsharded path). A batch is rounded up to a multiple of the mesh's devices (the extra entries repeat the
         last network; their results are dropped); the rows are the same on any number of devices.
+      split_batch: False places each batch whole on every device of the mesh instead (a program that splits
+        its own work over the mesh: the main job's candidate episodes, `select.candidates_program`).
     Returns:
       `RunResult`, rows in the pool's order. Row fields: dataset, network (index in its zoo), depth, widths_before
       / widths_after ("48-64-32"), params_before / params_after, compression, test_acc_before / test_acc_after,
@@ -138,7 +140,7 @@ def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, b
         program, program_args = method(dims)
         group = pool.subset(members).repadded(dims)
         size = min(batch_size, len(members))
-        if spread:  # every device gets an equal share; the padding repeats the last network
+        if spread and split_batch:  # every device gets an equal share; the padding repeats the last network
             size = -(-size // mesh.size) * mesh.size
             program_args = sharding.put_replicated(program_args, mesh)
         record = {"w_max": dims.w_max, "max_hidden": dims.max_hidden, "networks": len(members), "batches": 0,
@@ -149,7 +151,8 @@ def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, b
             params = group.batch(padded)
             keys = network_keys(seed, members[padded])
             if spread:
-                keys, params = sharding.put_batch((keys, params), mesh)
+                place = sharding.put_batch if split_batch else sharding.put_replicated
+                keys, params = place((keys, params), mesh)
             if on_stage is not None and first:
                 on_stage("compile")
             executable, seconds = compiled(program, keys, params, program_args, mesh=mesh)

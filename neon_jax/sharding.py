@@ -203,6 +203,28 @@ def job_mesh(devices: int | None = None) -> Mesh:
     return resolve_devices(devices)
 
 
+def fit_mesh(mesh: Mesh | None, batch: int) -> Mesh | None:
+    """The largest leading part of `mesh` whose devices divide `batch` (taken evenly from every process): a
+    program whose batch must not be padded (the agent's update averages over it) uses that many devices.
+
+    Args:
+      mesh: the job's mesh (None: None).
+      batch: the batch size B.
+    Returns:
+      A `Mesh` of k devices, k the largest count <= mesh.size that divides B (and splits over the processes).
+    """
+    if mesh is None or batch % mesh.size == 0:
+        return mesh
+    processes = jax.process_count()
+    per_process = mesh.size // processes
+    for k in range(per_process, 0, -1):
+        if batch % (k * processes) == 0:
+            devices = list(mesh.devices.flat)
+            chosen = [d for p in range(processes) for d in [x for x in devices if x.process_index == p][:k]]
+            return make_mesh(devices=chosen)
+    raise ValueError(f"a batch of {batch} does not split over the {processes} processes of this run")
+
+
 def spreads(mesh: Mesh | None) -> bool:
     """Whether a batch placed on `mesh` leaves the unsharded path: several devices, or several processes."""
     return mesh is not None and (mesh.size > 1 or jax.process_count() > 1)

@@ -2,7 +2,9 @@
 
 The multi-device checks run in a subprocess started with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``
 (set before JAX starts); inside it `sharding.resolve_devices(n)` takes the first n devices, so one process compiles
-each path for every count. One device is the unsharded path (the CPU's chunked programs).
+each path for every count. One device is the unsharded path (the CPU's chunked programs). Each such check compiles
+every path once per device count (1-5 min on 2 cores): they run under ``-m slow``; by default only the in-process
+checks run (a few seconds).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def _check(out):
     assert out.returncode == 0 and "DEVICES-OK" in out.stdout, out.stdout[-3000:] + out.stderr[-6000:]
 
 
+@pytest.mark.slow
 def test_evaluate_and_zoo_rows_on_one_and_three_devices():
     """The zoo's networks and evaluate's rows on 3 devices are those of 1 (3 zoo networks and batches of 2: fewer
     than the devices, padded and dropped)."""
@@ -135,3 +138,147 @@ def test_cli_devices_out_of_range_is_one_line(command, tmp_path):
         assert lines[0] == (f"neon-jax {command[0]}: error: devices must be between 1 and {n} (this run has {n} "
                             f"{jax.devices()[0].platform} device{'s' if n > 1 else ''}), got {bad}")
         assert not (tmp_path / "out").exists()
+
+
+PRUNE = r"""
+import sys
+import jax, numpy as np
+from neon_jax.jobs.prune import prune
+
+counts = [int(c) for c in sys.argv[1].split(",")]
+agents = sys.argv[2].split(",")
+assert jax.device_count() == max(counts), jax.devices()
+for agent in agents:
+    reports = {}
+    for n in counts:
+        result = prune("iris", preset="tiny", agent=agent, tau=5, passes=1, candidates=3, seed=0, progress=None,
+                       devices=n)
+        reports[n] = result.report
+        assert result.report["run"] == {"devices": n, "processes": 1, "platform": "cpu"}, result.report["run"]
+    ref = reports[counts[0]]
+    for n in counts[1:]:
+        r = reports[n]
+        for key in ("widths_before", "widths_after", "params_after", "chosen", "candidates", "within_tau",
+                    "actions", "test_acc_after", "val_acc"):
+            assert r[key] == ref[key], (agent, n, key, r[key], ref[key])
+        assert [c["params"] for c in r["candidate_table"]] == [c["params"] for c in ref["candidate_table"]]
+    print(agent, "chose", ref["widths_after"], ref["chosen"])
+print("DEVICES-OK")
+"""
+
+
+@pytest.mark.slow
+def test_main_job_chooses_the_same_network_on_one_and_three_devices():
+    """The 3 sampled episodes of the main job (the random agent) on 3 devices: the same candidates and choice."""
+    _check(run_with_devices(PRUNE, 3, "1,3", "random"))
+
+
+@pytest.mark.slow
+def test_main_job_chooses_the_same_network_on_1_2_4_8_devices():
+    """3 sampled episodes (the random agent), or 3 and a greedy one (the shipped agent), on 1, 2, 4 and 8 devices:
+    padded to 4 or 8 episodes where needed, the padding dropped before the choice."""
+    _check(run_with_devices(PRUNE, 8, "1,2,4,8", "random,pretrained"))
+
+
+TRAIN_AGENT = r"""
+import json, sys, tempfile
+from pathlib import Path
+import jax, numpy as np
+from neon_jax import agent as agent_lib, jobs, zoo as zoo_lib
+from neon_jax.env import EnvConfig
+from neon_jax.presets import get_preset
+
+counts = [int(c) for c in sys.argv[1].split(",")]
+batch, iterations = int(sys.argv[2]), int(sys.argv[3])
+assert jax.device_count() == max(counts), jax.devices()
+preset = get_preset("tiny")
+root = Path(tempfile.mkdtemp())
+zoo_lib.save_zoo(zoo_lib.build_zoo(zoo_lib.prepare_data("iris", preset, seed=0), preset, n=5, n_heldout=1, seed=0,
+                                   epochs=1, devices=1), root / "zoos")
+states = {}
+for n in counts:
+    out = root / f"agent{n}"
+    done = jobs.train_agent(root / "zoos", out, env_config=EnvConfig(passes=1),
+                            agent_config=agent_lib.AgentConfig(architecture="compact", batch_size=batch),
+                            tau=5.0, episodes=batch * iterations, evaluate=False, checkpoint_every=1, devices=n)
+    states[n] = jax.device_get(done.state)
+    run = json.loads((out / "run.json").read_text())["run"]
+    want = max(k for k in range(1, n + 1) if batch % k == 0)  # the most devices that divide the batch
+    assert run == {"devices": want, "processes": 1, "platform": "cpu"}, (n, run)
+    assert len((out / "log.csv").read_text().splitlines()) == 1 + batch * iterations
+ref = counts[0]
+worst = 0.0
+for n in counts[1:]:
+    for a, b in zip(jax.tree_util.tree_leaves(states[ref]), jax.tree_util.tree_leaves(states[n])):
+        # the agent's parameters and Adam moments. On several devices the update's batch mean is an all-reduce and
+        # the roll-out's fine-tunes run unchunked: last-bit differences, which Adam's 1 / sqrt(v) turns into
+        # steps of up to ~lr on parameters whose gradients are ~0 (as tests/test_sharding.py states)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-3, err_msg=f"{n} devices")
+        worst = max(worst, float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max()))
+print("largest difference", worst)
+print("DEVICES-OK")
+"""
+
+
+@pytest.mark.slow
+def test_train_agent_parameters_agree_on_one_and_two_devices():
+    """Two iterations of 4 episodes on 1 and 2 devices: the agent's state agrees to rtol 1e-3, atol 1e-3."""
+    _check(run_with_devices(TRAIN_AGENT, 2, "1,2", 4, 2))
+
+
+@pytest.mark.slow
+def test_train_agent_parameters_agree_on_1_2_4_8_devices():
+    """Three iterations of 8 episodes on 1, 2, 4 and 8 devices (and 6 episodes: 4 devices use 3, 8 use 6)."""
+    _check(run_with_devices(TRAIN_AGENT, 8, "1,2,4,8", 8, 3))
+    _check(run_with_devices(TRAIN_AGENT, 8, "1,4,8", 6, 2))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli_env(n_devices: int) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n_devices}").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    env.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_like_one(tmp_path):
+    """`neon-jax evaluate` in two localhost processes (jax.distributed, 2 CPU devices each) builds the same zoo and
+    writes the rows of a one-process, one-device run; process 0 alone writes (the other's messages are silent)."""
+    import pandas as pd
+
+    from neon_jax import zoo as zoo_lib
+
+    args = ["-m", "neon_jax", "evaluate", "--datasets", "iris", "--preset", "tiny", "--zoo-networks", "3",
+            "--zoo-heldout", "2", "--methods", "random,structured", "--settings", "structured=0.5", "--tau", "5",
+            "--passes", "1", "--batch", "2", "--quiet"]
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one"), "--devices", "1"], cwd=REPO,
+                         env=_cli_env(1), capture_output=True, text=True, timeout=900)
+    assert one.returncode == 0, one.stderr[-4000:]
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, *args, "--out", str(tmp_path / "two"), "--coordinator",
+                               f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)], cwd=REPO,
+                              env=_cli_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, stderr) in zip(procs, outs):
+        assert p.returncode == 0, stderr[-4000:]
+    assert "report ->" in outs[0][0] and outs[1][0] == ""  # only process 0 prints the result
+    rows = {k: pd.read_csv(tmp_path / k / "networks.csv").drop(columns=["seconds"]) for k in ("one", "two")}
+    pd.testing.assert_frame_equal(rows["one"], rows["two"], check_exact=True)
+    import json
+
+    run = json.loads((tmp_path / "two" / "settings.json").read_text())["run"]
+    assert run == {"devices": 4, "processes": 2, "platform": "cpu"}
+    z1, z2 = (zoo_lib.load_zoo(tmp_path / k / "zoos" / "iris") for k in ("one", "two"))
+    assert (z2.meta["devices"], z2.meta["processes"]) == (4, 2)
+    np.testing.assert_array_equal(z1.test_accuracy, z2.test_accuracy)

@@ -301,3 +301,43 @@ def test_two_processes_evaluate_like_one(tmp_path):
     z1, z2 = (zoo_lib.load_zoo(tmp_path / k / "zoos" / "iris") for k in ("one", "two"))
     assert (z2.meta["devices"], z2.meta["processes"]) == (4, 2)
     np.testing.assert_array_equal(z1.test_accuracy, z2.test_accuracy)
+
+
+@pytest.mark.slow
+def test_two_processes_train_an_agent_like_one(tmp_path):
+    """`neon-jax train-agent` in two localhost processes (2 CPU devices each, a batch of 4 over 4 devices): process 0
+    alone writes the checkpoint, run.json and log.csv, and the agent's weights are those of a one-process run on
+    one device to 1e-2 (as `test_train_agent_parameters_agree_on_1_2_4_8_devices`)."""
+    import json
+
+    from neon_jax import agent as agent_lib
+
+    zoo = subprocess.run([sys.executable, "-m", "neon_jax", "zoo", "--dataset", "iris", "--n", "5", "--heldout", "1",
+                          "--preset", "tiny", "--epochs", "1", "--out", str(tmp_path / "zoos"), "--quiet",
+                          "--devices", "1"], cwd=REPO, env=_cli_env(1), capture_output=True, text=True, timeout=900)
+    assert zoo.returncode == 0, zoo.stderr[-4000:]
+    args = ["-m", "neon_jax", "train-agent", "--zoo", str(tmp_path / "zoos"), "--passes", "1", "--tau", "5",
+            "--episodes", "8", "--batch", "4", "--architecture", "compact", "--no-eval", "--quiet",
+            "--checkpoint-every", "1"]
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one"), "--devices", "1"], cwd=REPO,
+                         env=_cli_env(1), capture_output=True, text=True, timeout=900)
+    assert one.returncode == 0, one.stderr[-4000:]
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, *args, "--out", str(tmp_path / "two"), "--coordinator",
+                               f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)], cwd=REPO,
+                              env=_cli_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, stderr) in zip(procs, outs):
+        assert p.returncode == 0, stderr[-4000:]
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["run"] == {"devices": 4, "processes": 2,
+                                                                              "platform": "cpu"}
+    assert len((tmp_path / "two" / "log.csv").read_text().splitlines()) == 1 + 8
+    _, ref, _ = agent_lib.load_checkpoint(tmp_path / "one" / "checkpoint")
+    _, got, _ = agent_lib.load_checkpoint(tmp_path / "two" / "checkpoint")
+    assert int(got.episodes) == int(ref.episodes) == 8
+    import jax
+
+    for a, b in zip(jax.tree_util.tree_leaves((ref.actor, ref.critic)), jax.tree_util.tree_leaves((got.actor,
+                                                                                                 got.critic))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-2)

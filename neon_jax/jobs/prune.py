@@ -293,22 +293,19 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         network of every episode is a candidate (`neon_jax.select`).
       select: "best" (the candidate with the fewest parameters within tau on the validation split; the original
         if none) or "last" (the final network of one sampled episode: the paper's answer).
-      devices: devices the candidate episodes are split over (`sharding.job_mesh`: default every device; padded
-        to a multiple of them with further episodes, dropped before the choice); the report's ``run`` records how
-        many devices and processes ran. The base network trains on one device.
+      devices: devices the candidate episodes are split over (`sharding.job_mesh`: default all; padded with further
+        episodes, dropped before the choice); the report's ``run`` records them. The base network trains on one.
     Returns:
       `PruneResult`. The report holds the chosen network's widths, parameters, compression and accuracies, which
       candidate won (episode, step; -1 / 0 = the original), how many were within tau, the seconds of each stage
       (``load``: agent, network file and data; ``base_network``: training it when none is given; ``compile``: the
       environment and the pruning program, compiled or read from the persistent cache; ``run``: the episodes;
       ``report``: compaction and latency; ``total``: their sum, the call's wall time), the measured NumPy
-      batch-256 latency before / after, and ``padded_shape``: the compiled program's shape (the network's own
-      width bucket, `nets.bucket_width`, and its depth).
+      batch-256 latency before / after, and ``padded_shape``: the program's shape (its width bucket and depth).
     """
     tau, preset = _check_arguments(dataset, tau, preset, passes, candidates, select, small_data, test, validation)
     with sharding.use_mesh(sharding.job_mesh(devices)):
-        say = progress or (lambda *_: None)
-        clock = _Laps()
+        say, clock = progress or (lambda *_: None), _Laps()
         stage(progress, "loading the agent, the network and the data")
         network, model = load_model(network, trust_pickle)
         loaded = load_agent(agent, preset, tau)
@@ -324,8 +321,8 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         row, pruned, table = _choose(result, pool, prepared, plan, selection, say)
         report = _report(prepared, pool, plan, row, selection, seconds, original, pruned, table, input_check,
                          own_rows=_is_rows(dataset))
-        seconds["report"] = clock.lap()
-        seconds["total"] = sum(seconds.values())  # the stages partition the call's wall time: what the user waited
+        seconds["report"] = clock.lap()  # the stages partition the call's wall time (total): what the user waited
+        seconds["total"] = sum(seconds.values())
         return PruneResult(dataset=prepared.dataset.name, original=original, pruned=pruned, report=report,
                            candidates=table, model=model, preprocessing=preprocessing_record(prepared.dataset))
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neon_jax import data as data_lib
-from neon_jax import fit, nets, programs
+from neon_jax import fit, nets, programs, sharding
 from neon_jax.choices import ZOO_SPLITS
 from neon_jax.presets import ACTIVATION_NAMES, Preset
 
@@ -163,7 +163,7 @@ def _init_networks(model, keys, archs):
 
 def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: int = 6, seed: int = 0,
               epochs: int | None = None, progress: Callable[[int, int], None] | None = None,
-              chunk_epochs: int = 5) -> Zoo:
+              chunk_epochs: int = 5, devices: int | None = None) -> Zoo:
     """Samples `n` random architectures and trains them, one compiled program per width bucket.
 
     The networks are grouped by their widest hidden layer rounded up onto `nets.bucket_width`'s ladder and each
@@ -181,7 +181,18 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
       epochs: overrides `preset.train_epochs`.
       progress: called as progress(epochs_done, epochs_total) between chunks of `chunk_epochs` epochs (the
         epochs of every bucket count: a zoo of two buckets reports 2 x epochs in all).
+      devices: devices the population is split over (`sharding.job_mesh`: default every device, or the enclosing
+        job's); ``meta`` records how many devices and processes trained it. The networks are the same on any count.
+    Returns:
+      The `Zoo` (n networks at the widest bucket's padded shape).
     """
+    with sharding.use_mesh(sharding.job_mesh(devices)):
+        return _build_zoo(prepared, preset, n, n_heldout, seed, epochs, progress, chunk_epochs)
+
+
+def _build_zoo(prepared: PreparedData, preset: Preset, n: int, n_heldout: int, seed: int, epochs: int | None,
+               progress, chunk_epochs: int) -> Zoo:
+    """`build_zoo` on the mesh of the enclosing `sharding.use_mesh` block."""
     if not 0 <= n_heldout < n:
         raise ValueError(f"n_heldout must be in 0..{n - 1}, got {n_heldout}")
     epochs = preset.train_epochs if epochs is None else epochs
@@ -216,6 +227,7 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
     heldout = np.zeros(n, bool)
     heldout[rng.choice(n, n_heldout, replace=False)] = True
     meta = _zoo_meta(prepared, seed, epochs, start, bucket_meta, len(buckets) * len(set(chunks)), final_loss)
+    meta.update(sharding.run_record(sharding.active_mesh()))  # devices, processes, platform
     return Zoo(dataset=prepared.dataset.name, preset=preset, dims=dims, variables=variables, archs=archs,
                train_accuracy=train_acc, test_accuracy=test_acc, heldout=heldout, meta=meta)
 
@@ -234,22 +246,32 @@ def _train_bucket(preset: Preset, bdims: nets.NetDims, dims: nets.NetDims, idx, 
     `progress`. Returns ((idx, variables and archs repadded to `dims`, train accuracy, test accuracy, final train
     loss), the epochs done over all buckets)."""
     train_data, test_data = data
+    mesh = sharding.active_mesh()
+    spread = sharding.spreads(mesh)
+    # on several devices the population is padded to a multiple of them (copies of the last network, dropped below)
+    (members, archs), real = sharding.pad_to_mesh((np.asarray(idx), archs), mesh if spread else None)
     model = nets.make_model(bdims, preset)
-    variables = _init_networks(model, init_keys[idx], archs)
+    variables = _init_networks(model, init_keys[members], archs)
     trainer = fit.make_trainer(model, preset.learning_rate)
     opt_state = trainer.init_opt_state(variables)
-    index = jnp.zeros(len(idx), jnp.int32)
+    index = jnp.zeros(len(members), jnp.int32)
+    if spread:
+        variables, opt_state, archs, index = sharding.put_batch((variables, opt_state, archs, index), mesh)
+        train_data, test_data = sharding.put_replicated((train_data, test_data), mesh)
     losses = []
     for chunk, key in zip(chunks, train_keys):
-        variables, opt_state, loss = trainer.train(jax.random.split(key, n)[idx], variables, opt_state, archs,
-                                                   index, train_data, epochs=chunk,
-                                                   batch_size=preset.train_batch)
-        losses.append(np.asarray(loss))
+        keys = jax.random.split(key, n)[members]
+        keys = sharding.put_batch(keys, mesh) if spread else keys
+        variables, opt_state, loss = trainer.train(keys, variables, opt_state, archs, index, train_data,
+                                                   epochs=chunk, batch_size=preset.train_batch)
+        losses.append(np.asarray(sharding.gather(loss))[real])
         done += chunk
         if progress is not None:
             progress(done, total)
-    train_acc = np.asarray(trainer.evaluate(variables, archs, index, train_data))
-    test_acc = np.asarray(trainer.evaluate(variables, archs, index, test_data))
+    train_acc = np.asarray(sharding.gather(trainer.evaluate(variables, archs, index, train_data)))[real]
+    test_acc = np.asarray(sharding.gather(trainer.evaluate(variables, archs, index, test_data)))[real]
+    if spread:  # the whole population on the host, its padding dropped
+        variables, archs = sharding.drop_padding(sharding.gather((variables, archs)), real)
     variables, archs = nets.repad(variables, archs, bdims, dims)
     return (idx, jax.device_get(variables), jax.device_get(archs), train_acc, test_acc,
             np.concatenate(losses, axis=1)[:, -1] if losses else np.full(len(idx), np.nan)), done

@@ -17,12 +17,12 @@ depends only on the seed (up to float rounding); a short last batch is padded by
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -85,9 +85,15 @@ def widths_text(widths) -> str:
 
 
 def network_keys(seed: int, indices) -> jax.Array:
-    """(len(indices), 2) the PRNG keys of pool entries `indices` in a run with `seed`: ``fold_in(PRNGKey(seed), i)``."""
+    """(len(indices), 2) the PRNG keys of pool entries `indices` in a run with `seed`: ``fold_in(PRNGKey(seed), i)``
+    (one small program; eagerly, each of its operations would compile one)."""
+    return _network_keys(seed, np.asarray(indices, np.uint32))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _network_keys(seed: int, indices) -> jax.Array:
     base = jax.random.PRNGKey(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(np.asarray(indices), jnp.uint32))
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(indices)
 
 
 def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, buckets: bool = True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import numpy as np
 
 from neon_jax import programs
 from neon_jax.fit import loops, population
@@ -45,5 +46,9 @@ class Trainer:
         self.predict = jax.jit(jax.vmap(functools.partial(loops.logits, learner), in_axes=(0, 0, None)))
 
     def init_opt_state(self, variables):
-        """Optimiser state for a population (leading axis P), to carry across `train` calls made in chunks."""
-        return jax.vmap(self.learner.tx.init)(variables["params"])
+        """Optimiser state for a population (leading axis P), to carry across `train` calls made in chunks.
+
+        Adam's initial state is all zeros (moments and step counts), so it is made on the host from its shapes:
+        computing it eagerly would compile a one-op program per parameter shape."""
+        shapes = jax.eval_shape(jax.vmap(self.learner.tx.init), variables["params"])
+        return jax.device_put(jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes))

@@ -17,7 +17,6 @@ depends only on the seed (up to float rounding); a short last batch is padded by
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -87,11 +86,11 @@ def widths_text(widths) -> str:
 def network_keys(seed: int, indices) -> jax.Array:
     """(len(indices), 2) the PRNG keys of pool entries `indices` in a run with `seed`: ``fold_in(PRNGKey(seed), i)``
     (one small program; eagerly, each of its operations would compile one)."""
-    return _network_keys(seed, np.asarray(indices, np.uint32))
+    return _network_keys(np.int32(seed), np.asarray(indices, np.uint32))  # PRNGKey reads a seed as int32
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _network_keys(seed: int, indices) -> jax.Array:
+@jax.jit
+def _network_keys(seed, indices) -> jax.Array:
     base = jax.random.PRNGKey(seed)
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(indices)
 

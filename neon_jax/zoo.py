@@ -148,8 +148,8 @@ class Zoo:
         }
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _zoo_keys(seed: int, dataset_key: int, n: int, n_chunks: int):
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _zoo_keys(seed, dataset_key, n: int, n_chunks: int):
     """(architecture key, (n, 2) initialisation keys, (n_chunks, n, 2) training keys: chunk c's network i trains
     with ``split(split(k_train, n_chunks)[c], n)[i]``) of a zoo, in one program (eagerly, every split and fold
     compiles its own)."""
@@ -200,7 +200,7 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
     # for all would give every zoo the same 30 architectures and the same held-out indices.
     dataset_key = zlib.crc32(prepared.dataset.name.encode()) & 0x7FFFFFFF
     chunks = _epoch_chunks(epochs, chunk_epochs)
-    k_arch, init_keys, train_keys = jax.device_get(_zoo_keys(seed, dataset_key, n, len(chunks)))
+    k_arch, init_keys, train_keys = jax.device_get(_zoo_keys(np.int32(seed), np.uint32(dataset_key), n, len(chunks)))
     all_archs = jax.device_get(_sample_archs(k_arch, preset, widest, n, prepared.n_features, prepared.n_classes))
     buckets = nets.width_buckets(all_archs)
     dims = dataclasses.replace(widest, w_max=max(buckets))

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from neon_jax import nets, programs
+from neon_jax import compile_cache, nets, programs
 from neon_jax.pool import EnvPool
 
 ROW_FIELDS = (
@@ -69,7 +69,7 @@ def compiled(program, *args):
     if signature in _COMPILED:
         return _COMPILED.get(signature, None), 0.0
     t0 = time.perf_counter()
-    executable = _COMPILED.get(signature, lambda: program.lower(*args).compile())
+    executable = _COMPILED.get(signature, lambda: compile_cache.aot_compile(program, args))
     return executable, time.perf_counter() - t0
 
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neon_jax import nets, programs
+from neon_jax import compile_cache, nets, programs
 from neon_jax.agent import ActorPolicy
 from neon_jax.choices import SELECTIONS
 from neon_jax.env import EnvParams, NeonEnv
@@ -160,4 +160,9 @@ def cached_candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, gre
     `rollout.policy_program`)."""
     key = (env.config, env.dims, env.preset, env.slots, act_fn if act_key is None else act_key, int(sampled),
            bool(greedy), select)
-    return _PROGRAMS.get(key, lambda: candidates_program(env, act_fn, sampled, greedy, select))
+    def build():
+        program = candidates_program(env, act_fn, sampled, greedy, select)
+        compile_cache.register(program, ("select.candidates_program", *key))  # a warm run need not trace it
+        return program
+
+    return _PROGRAMS.get(key, build)

@@ -249,9 +249,8 @@ def _train_bucket(preset: Preset, bdims: nets.NetDims, dims: nets.NetDims, idx, 
     index = np.zeros(len(idx), np.int32)
     losses = []
     for chunk, keys in zip(chunks, train_keys):
-        variables, opt_state, loss = trainer.train(keys[idx], variables, opt_state, archs,
-                                                   index, train_data, epochs=chunk,
-                                                   batch_size=preset.train_batch)
+        args = (keys[idx], variables, opt_state, archs, index, train_data)
+        variables, opt_state, loss = trainer.train_compiled(args, epochs=chunk, batch_size=preset.train_batch)(*args)
         losses.append(np.asarray(loss))
         done += chunk
         if progress is not None:

@@ -7,7 +7,7 @@ import functools
 import jax
 import numpy as np
 
-from neon_jax import programs
+from neon_jax import compile_cache, programs
 from neon_jax.fit import loops, population
 from neon_jax.fit.loops import Learner, cross_entropy
 from neon_jax.fit.optim import masked_adam
@@ -21,7 +21,9 @@ def make_trainer(model: MaskedMLP, learning_rate: float = 1e-3, double_softmax: 
     Args: model: the masked MLP of the padded shape; learning_rate: Adam's (PyTorch defaults otherwise);
       double_softmax: the original's loss (`fit.loops.log_probs`).
     """
-    return Trainer(Learner(model, masked_adam(learning_rate), cross_entropy(double_softmax)))
+    trainer = Trainer(Learner(model, masked_adam(learning_rate), cross_entropy(double_softmax)))
+    trainer.key = ("fit.trainer", model.dims, model.dropout_rate, learning_rate, double_softmax)
+    return trainer
 
 
 class Trainer:
@@ -38,12 +40,27 @@ class Trainer:
     def __init__(self, learner: Learner):
         self.learner = learner
         self.model = learner.model
+        self.key = None  # what the programs' tracing depends on (`make_trainer` sets it): a warm run skips it
+        self._executables: dict = {}
         self.train = jax.jit(functools.partial(population.train, learner),
                              static_argnames=("epochs", "batch_size", "chunk_size"))
         self.finetune = jax.jit(functools.partial(population.finetune, learner),
                                 static_argnames=("max_epochs", "batch_size", "patience"))
         self.evaluate = jax.jit(functools.partial(population.evaluate, learner))
         self.predict = jax.jit(jax.vmap(functools.partial(loops.logits, learner), in_axes=(0, 0, None)))
+
+    def train_compiled(self, args: tuple, *, epochs: int, batch_size: int):
+        """`train` of these arguments (no keywords but the schedule) compiled ahead of time, kept per schedule and
+        argument types; through `compile_cache.aot_compile`, so a warm run reads it without tracing it."""
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        signature = (epochs, batch_size, treedef, tuple(str(jax.typeof(a)) for a in leaves))
+        if signature not in self._executables:
+            program = jax.jit(functools.partial(population.train, self.learner, epochs=epochs,
+                                                batch_size=batch_size))
+            if self.key is not None:
+                compile_cache.register(program, (*self.key, "train", epochs, batch_size))
+            self._executables[signature] = compile_cache.aot_compile(program, args)
+        return self._executables[signature]
 
     def init_opt_state(self, variables):
         """Optimiser state for a population (leading axis P), to carry across `train` calls made in chunks.

@@ -29,8 +29,8 @@ def enable(folder=None) -> Path | None:
     """Turns the cache on in `folder` (default `default_folder`) and returns the folder in use.
 
     A cache JAX already has (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is kept as it is; ``off`` (the
-    argument or ``$NEON_JAX_CACHE_DIR``) leaves the cache off and returns None. Programs that compile in under a
-    second are not cached (JAX's default threshold).
+    argument or ``$NEON_JAX_CACHE_DIR``) leaves the cache off and returns None. Every program is cached, however
+    fast it compiles (JAX's default keeps only those over a second; reading a small one back costs milliseconds).
     """
     current = jax.config.jax_compilation_cache_dir
     if current:
@@ -44,6 +44,7 @@ def enable(folder=None) -> Path | None:
     except OSError:
         return None  # an unwritable cache folder only costs the compile time, never the run
     jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path
 
 

@@ -82,3 +82,30 @@ RECORDED = {
 @pytest.mark.parametrize("agent", sorted(RECORDED))
 def test_main_job_outputs_unchanged(agent):
     assert _digest(_prune(0, agent)) == RECORDED[agent]
+
+
+def test_warm_run_reads_programs_without_tracing_them(tmp_path):
+    """With the compile cache on, a second run reads the pruning and training programs back from their exports
+    (`compile_cache.aot_compile`): no tracing of them, nothing compiled, and the same files byte for byte."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NEON_JAX_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)  # as users run it
+    runs = []
+    for name in ("cold", "warm"):
+        out = tmp_path / name
+        cmd = [sys.executable, "-m", "neon_jax", "prune", "--dataset", "iris", "--preset", "tiny", "--agent",
+               "random", "--quiet", "--out", str(out)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        runs.append((out, json.loads((out / "report.json").read_text())["compiled"]))
+    (cold_out, cold), (warm_out, warm) = runs
+    traced = lambda log: {p["name"]: p["trace_s"] for p in log["programs"] if p["name"] in ("program", "train")}  # noqa: E731
+    # warm, only a thin wrapper of the exported program is traced (milliseconds, against seconds)
+    assert set(traced(cold)) == set(traced(warm)) == {"program", "train"}
+    assert all(traced(warm)[k] < 0.25 * traced(cold)[k] for k in traced(cold)), (traced(cold), traced(warm))
+    assert warm["totals"]["cache_hits"] == warm["totals"]["compiles"] >= 1  # every program read back
+    for name in ("candidates.csv", "pruned.npz", "original.npz"):
+        assert (cold_out / name).read_bytes() == (warm_out / name).read_bytes(), name

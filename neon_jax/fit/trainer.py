@@ -62,6 +62,11 @@ class Trainer:
             self._executables[signature] = compile_cache.aot_compile(program, args)
         return self._executables[signature]
 
+    @property
+    def train_programs(self) -> int:
+        """Executables `train_compiled` holds: one per schedule and argument types."""
+        return len(self._executables)
+
     def init_opt_state(self, variables):
         """Optimiser state for a population (leading axis P), to carry across `train` calls made in chunks.
 

@@ -78,6 +78,20 @@ def source_digest() -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple:
+    """The versions of the libraries the programs' tracing goes through besides JAX (flax, optax, numpy)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("flax", "optax", "numpy"):
+        try:
+            found.append((name, version(name)))
+        except PackageNotFoundError:
+            found.append((name, None))
+    return tuple(found)
+
+
 def _stable(obj) -> str:
     """A text of `obj` with no memory addresses: functions by module and qualified name."""
     if isinstance(obj, (tuple, list)):
@@ -95,7 +109,7 @@ def exported_path(program, args: tuple) -> Path | None:
     if not folder or key is None:
         return None
     leaves, treedef = jax.tree_util.tree_flatten(args)
-    text = repr((source_digest(), jax.__version__, jaxlib.__version__, jax.config.jax_enable_x64,
+    text = repr((source_digest(), jax.__version__, jaxlib.__version__, _versions(), jax.config.jax_enable_x64,
                  jax.config.jax_default_matmul_precision, jax.config.jax_threefry_partitionable,
                  jax.default_backend(), jax.device_count(), _stable(key), str(treedef), [str(jax.typeof(a)) for a in leaves]))
     return Path(folder) / EXPORTED_FOLDER / f"{hashlib.sha256(text.encode()).hexdigest()}.exported"

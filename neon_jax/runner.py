@@ -22,11 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from neon_jax import nets, programs, sharding
+from neon_jax import compile_cache, nets, programs, sharding
 from neon_jax.pool import EnvPool
 
 ROW_FIELDS = (
@@ -73,7 +72,7 @@ def compiled(program, *args, mesh=None):
     if signature in _COMPILED:
         return _COMPILED.get(signature, None), 0.0
     t0 = time.perf_counter()
-    executable = _COMPILED.get(signature, lambda: program.lower(*args).compile())
+    executable = _COMPILED.get(signature, lambda: compile_cache.aot_compile(program, args))
     return executable, time.perf_counter() - t0
 
 
@@ -88,9 +87,15 @@ def widths_text(widths) -> str:
 
 
 def network_keys(seed: int, indices) -> jax.Array:
-    """(len(indices), 2) the PRNG keys of pool entries `indices` in a run with `seed`: ``fold_in(PRNGKey(seed), i)``."""
+    """(len(indices), 2) the PRNG keys of pool entries `indices` in a run with `seed`: ``fold_in(PRNGKey(seed), i)``
+    (one small program; eagerly, each of its operations would compile one)."""
+    return _network_keys(np.int32(seed), np.asarray(indices, np.uint32))  # PRNGKey reads a seed as int32
+
+
+@jax.jit
+def _network_keys(seed, indices) -> jax.Array:
     base = jax.random.PRNGKey(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(np.asarray(indices), jnp.uint32))
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(indices)
 
 
 def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, buckets: bool = True,

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neon_jax import nets, programs, sharding
+from neon_jax import compile_cache, nets, programs, sharding
 from neon_jax.agent import ActorPolicy
 from neon_jax.choices import SELECTIONS
 from neon_jax.env import EnvParams, NeonEnv
@@ -169,4 +169,10 @@ def cached_candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, gre
     as `rollout.policy_program`)."""
     key = (env.config, env.dims, env.preset, env.slots, act_fn if act_key is None else act_key, int(sampled),
            bool(greedy), select, tuple(d.id for d in mesh.devices.flat) if sharding.spreads(mesh) else None)
-    return _PROGRAMS.get(key, lambda: candidates_program(env, act_fn, sampled, greedy, select, mesh))
+
+    def build():
+        program = candidates_program(env, act_fn, sampled, greedy, select, mesh)
+        compile_cache.register(program, ("select.candidates_program", *key))  # a warm run need not trace it
+        return program
+
+    return _PROGRAMS.get(key, build)

@@ -182,6 +182,9 @@ def cmd_prune(args) -> int:
           f"{seconds['compile']:.1f} + prune {seconds['run']:.1f} + report {seconds['report']:.1f} = "
           f"{seconds['total']:.1f} (report.json's \"seconds\"); waited {time.perf_counter() - _STARTED:.1f} "
           f"since the command started (imports included)")
+    from neon_jax.compile_log import summary_line
+
+    print(f"compiled: {summary_line(r['compiled'])} (report.json's \"compiled\" lists every program)")
     print(f"measured latency (NumPy eval, batch 256): {r['latency_b256_numpy_ms_before']:.3f} ms -> "
           f"{r['latency_b256_numpy_ms_after']:.3f} ms ({_speedup(r['speedup_b256_numpy'])})")
     if args.out:

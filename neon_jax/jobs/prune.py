@@ -9,15 +9,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 from matplotlib.figure import Figure
 
+from neon_jax import compile_log, interop, nets, runner, sharding
 from neon_jax import data as data_lib
-from neon_jax import interop, nets, runner, sharding
 from neon_jax.agent.registry import LoadedAgent, load_agent
 from neon_jax.choices import DEFAULT_CANDIDATES, SELECTIONS
 from neon_jax.env import EnvConfig, NeonEnv, validate_tau
@@ -304,8 +303,9 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
       batch-256 latency before / after, and ``padded_shape``: the program's shape (its width bucket and depth).
     """
     tau, preset = _check_arguments(dataset, tau, preset, passes, candidates, select, small_data, test, validation)
-    with sharding.use_mesh(sharding.job_mesh(devices)):
-        say, clock = progress or (lambda *_: None), _Laps()
+    say = progress or (lambda *_: None)
+    # the stages' seconds and the programs each compiled; the candidate episodes on the job's devices
+    with sharding.use_mesh(sharding.job_mesh(devices)), compile_log.StageClock() as clock:
         stage(progress, "loading the agent, the network and the data")
         network, model = load_model(network, trust_pickle)
         loaded = load_agent(agent, preset, tau)
@@ -321,10 +321,9 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         row, pruned, table = _choose(result, pool, prepared, plan, selection, say)
         report = _report(prepared, pool, plan, row, selection, seconds, original, pruned, table, input_check,
                          own_rows=_is_rows(dataset))
-        seconds["report"] = clock.lap()  # the stages partition the call's wall time (total): what the user waited
-        seconds["total"] = sum(seconds.values())
-        return PruneResult(dataset=prepared.dataset.name, original=original, pruned=pruned, report=report,
-                           candidates=table, model=model, preprocessing=preprocessing_record(prepared.dataset))
+        clock.finish(seconds, report)
+    return PruneResult(dataset=prepared.dataset.name, original=original, pruned=pruned, report=report,
+                       candidates=table, model=model, preprocessing=preprocessing_record(prepared.dataset))
 
 
 def _check_arguments(dataset, tau, preset, passes, candidates, select, small_data, test,
@@ -356,22 +355,22 @@ def _agent_cut(trained_env: dict, cut: str | None, passes: int, say) -> str:
     return cut
 
 
-def _base_network(network, prepared, preset: Preset, seed: int, check_inputs: bool, clock: _Laps, progress):
+def _base_network(network, prepared, preset: Preset, seed: int, check_inputs: bool, clock: compile_log.StageClock, progress):
     """(zoo of the one network to prune, the input check or None, the seconds so far): the given network, checked
     against the data, or a random base network trained on it."""
     input_check = None
     if network is None:
-        seconds = {"load": clock.lap()}
+        seconds = {"load": clock.lap("load")}
         stage(progress, f"training a random base network on {prepared.dataset.name} "
                         f"({prepared.dataset.n_rows} rows, preset {preset.name})")
         zoo = build_zoo(prepared, preset, n=1, n_heldout=0, seed=seed, devices=1 if jax.process_count() == 1 else None)
-        seconds["base_network"] = clock.lap()
+        seconds["base_network"] = clock.lap("base_network")
     else:
         network.check_finite(prepared.splits.x_test, "the network to prune")
         zoo = Zoo.of_network(network, prepared, preset)  # checks its shape against the data first
         if check_inputs:
             input_check = check_inputs_fn(network, prepared.splits.x_train, prepared.splits.y_train)
-        seconds = {"load": clock.lap(), "base_network": 0.0}
+        seconds = {"load": clock.lap("load"), "base_network": 0.0}
     return zoo, input_check, seconds
 
 
@@ -424,7 +423,7 @@ def _episode_plan(preset: Preset, tau: float, passes: int, loaded: LoadedAgent, 
                  select=select, sampled=sampled, with_greedy=with_greedy)
 
 
-def _run_episodes(pool: EnvPool, plan: _Plan, seconds: dict, clock: _Laps, progress):
+def _run_episodes(pool: EnvPool, plan: _Plan, seconds: dict, clock: compile_log.StageClock, progress):
     """The `runner.run` result of the plan's episodes on the pool's one network (its networks kept); records the
     seconds of the "compile" and "run" stages."""
     preset, select, greedy, loaded = plan.preset, plan.select, plan.greedy, plan.agent
@@ -444,13 +443,13 @@ def _run_episodes(pool: EnvPool, plan: _Plan, seconds: dict, clock: _Laps, progr
 
     def on_stage(name):  # the runner's "compile" falls in the stage begun above; "run" ends it
         if name == "run":
-            seconds["compile"] = clock.lap()
+            seconds["compile"] = clock.lap("compile")
             stage(progress, f"pruning with the {loaded.description} agent (tau={plan.tau:g}, passes={plan.passes}, "
                             f"{episodes} episode{'s' if episodes > 1 else ''}, select {select})")
 
     result = runner.run(method, pool, seed=plan.seed, batch_size=1, keep_networks=True, on_stage=on_stage,
                         mesh=mesh, split_batch=False)
-    seconds["run"] = clock.lap()
+    seconds["run"] = clock.lap("run")
     return result
 
 
@@ -502,18 +501,6 @@ def _report(prepared, pool: EnvPool, plan: _Plan, row: dict, selection: dict, se
         # the rows that decided, what one row is worth, and the tolerance the choice applied
         "selection": selection,
     }
-
-
-class _Laps:
-    """One clock for the stages of a prune: `lap` returns the seconds since the previous lap (or the start)."""
-
-    def __init__(self):
-        self.last = time.perf_counter()
-
-    def lap(self) -> float:
-        now = time.perf_counter()
-        seconds, self.last = now - self.last, now
-        return seconds
 
 
 def candidate_table(details: dict, row: dict, tau: float) -> list[dict]:

@@ -196,8 +196,9 @@ class NeonEnv:
         self.slots = resolve_chunk_size(slots)
         self.model = nets.make_model(dims, preset)
         self.trainer = fit.make_trainer(self.model, preset.learning_rate)
-        self.width_table = jnp.asarray(keep_width_table(dims.w_max))
-        self.keep = jnp.asarray(KEEP_FRACTIONS, jnp.float32)
+        # device_put, not jnp.asarray (which compiles a one-op program per shape)
+        self.width_table = jax.device_put(keep_width_table(dims.w_max))
+        self.keep = jax.device_put(np.asarray(KEEP_FRACTIONS, np.float32))
 
     # -- gymnax-style API ---------------------------------------------------------------------------------------
 

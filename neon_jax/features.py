@@ -79,7 +79,7 @@ PROGRESS_FEATURES = 8
 def zeros_observation(preset: Preset) -> Observation:
     """An all-zero `Observation` of the preset's shapes (R = feature_rows, F = feature_width), progress included."""
     R, F = preset.feature_rows, preset.feature_width
-    z = jnp.zeros
+    z = lambda shape: np.zeros(shape, np.float32)  # noqa: E731  (host zeros: no one-op program per shape)
     return Observation(net_topology=z((R, 8)), net_activations=z((8, R, F)), net_weights=z((8, R, F)),
                        layer_topology=z((8,)), layer_activations=z((8, F)), layer_weights=z((8, F)),
                        progress=z((PROGRESS_FEATURES,)))

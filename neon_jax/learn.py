@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from neon_jax import agent as agent_lib
-from neon_jax import nets, programs, runner
+from neon_jax import nets, programs, runner, sharding
 from neon_jax.env import EnvConfig, NeonEnv
 from neon_jax.policies import random_policy
 from neon_jax.pool import EnvPool
@@ -56,6 +57,8 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
     Writes ``out_dir/log.csv`` (one row per episode), ``out_dir/checkpoint.{npz,json}`` (every
     `checkpoint_every` iterations and at the end) and ``out_dir/run.json`` (settings). Stops after `episodes`
     (default `default_episodes(len(pool))`) or `max_seconds` of training, whichever comes first.
+    In `sharding.use_mesh` the batch is split over the mesh (`sharding.fit_mesh`; ``run.json``'s ``run`` says how
+    many devices); the agent is replicated; process 0 alone writes.
     """
     if isinstance(checkpoint_every, bool) or int(checkpoint_every) != checkpoint_every or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a whole number of iterations >= 1, got {checkpoint_every!r}")
@@ -70,23 +73,25 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
               else [(np.arange(n), pool.dims)])
     settings = _run_settings(pool, preset, env_config, agent_config, episodes, warmup, seed,
                              groups if buckets else None)
-    _clear_run_folder(out, overwrite)
-    log_path = out / "log.csv"
+    writer, batch, log_path = sharding.is_writer(), agent_config.batch_size, out / "log.csv"
+    if writer:
+        _clear_run_folder(out, overwrite)
+    sharding.barrier("train-agent: folder ready")
     agent, state = _resume_or_start(agent, ckpt, settings, out, seed)
-    truncate_log(log_path, int(state.episodes))  # rows past the checkpoint are re-run, so they go
-    tmp = out / "run.tmp.json"
-    tmp.write_text(json.dumps(settings, indent=1))
-    tmp.replace(out / "run.json")
-    batch = agent_config.batch_size
+    mesh = sharding.fit_mesh(sharding.active_mesh(), batch)
+    sharding.barrier("train-agent: checkpoint read")
+    if writer:
+        _start_run_files(out, log_path, int(state.episodes), {**settings, "run": sharding.run_record(mesh)})
+    place = _placement(mesh)
+    state = place(state, False)
     queues, group_pools, iterations = _group_programs(pool, groups, seed, env_config, preset, agent)
-    new_log = not log_path.exists()
-    start = time.perf_counter()
+    new_log, start = not log_path.exists(), time.perf_counter()
     done = int(state.episodes)
-    with open(log_path, "a", newline="") as fh, tqdm(total=episodes, initial=min(done, episodes), unit="episode",
-                                                     desc="train-agent", disable=not progress) as bar:
-        writer = csv.DictWriter(fh, LOG_FIELDS)
+    with open(log_path if writer else os.devnull, "a", newline="") as fh, tqdm(
+            total=episodes, initial=min(done, episodes), unit="episode", desc="train-agent", disable=not progress) as bar:
+        log = csv.DictWriter(fh, LOG_FIELDS)
         if new_log:
-            writer.writeheader()
+            log.writeheader()
         iters = 0
         while done < episodes:
             if max_seconds is not None and time.perf_counter() - start > max_seconds:
@@ -96,10 +101,11 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
             local = queue[(served * batch + np.arange(batch)) % len(queue)]
             key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), done)
             t0 = time.perf_counter()
-            state, metrics = iterations[g](state, group_pools[g].batch(local), key, jnp.bool_(done < warmup))
-            metrics = jax.device_get(metrics)
+            state, metrics = iterations[g](state, place(group_pools[g].batch(local), True), place(key, False),
+                                           place(jnp.bool_(done < warmup), False))
+            metrics = sharding.gather(metrics)
             seconds = time.perf_counter() - t0
-            _log_iteration(writer, pool, groups[g][0][local], done, warmup, metrics, seconds / batch)
+            _log_iteration(log, pool, groups[g][0][local], done, warmup, metrics, seconds / batch)
             fh.flush()
             done = int(state.episodes)
             iters += 1
@@ -107,11 +113,34 @@ def train_agent(pool: EnvPool, preset: Preset, env_config: EnvConfig, agent_conf
             bar.set_postfix(ret=f"{np.mean(metrics['return']):.3g}", comp=f"{np.mean(metrics['compression']):.2f}",
                             programs=programs.status())
             if iters % checkpoint_every == 0:
-                agent_lib.save_checkpoint(ckpt, state, agent.config, preset, {"settings": settings})
+                _save_checkpoint(writer, ckpt, state, agent, preset, {"settings": settings})
                 programs.checkpoint(bar.write)  # a safe point: clears the compiled programs when over the bounds
-    agent_lib.save_checkpoint(ckpt, state, agent.config, preset,
-                              {"settings": settings, "train_seconds_this_run": time.perf_counter() - start})
+    _save_checkpoint(writer, ckpt, state, agent, preset,
+                     {"settings": settings, "train_seconds_this_run": time.perf_counter() - start})
     return agent, state
+
+
+def _start_run_files(out: Path, log_path: Path, episodes: int, run: dict) -> None:
+    """``log.csv`` cut to the checkpoint's `episodes` (later rows are re-run) and ``run.json`` (`run`: the
+    settings and the devices)."""
+    truncate_log(log_path, episodes)
+    tmp = out / "run.tmp.json"
+    tmp.write_text(json.dumps(run, indent=1))
+    tmp.replace(out / "run.json")
+
+
+def _save_checkpoint(writer: bool, ckpt: Path, state, agent, preset: Preset, meta: dict) -> None:
+    """`agent_lib.save_checkpoint` by the process that writes (process 0); the others write nothing."""
+    if writer:
+        agent_lib.save_checkpoint(ckpt, state, agent.config, preset, meta)
+
+
+def _placement(mesh):
+    """``place(tree, batched)``: on a mesh of several devices (or processes), a batch split over it (`batched`) or
+    a value replicated on it; else the tree as it is (the one-device path)."""
+    if not sharding.spreads(mesh):
+        return lambda tree, batched: tree
+    return lambda tree, batched: (sharding.put_batch if batched else sharding.put_replicated)(tree, mesh)
 
 
 def _group_programs(pool: EnvPool, groups, seed: int, env_config: EnvConfig, preset: Preset,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from neon_jax import fit, nets
@@ -129,14 +128,16 @@ class EnvPool:
     def batch(self, indices) -> EnvParams:
         """`EnvParams` (leading axis len(indices)) of the given pool entries, on the device."""
         indices = np.asarray(indices)
-        take = lambda a: jnp.asarray(a[indices])
+        take = lambda a: np.asarray(a)[indices]  # noqa: E731
         ds = self.dataset_of[indices]
-        split = {s: jax.tree_util.tree_map(lambda a: jnp.asarray(a[ds]), self.data[s]) for s in SPLITS}
-        return EnvParams(variables=jax.tree_util.tree_map(take, self.variables),
-                         arch=jax.tree_util.tree_map(take, self.archs),
-                         tau=jnp.full((len(indices),), self.tau, jnp.float32),
-                         select_tau=None if self.select_tau is None
-                         else jnp.full((len(indices),), self.select_tau, jnp.float32), **split)
+        split = {s: jax.tree_util.tree_map(lambda a: np.asarray(a)[ds], self.data[s]) for s in SPLITS}
+        # built on the host and put on the device in one go: jnp.asarray / jnp.full would compile a one-op
+        # program per shape
+        return jax.device_put(EnvParams(
+            variables=jax.tree_util.tree_map(take, self.variables), arch=jax.tree_util.tree_map(take, self.archs),
+            tau=np.full((len(indices),), self.tau, np.float32),
+            select_tau=None if self.select_tau is None else np.full((len(indices),), self.select_tau, np.float32),
+            **split))
 
 
 def batch_from_zoos(zoos_and_data, which: str, tau: float, preset: Preset):

@@ -22,11 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from neon_jax import nets, programs
+from neon_jax import compile_cache, nets, programs, sharding
 from neon_jax.pool import EnvPool
 
 ROW_FIELDS = (
@@ -61,16 +60,19 @@ class RunResult:
 _COMPILED = programs.ProgramCache("runner executables", maxsize=32)
 
 
-def compiled(program, *args):
-    """`program` compiled ahead of time for these argument shapes, kept in a bounded process-wide cache
-    (`programs`); (executable, seconds spent compiling: 0 when it was there)."""
+def compiled(program, *args, mesh=None):
+    """`program` compiled ahead of time for these argument shapes (and, for arguments placed on a `mesh` of several
+    devices, that mesh), kept in a bounded process-wide cache (`programs`); (executable, seconds spent compiling:
+    0 when it was there)."""
     shapes = tuple((np.shape(a), str(getattr(a, "dtype", type(a).__name__)))
                    for a in jax.tree_util.tree_leaves(args))
     signature = (program, jax.tree_util.tree_structure(args), shapes)
+    if sharding.spreads(mesh):
+        signature += (tuple(d.id for d in mesh.devices.flat),)
     if signature in _COMPILED:
         return _COMPILED.get(signature, None), 0.0
     t0 = time.perf_counter()
-    executable = _COMPILED.get(signature, lambda: program.lower(*args).compile())
+    executable = _COMPILED.get(signature, lambda: compile_cache.aot_compile(program, args))
     return executable, time.perf_counter() - t0
 
 
@@ -85,14 +87,20 @@ def widths_text(widths) -> str:
 
 
 def network_keys(seed: int, indices) -> jax.Array:
-    """(len(indices), 2) the PRNG keys of pool entries `indices` in a run with `seed`: ``fold_in(PRNGKey(seed), i)``."""
+    """(len(indices), 2) the PRNG keys of pool entries `indices` in a run with `seed`: ``fold_in(PRNGKey(seed), i)``
+    (one small program; eagerly, each of its operations would compile one)."""
+    return _network_keys(np.int32(seed), np.asarray(indices, np.uint32))  # PRNGKey reads a seed as int32
+
+
+@jax.jit
+def _network_keys(seed, indices) -> jax.Array:
     base = jax.random.PRNGKey(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(np.asarray(indices), jnp.uint32))
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(indices)
 
 
 def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, buckets: bool = True,
         progress: bool = False, desc: str = "prune", extra: dict | None = None, keep_networks: bool = False,
-        on_stage=None) -> RunResult:
+        on_stage=None, mesh=None, split_batch: bool = True) -> RunResult:
     """Runs `method` over every network of `pool`, one shape group after the other; one row per network.
 
     Args:
@@ -108,6 +116,10 @@ def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, b
       keep_networks: also return every pruned network (host arrays at the pool's padded shape).
       on_stage: called with "compile" before the first batch's program is compiled (or loaded from the cache) and
         with "run" before it runs: the main job's progress stages.
+      mesh: the devices each batch is split over (default: `sharding.active_mesh()`; None / one device: unsharded),
+        rounded up to a multiple of them (the last network repeated, its results dropped): the same rows.
+      split_batch: False places each batch whole on every device (a program that splits its own work over the
+        mesh: the main job's candidate episodes, `select.candidates_program`).
     Returns:
       `RunResult`, rows in the pool's order. Row fields: dataset, network (index in its zoo), depth, widths_before
       / widths_after ("48-64-32"), params_before / params_after, compression, test_acc_before / test_acc_after,
@@ -119,9 +131,10 @@ def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, b
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     programs.checkpoint()  # a safe point between runs: drops every compiled program when over the bounds
+    mesh = sharding.active_mesh() if mesh is None else mesh
+    spread = sharding.spreads(mesh)
     groups = nets.shape_groups(pool.archs, pool.dims, batch_size) if buckets else [(np.arange(n), pool.dims)]
     rows, networks, details = [None] * n, ([None] * n if keep_networks else None), [None] * n
-    compile_s = run_s = 0.0
     summary = []
     total = sum(-(-len(idx) // min(batch_size, len(idx))) for idx, _ in groups)
     bar = tqdm(total=total, desc=desc, disable=not progress)
@@ -130,6 +143,9 @@ def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, b
         program, program_args = method(dims)
         group = pool.subset(members).repadded(dims)
         size = min(batch_size, len(members))
+        if spread:  # split: every device gets an equal share; the padding repeats the last network
+            size = -(-size // mesh.size) * mesh.size if split_batch else size
+            program_args = sharding.put_replicated(program_args, mesh)
         record = {"w_max": dims.w_max, "max_hidden": dims.max_hidden, "networks": len(members), "batches": 0,
                   "compile_seconds": 0.0, "run_seconds": 0.0}
         for start in range(0, len(members), size):
@@ -137,9 +153,11 @@ def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, b
             padded = np.concatenate([local, np.full(size - len(local), local[-1])])
             params = group.batch(padded)
             keys = network_keys(seed, members[padded])
+            if spread:
+                keys, params = (sharding.put_batch if split_batch else sharding.put_replicated)((keys, params), mesh)
             if on_stage is not None and first:
                 on_stage("compile")
-            executable, seconds = compiled(program, keys, params, program_args)
+            executable, seconds = compiled(program, keys, params, program_args, mesh=mesh)
             record["compile_seconds"] += seconds
             if on_stage is not None and first:
                 on_stage("run")
@@ -147,27 +165,31 @@ def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, b
             t0 = time.perf_counter()
             out = jax.block_until_ready(executable(keys, params, program_args))
             seconds = time.perf_counter() - t0
+            out = sharding.gather(out) if spread else out  # the whole batch on the host (of every process)
             record["run_seconds"] += seconds
             record["batches"] += 1
             for i, row in zip(members[local], outcome_rows(out, [pool.names[i] for i in members[local]],
                                                            seconds / len(padded), extra)):
                 rows[i] = row
-            if networks is not None:
-                host = jax.device_get((out.variables, out.arch))
-                host = jax.device_get(nets.repad(*host, dims, pool.dims))
-                for b, i in enumerate(members[local]):
-                    networks[i] = jax.tree_util.tree_map(lambda a, b=b: a[b], host)
-            host_details = jax.device_get(out.details)
-            for b, i in enumerate(members[local]):
-                details[i] = (None if host_details is None
-                              else jax.tree_util.tree_map(lambda a, b=b: a[b], host_details))
+            _keep(out, members[local], dims, pool.dims, networks, details)
             bar.update(1)
-        compile_s += record["compile_seconds"]
-        run_s += record["run_seconds"]
         summary.append(record)
     bar.close()
-    return RunResult(rows=rows, networks=networks, compile_seconds=compile_s, run_seconds=run_s, details=details,
-                     groups=summary)
+    return RunResult(rows=rows, networks=networks, compile_seconds=sum(r["compile_seconds"] for r in summary),
+                     run_seconds=sum(r["run_seconds"] for r in summary), details=details, groups=summary)
+
+
+def _keep(out, indices, dims: nets.NetDims, pool_dims: nets.NetDims, networks: list | None, details: list) -> None:
+    """Stores the first ``len(indices)`` networks of a batch's `Outcome` (repadded to `pool_dims`; when `networks`
+    is a list) and their details at their pool `indices`."""
+    if networks is not None:
+        host = jax.device_get((out.variables, out.arch))
+        host = jax.device_get(nets.repad(*host, dims, pool_dims))
+        for b, i in enumerate(indices):
+            networks[i] = jax.tree_util.tree_map(lambda a, b=b: a[b], host)
+    host_details = jax.device_get(out.details)
+    for b, i in enumerate(indices):
+        details[i] = None if host_details is None else jax.tree_util.tree_map(lambda a, b=b: a[b], host_details)
 
 
 def outcome_rows(out, names: list, seconds_per_network: float, extra: dict | None = None) -> list[dict]:

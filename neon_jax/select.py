@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neon_jax import nets, programs
+from neon_jax import compile_cache, nets, programs, sharding
 from neon_jax.agent import ActorPolicy
 from neon_jax.choices import SELECTIONS
 from neon_jax.env import EnvParams, NeonEnv
@@ -81,7 +81,8 @@ def running_best(env: NeonEnv) -> Tap:
     return Tap(init=init, step=step)
 
 
-def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bool = True, select: str = "best"):
+def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bool = True, select: str = "best",
+                       mesh=None):
     """The jitted pruning program that chooses among many candidates: ``program(keys, params, policy) -> Outcome``.
 
     Args:
@@ -91,6 +92,8 @@ def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bo
       greedy: also one episode with argmax actions; the policy must then be an `agent.ActorPolicy` (its
         `greedy` is set here, per episode).
       select: "best" (the rule of this module) or "last" (the final network of episode 0: the paper's answer).
+      mesh: the devices the episodes (B x episodes of them) are split over (None or one device: unsharded); the
+        episodes are padded to a multiple of the devices with further sampled episodes, dropped before the choice.
     Returns:
       ``program(keys (B, 2), params (B networks), policy) -> rollout.Outcome`` of the chosen networks (network
       b's episode 0 from ``keys[b]``, episode e >= 1 from ``fold_in(keys[b], e)``), whose actions,
@@ -103,20 +106,26 @@ def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bo
     if select not in SELECTIONS:
         raise ValueError(f"unknown selection {select!r}; choose one of {', '.join(SELECTIONS)}")
     episodes = sampled + int(greedy)
+    spread = sharding.spreads(mesh)
+    rolled = -(-episodes // mesh.size) * mesh.size if spread else episodes  # with the padding episodes
     greedy_flags = np.array([False] * sampled + [True] * int(greedy))
+    rolled_flags = np.concatenate([greedy_flags, np.zeros(rolled - episodes, bool)])
     axes = ActorPolicy(actor=None, greedy=0, uniform=None) if greedy else None
     rollout = make_rollout(env, act_fn, policy_axes=axes, tap=running_best(env))
     test_acc = jax.vmap(lambda v, a, p: env.accuracy(v, a, p.test, index=p.data_index))
+    # the episodes' batch axis on the mesh: each device rolls out its share of them
+    place = ((lambda x: jax.lax.with_sharding_constraint(x, sharding.batch_sharding(mesh))) if spread
+             else (lambda x: x))
 
     @jax.jit
     def program(net_keys, params: EnvParams, policy: ActorPolicy) -> Outcome:
         n = params.tau.shape[0]
-        keys = jax.vmap(lambda k: jnp.stack([k] + [jax.random.fold_in(k, e) for e in range(1, episodes)]))(net_keys)
-        many = jax.tree_util.tree_map(lambda a: jnp.repeat(a, episodes, axis=0), params)
+        keys = jax.vmap(lambda k: jnp.stack([k] + [jax.random.fold_in(k, e) for e in range(1, rolled)]))(net_keys)
+        many = place(jax.tree_util.tree_map(lambda a: jnp.repeat(a, rolled, axis=0), params))
         if greedy:
-            policy = policy.replace(greedy=jnp.asarray(np.tile(greedy_flags, n)))
-        final, t, (best, outs) = rollout(keys.reshape(n * episodes, -1), many, policy)
-        per_net = lambda a: a.reshape((n, episodes) + a.shape[1:])  # noqa: E731
+            policy = policy.replace(greedy=place(jnp.asarray(np.tile(rolled_flags, n))))
+        final, t, (best, outs) = rollout(place(keys.reshape(n * rolled, -1)), many, policy)
+        per_net = lambda a: a.reshape((n, rolled) + a.shape[1:])[:, :episodes]  # noqa: E731
         final, t, best, outs = (jax.tree_util.tree_map(per_net, x) for x in (final, t, best, outs))
         if select == "best":  # the best of each network's episodes: fewest parameters, then accuracy, then order
             rank = jnp.lexsort((jnp.arange(episodes)[None, :].repeat(n, 0), -best["acc"], best["params"]), axis=-1)
@@ -154,10 +163,16 @@ _PROGRAMS = programs.ProgramCache("candidate programs", maxsize=16)
 
 
 def cached_candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bool = True,
-                              select: str = "best", act_key=None):
-    """`candidates_program`, built once per (environment, policy, sampled, greedy, select) settings and kept in a
-    bounded cache (`programs`); `act_key` names the policy (default: the act_fn; an agent passes its config, as
-    `rollout.policy_program`)."""
+                              select: str = "best", act_key=None, mesh=None):
+    """`candidates_program`, built once per (environment, policy, sampled, greedy, select, mesh) settings and kept
+    in a bounded cache (`programs`); `act_key` names the policy (default: the act_fn; an agent passes its config,
+    as `rollout.policy_program`)."""
     key = (env.config, env.dims, env.preset, env.slots, act_fn if act_key is None else act_key, int(sampled),
-           bool(greedy), select)
-    return _PROGRAMS.get(key, lambda: candidates_program(env, act_fn, sampled, greedy, select))
+           bool(greedy), select, tuple(d.id for d in mesh.devices.flat) if sharding.spreads(mesh) else None)
+
+    def build():
+        program = candidates_program(env, act_fn, sampled, greedy, select, mesh)
+        compile_cache.register(program, ("select.candidates_program", *key))  # a warm run need not trace it
+        return program
+
+    return _PROGRAMS.get(key, build)

@@ -24,9 +24,20 @@ Multi-host (several machines, e.g. a GPU cluster or a TPU pod): call `jax.distri
 before anything else touches JAX; `make_mesh()` then spans every process's devices, and `shard_batch` builds each
 global array from the rows each process holds (`jax.make_array_from_process_local_data`): give every process its
 own slice of the batch (``process_slice``), run the same program everywhere.
+
+The library's batched paths do this for the caller: a job resolves its devices once (`resolve_devices`: all by
+default, ``devices=N`` / ``--devices N`` fewer) and runs under ``use_mesh(mesh)``; the runner, zoo training, the
+main job's candidates and the agent's training iterations then pad their batch to a multiple of the mesh
+(`pad_to_mesh`), place it (`put_batch`, `put_replicated`: every process holds the whole host batch and places
+its own devices' rows) and gather the results (`gather`). On one device (one process) they take the unsharded
+path, unchanged, with the CPU's chunked programs.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -126,15 +137,229 @@ def vmap_in_chunks(fn, chunk_size: int | None):
 AUTO = "auto"
 
 
+def resolve_devices(devices: int | None = None) -> Mesh:
+    """The 1-D batch mesh of a run: every device of every process (None) or the first `devices` of them.
+
+    Args:
+      devices: how many devices (None: all). In a multi-process run (`jax.distributed`) a multiple of the number
+        of processes, taken evenly from every process.
+    Returns:
+      A `Mesh` with axis ``"batch"`` of `devices` devices.
+    Raises:
+      ValueError: one line naming the devices available, for 0, a negative count, a count over them, or a
+        count that does not split over the processes.
+    """
+    available = jax.devices()
+    n = len(available)
+    if devices is None:
+        return make_mesh(devices=available)
+    if isinstance(devices, bool) or int(devices) != devices or not 1 <= devices <= n:
+        raise ValueError(f"devices must be between 1 and {n} (this run has {n} {available[0].platform} "
+                         f"device{'s' if n > 1 else ''}), got {devices}")
+    processes = jax.process_count()
+    if devices % processes:
+        raise ValueError(f"devices = {devices} does not split over the {processes} processes of this run; "
+                         f"give a multiple of {processes} (at most {n})")
+    per = int(devices) // processes
+    chosen = [d for p in range(processes) for d in [x for x in available if x.process_index == p][:per]]
+    return make_mesh(devices=chosen)
+
+
+_ACTIVE: list[Mesh] = []
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh | None):
+    """Within the block, the library's batched paths place their batch axis on `mesh` (None: the unsharded path).
+
+    Args:
+      mesh: from `resolve_devices`.
+    Returns:
+      A context manager yielding `mesh`.
+    """
+    _ACTIVE.append(mesh)
+    try:
+        yield mesh
+    finally:
+        _ACTIVE.pop()
+
+
+def active_mesh() -> Mesh | None:
+    """The mesh of the innermost `use_mesh` block (None outside any: the unsharded path)."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+def job_mesh(devices: int | None = None) -> Mesh:
+    """The mesh a job runs on: `devices` of them when given (`resolve_devices`), else the mesh of the enclosing
+    `use_mesh` block (a job called by another job), else every device.
+
+    Args:
+      devices: how many devices (None: as above).
+    Returns:
+      A 1-D `Mesh` with axis ``"batch"``.
+    """
+    if devices is None and active_mesh() is not None:
+        return active_mesh()
+    return resolve_devices(devices)
+
+
+def fit_mesh(mesh: Mesh | None, batch: int) -> Mesh | None:
+    """The largest leading part of `mesh` whose devices divide `batch` (taken evenly from every process): a
+    program whose batch must not be padded (the agent's update averages over it) uses that many devices.
+
+    Args:
+      mesh: the job's mesh (None: None).
+      batch: the batch size B.
+    Returns:
+      A `Mesh` of k devices, k the largest count <= mesh.size that divides B (and splits over the processes).
+    """
+    if mesh is None or batch % mesh.size == 0:
+        return mesh
+    processes = jax.process_count()
+    per_process = mesh.size // processes
+    for k in range(per_process, 0, -1):
+        if batch % (k * processes) == 0:
+            devices = list(mesh.devices.flat)
+            chosen = [d for p in range(processes) for d in [x for x in devices if x.process_index == p][:k]]
+            return make_mesh(devices=chosen)
+    raise ValueError(f"a batch of {batch} does not split over the {processes} processes of this run")
+
+
+def spreads(mesh: Mesh | None) -> bool:
+    """Whether a batch placed on `mesh` leaves the unsharded path: several devices, or several processes."""
+    return mesh is not None and (mesh.size > 1 or jax.process_count() > 1)
+
+
+def run_record(mesh: Mesh | None) -> dict:
+    """{"devices": n, "processes": n, "platform": name} of a run on `mesh` (None: one device), for its records."""
+    devices = [jax.devices()[0]] if mesh is None else list(mesh.devices.flat)
+    return {"devices": len(devices), "processes": len({d.process_index for d in devices}),
+            "platform": devices[0].platform}
+
+
+def pad_to_mesh(tree, mesh: Mesh | None) -> tuple[Any, np.ndarray]:
+    """`tree`'s leading axis B padded (the last entry repeated) to a multiple of the mesh's devices.
+
+    Args:
+      tree: arrays with a leading batch axis B.
+      mesh: the mesh (None: no padding).
+    Returns:
+      (padded tree, (B',) bool mask: True on the B real entries, then False on the padding); `drop_padding`
+      takes the real ones back out of the results.
+    """
+    n = int(np.shape(jax.tree_util.tree_leaves(tree)[0])[0])
+    size = 1 if mesh is None else mesh.size
+    padded = pad_batch(tree, size)
+    total = -(-n // size) * size
+    return padded, np.arange(total) < n
+
+
+def drop_padding(tree, mask: np.ndarray):
+    """The real entries (`mask`, from `pad_to_mesh`) of every array of `tree` (leading axis B')."""
+    keep = np.flatnonzero(mask)
+    return jax.tree_util.tree_map(lambda a: a[keep], tree)
+
+
+def _is_array(leaf) -> bool:
+    return isinstance(leaf, (jax.Array, np.ndarray, np.generic))
+
+
+def _place(tree, sharding: NamedSharding):
+    """Every array leaf of `tree` (the whole global value, in every process) placed with `sharding`; each
+    process fills its own devices' shards. Other leaves (Python scalars) stay as they are."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(lambda a: jax.device_put(a, sharding) if _is_array(a) else a, tree)
+
+    def put(a):
+        if not _is_array(a):
+            return a
+        host = np.asarray(a)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def put_batch(tree, mesh: Mesh):
+    """`tree`'s arrays with their leading axis (a multiple of ``mesh.size``: `pad_to_mesh`) split over `mesh`."""
+    _check_divisible([a for a in jax.tree_util.tree_leaves(tree) if _is_array(a)], mesh.size)
+    return _place(tree, batch_sharding(mesh))
+
+
+def put_replicated(tree, mesh: Mesh):
+    """`tree`'s arrays whole on every device of `mesh` (keys, shared data, an agent's parameters)."""
+    return _place(tree, replicated(mesh))
+
+
+def gather(tree):
+    """Every array of `tree` as host NumPy, whole: in a multi-process run each process gets the global value
+    (`multihost_utils.process_allgather`), so every process holds the same results."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    def get(a):
+        if not isinstance(a, jax.Array) or a.is_fully_addressable or a.is_fully_replicated:
+            return np.asarray(a)
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+
+    return jax.tree_util.tree_map(get, tree)
+
+
+def barrier(name: str) -> None:
+    """Waits until every process of a multi-process run reaches the barrier `name` (a no-op in one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def is_writer() -> bool:
+    """Whether this process writes a run's files: process 0 (always, in a one-process run)."""
+    return jax.process_index() == 0
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> bool:
+    """Starts JAX's multi-process runtime (`jax.distributed`) when asked; before anything else uses JAX.
+
+    Args:
+      coordinator: "host:port" of process 0 (default: $NEON_JAX_COORDINATOR).
+      num_processes: processes in all (default: $NEON_JAX_NUM_PROCESSES).
+      process_id: this process's index, 0..num_processes-1 (default: $NEON_JAX_PROCESS_ID).
+    Returns:
+      True when the runtime was started; False when no coordinator is given (one process).
+    """
+    coordinator = coordinator or os.environ.get("NEON_JAX_COORDINATOR")
+    if not coordinator:
+        return False
+    num_processes = num_processes if num_processes is not None else os.environ.get("NEON_JAX_NUM_PROCESSES")
+    process_id = process_id if process_id is not None else os.environ.get("NEON_JAX_PROCESS_ID")
+    if num_processes is None or process_id is None:
+        raise ValueError("a multi-process run needs the coordinator, the number of processes and this process's "
+                         "id (--coordinator HOST:PORT --num-processes N --process-id I)")
+    num_processes, process_id = int(num_processes), int(process_id)
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+        raise ValueError(f"process id must be in 0..{num_processes - 1} for {num_processes} processes, "
+                         f"got {process_id}")
+    # the CPU devices' collectives (a no-op for accelerators); asking for the backend here would start it too early
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id)
+    return True
+
+
 def default_chunk_size() -> int | None:
     """How many members neon_jax's batched programs compute at a time when told ``"auto"``.
 
     4 on a single CPU device: measured on 2 cores (cpu preset, 32 networks), the depth-sorted chunks of 4 train a
     population ~1.3x faster than one vmap, and 4 fine-tunes in flight step 32 environments as fast as 8 and ~2x
     faster than one vmap (benchmarks/run.py). None (the whole batch in one vmap) on accelerators, which want wide
-    batches, and whenever there are several devices, where the batch axis is meant to be sharded instead.
+    batches, and whenever there are several devices, where the batch axis is meant to be sharded instead. Inside
+    `use_mesh`, the devices are the mesh's: ``--devices 1`` on a host of several CPU devices keeps the chunks.
     """
-    if jax.default_backend() == "cpu" and jax.device_count() == 1:
+    mesh = active_mesh()
+    devices = jax.device_count() if mesh is None else mesh.size
+    if jax.default_backend() == "cpu" and devices == 1:
         return 4
     return None
 

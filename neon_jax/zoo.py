@@ -20,11 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from neon_jax import data as data_lib
-from neon_jax import fit, nets, programs
+from neon_jax import fit, nets, programs, sharding
 from neon_jax.choices import ZOO_SPLITS
 from neon_jax.presets import ACTIVATION_NAMES, Preset
 
@@ -149,6 +148,16 @@ class Zoo:
         }
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _zoo_keys(seed, dataset_key, n: int, n_chunks: int):
+    """(architecture key, (n, 2) initialisation keys, (n_chunks, n, 2) training keys: chunk c's network i trains
+    with ``split(split(k_train, n_chunks)[c], n)[i]``) of a zoo, in one program (eagerly, every split and fold
+    compiles its own)."""
+    k_arch, k_init, k_train = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), dataset_key), 3)
+    train_keys = jax.vmap(lambda k: jax.random.split(k, n))(jax.random.split(k_train, n_chunks))
+    return k_arch, jax.random.split(k_init, n), train_keys
+
+
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _sample_archs(k_arch, preset, dims, n, n_features, n_classes):
     """`n` random architectures at the preset's widest shape, under one jit."""
@@ -163,7 +172,7 @@ def _init_networks(model, keys, archs):
 
 def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: int = 6, seed: int = 0,
               epochs: int | None = None, progress: Callable[[int, int], None] | None = None,
-              chunk_epochs: int = 5) -> Zoo:
+              chunk_epochs: int = 5, devices: int | None = None) -> Zoo:
     """Samples `n` random architectures and trains them, one compiled program per width bucket.
 
     The networks are grouped by their widest hidden layer rounded up onto `nets.bucket_width`'s ladder and each
@@ -181,7 +190,18 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
       epochs: overrides `preset.train_epochs`.
       progress: called as progress(epochs_done, epochs_total) between chunks of `chunk_epochs` epochs (the
         epochs of every bucket count: a zoo of two buckets reports 2 x epochs in all).
+      devices: devices the population is split over (`sharding.job_mesh`: default every device, or the enclosing
+        job's); ``meta`` records how many devices and processes trained it. The networks are the same on any count.
+    Returns:
+      The `Zoo` (n networks at the widest bucket's padded shape).
     """
+    with sharding.use_mesh(sharding.job_mesh(devices)):
+        return _build_zoo(prepared, preset, n, n_heldout, seed, epochs, progress, chunk_epochs)
+
+
+def _build_zoo(prepared: PreparedData, preset: Preset, n: int, n_heldout: int, seed: int, epochs: int | None,
+               progress, chunk_epochs: int) -> Zoo:
+    """`build_zoo` on the mesh of the enclosing `sharding.use_mesh` block."""
     if not 0 <= n_heldout < n:
         raise ValueError(f"n_heldout must be in 0..{n - 1}, got {n_heldout}")
     epochs = preset.train_epochs if epochs is None else epochs
@@ -190,15 +210,14 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
     # The dataset's name is folded into the key: the paper draws each dataset's architectures afresh, and one key
     # for all would give every zoo the same 30 architectures and the same held-out indices.
     dataset_key = zlib.crc32(prepared.dataset.name.encode()) & 0x7FFFFFFF
-    k_arch, k_init, k_train = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), dataset_key), 3)
-    all_archs = _sample_archs(k_arch, preset, widest, n, prepared.n_features, prepared.n_classes)
-    init_keys = jax.random.split(k_init, n)
     chunks = _epoch_chunks(epochs, chunk_epochs)
-    train_keys = jax.random.split(k_train, len(chunks))  # chunk c: network i trains with split(train_keys[c], n)[i]
+    k_arch, init_keys, train_keys = jax.device_get(_zoo_keys(np.int32(seed), np.uint32(dataset_key), n, len(chunks)))
+    all_archs = jax.device_get(_sample_archs(k_arch, preset, widest, n, prepared.n_features, prepared.n_classes))
     buckets = nets.width_buckets(all_archs)
     dims = dataclasses.replace(widest, w_max=max(buckets))
     train_data = fit.stack_data([(s.x_train, s.y_train)], widest.d_max)
-    test_data = fit.stack_data([(s.x_test, s.y_test)], widest.d_max)
+    # the test rows padded to the training rows' count (padded rows count for nothing): one evaluate program
+    test_data = fit.stack_data([(s.x_test, s.y_test)], widest.d_max, n_max=max(len(s.x_train), len(s.x_test)))
     start = time.perf_counter()
     done, parts, bucket_meta = 0, [], {}
     for width, idx in buckets.items():
@@ -216,6 +235,7 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
     heldout = np.zeros(n, bool)
     heldout[rng.choice(n, n_heldout, replace=False)] = True
     meta = _zoo_meta(prepared, seed, epochs, start, bucket_meta, len(buckets) * len(set(chunks)), final_loss)
+    meta.update(sharding.run_record(sharding.active_mesh()))  # devices, processes, platform
     return Zoo(dataset=prepared.dataset.name, preset=preset, dims=dims, variables=variables, archs=archs,
                train_accuracy=train_acc, test_accuracy=test_acc, heldout=heldout, meta=meta)
 
@@ -234,24 +254,33 @@ def _train_bucket(preset: Preset, bdims: nets.NetDims, dims: nets.NetDims, idx, 
     `progress`. Returns ((idx, variables and archs repadded to `dims`, train accuracy, test accuracy, final train
     loss), the epochs done over all buckets)."""
     train_data, test_data = data
+    mesh = sharding.active_mesh()
+    spread = sharding.spreads(mesh)
+    # on several devices the population is padded to a multiple of them (copies of the last network, dropped below)
+    (members, archs), real = sharding.pad_to_mesh((np.asarray(idx), archs), mesh if spread else None)
     model = nets.make_model(bdims, preset)
-    variables = _init_networks(model, init_keys[idx], archs)
+    variables = _init_networks(model, init_keys[members], archs)
     trainer = fit.make_trainer(model, preset.learning_rate)
     opt_state = trainer.init_opt_state(variables)
-    index = jnp.zeros(len(idx), jnp.int32)
+    index = np.zeros(len(members), np.int32)
+    if spread:
+        variables, opt_state, archs, index = sharding.put_batch((variables, opt_state, archs, index), mesh)
+        train_data, test_data = sharding.put_replicated((train_data, test_data), mesh)
     losses = []
-    for chunk, key in zip(chunks, train_keys):
-        variables, opt_state, loss = trainer.train(jax.random.split(key, n)[idx], variables, opt_state, archs,
-                                                   index, train_data, epochs=chunk,
-                                                   batch_size=preset.train_batch)
-        losses.append(np.asarray(loss))
+    for chunk, keys in zip(chunks, train_keys):
+        keys = sharding.put_batch(keys[members], mesh) if spread else keys[members]
+        args = (keys, variables, opt_state, archs, index, train_data)
+        variables, opt_state, loss = trainer.train_compiled(args, epochs=chunk, batch_size=preset.train_batch)(*args)
+        losses.append(np.asarray(sharding.gather(loss))[real])
         done += chunk
         if progress is not None:
             progress(done, total)
-    train_acc = np.asarray(trainer.evaluate(variables, archs, index, train_data))
-    test_acc = np.asarray(trainer.evaluate(variables, archs, index, test_data))
-    variables, archs = nets.repad(variables, archs, bdims, dims)
-    return (idx, jax.device_get(variables), jax.device_get(archs), train_acc, test_acc,
+    train_acc = np.asarray(sharding.gather(trainer.evaluate(variables, archs, index, train_data)))[real]
+    test_acc = np.asarray(sharding.gather(trainer.evaluate(variables, archs, index, test_data)))[real]
+    if spread:  # the whole population on the host, its padding dropped
+        variables, archs = sharding.drop_padding(sharding.gather((variables, archs)), real)
+    variables, archs = nets.repad(*jax.device_get((variables, archs)), bdims, dims)  # on the host
+    return (idx, variables, archs, train_acc, test_acc,
             np.concatenate(losses, axis=1)[:, -1] if losses else np.full(len(idx), np.nan)), done
 
 
@@ -358,8 +387,8 @@ def load_zoo(path) -> Zoo:
         parts = key.split("/")[1:]
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = jnp.asarray(value)
-    archs = nets.Arch(**{f.name: jnp.asarray(arrays[f"arch/{f.name}"]) for f in dataclasses.fields(nets.Arch)})
+        node[parts[-1]] = jax.device_put(value)  # jnp.asarray would compile a one-op program per shape
+    archs = jax.device_put(nets.Arch(**{f.name: arrays[f"arch/{f.name}"] for f in dataclasses.fields(nets.Arch)}))
     nets_doc = doc["networks"]
     return Zoo(
         dataset=doc["dataset"], preset=preset, dims=dims, variables=variables, archs=archs,

@@ -4,6 +4,7 @@ one-by-one searches with the same keys."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -244,5 +245,99 @@ def test_bad_config():
         amc.AMCConfig(episodes=10, parallel_episodes=3)
     with pytest.raises(ValueError, match="lbound"):
         amc.AMCConfig(lbound=0.0)
-    with pytest.raises(ValueError, match="not supported yet"):
-        amc.check_table_size(nets.NetDims(d_max=10, k_max=10, max_hidden=6, w_max=1000), amc.AMCConfig())
+    with pytest.raises(ValueError, match="refit"):
+        amc.AMCConfig(refit="lazy")
+    wide = nets.NetDims(d_max=10, k_max=10, max_hidden=6, w_max=1024)
+    with pytest.raises(ValueError, match="over the budget"):
+        amc.check_table_size(wide, amc.AMCConfig())
+    with pytest.raises(ValueError, match="over the budget"):
+        amc.refit_mode(wide, amc.AMCConfig(refit="table"))
+
+
+def test_refit_mode_is_the_table_where_it_fits():
+    """"auto": the table up to the budget (the `cpu` preset's widths, w_max 640), on demand past it (the paper's
+    widths); the pruning method resolves it per shape group."""
+    from neon_jax.pruning import get_method
+    for w_max, want in ((64, "table"), (640, "table"), (768, "on_demand"), (1024, "on_demand")):
+        dims = nets.NetDims(d_max=10, k_max=10, max_hidden=6, w_max=w_max)
+        assert amc.refit_mode(dims, amc.AMCConfig()) == want
+        assert amc.refit_mode(dims, amc.AMCConfig(refit="on_demand")) == "on_demand"
+        assert get_method("amc").config(dims).refit == want
+    assert amc.table_bytes(nets.NetDims(10, 10, 6, 1024), amc.AMCConfig()) == 4 * 128 * (5 * 1024 ** 2 + 10240)
+
+
+def _prepared(pool, cfg, index=0):
+    p = jax.tree_util.tree_map(lambda x: x[index], pool.batch([index]))
+    model = nets.make_model(pool.dims, TINY)
+    return p, model, amc.prepare(jax.random.PRNGKey(1), model, p.variables, p.arch, pool.dims, p.finetune, cfg)
+
+
+def _assert_trees_close(got, want):
+    for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-5, err_msg=jax.tree_util.keystr(path))
+
+
+def test_on_demand_refits_equal_the_table(iris_pool):
+    """The same pruned network from the table and on demand, for strategies that prune every step, some steps,
+    or none; the on-demand network holds the problems, not the table."""
+    dims = iris_pool.dims
+    cfg = amc.AMCConfig(channel_round=2, calibration_rows=64)
+    p, _, table = _prepared(iris_pool, dataclasses.replace(cfg, refit="table"))
+    _, _, lazy = _prepared(iris_pool, dataclasses.replace(cfg, refit="on_demand"))
+    assert table.refit == "table" and lazy.refit == "on_demand"
+    assert lazy.table_hidden is None and table.cal_x is None
+    assert lazy.cal_x.shape[::2] == (dims.max_hidden, dims.w_max)
+    depth = int(p.arch.depth)
+    fan_in, _, _ = amc.step_sizes(p.arch, dims)
+    rng = np.random.default_rng(0)
+    apply = jax.jit(lambda net, c, pr: amc.apply_strategy(p.variables, p.arch, dims, net, c, pr, 2))
+    for trial in range(4):
+        ratios = rng.uniform(0.1, 1.0, dims.max_hidden + 1)
+        counts, pruned = amc.channel_count(fan_in, jnp.asarray(ratios, jnp.float32), 2)
+        pruned = pruned & (jnp.arange(dims.max_hidden + 1) >= 1) & (jnp.arange(dims.max_hidden + 1) <= depth)
+        if trial == 3:
+            pruned = jnp.zeros_like(pruned)
+        v_t, a_t = apply(table, counts, pruned)
+        v_l, a_l = apply(lazy, counts, pruned)
+        np.testing.assert_array_equal(np.asarray(a_t.mask), np.asarray(a_l.mask))
+        _assert_trees_close(v_l, v_t)
+
+
+def test_on_demand_search_equals_the_table_search(iris_pool):
+    """Searches with the same keys: the same strategy, rewards and pruned network from either refit mode, one by
+    one and vmapped."""
+    dims = iris_pool.dims
+    p = iris_pool.batch([0, 1])
+    keys = jax.random.split(jax.random.PRNGKey(7), 2)
+    got = {}
+    for mode in ("table", "on_demand"):
+        cfg = dataclasses.replace(SMALL, channel_round=2, refit=mode)
+        got[mode] = jax.device_get(jax.jit(jax.vmap(lambda k, q, cfg=cfg: _prune(cfg, 0.4)(k, q, dims)))(keys, p))
+    (v_t, a_t, r_t), (v_l, a_l, r_l) = got["table"], got["on_demand"]
+    np.testing.assert_array_equal(r_t.counts, r_l.counts)
+    np.testing.assert_array_equal(r_t.pruned, r_l.pruned)
+    np.testing.assert_allclose(r_t.episode_reward, r_l.episode_reward, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(a_t.mask), np.asarray(a_l.mask))
+    _assert_trees_close(v_l, v_t)
+    q = jax.tree_util.tree_map(lambda x: x[0], p)  # one by one: the refits run under lax.cond
+    cfg = dataclasses.replace(SMALL, channel_round=2, refit="on_demand")
+    _, a_1, r_1 = jax.jit(lambda k, q: _prune(cfg, 0.4)(k, q, dims))(keys[0], q)
+    np.testing.assert_array_equal(np.asarray(r_1.counts), r_t.counts[0])
+    np.testing.assert_allclose(np.asarray(r_1.episode_reward), r_t.episode_reward[0], rtol=1e-5)
+
+
+def test_networks_past_the_table_budget_run(iris_pool, monkeypatch):
+    """With the budget below the tiny networks' table, "auto" solves on demand and the method runs end to end
+    (`run_baseline`), where it used to refuse; "table" still refuses."""
+    from neon_jax import pruning
+    monkeypatch.setattr(amc.network, "TABLE_BUDGET_BYTES", 1024)
+    dims = iris_pool.dims
+    assert amc.table_bytes(dims, amc.AMCConfig(channel_round=1)) > 1024
+    assert amc.refit_mode(dims, amc.AMCConfig(channel_round=1)) == "on_demand"
+    with pytest.raises(ValueError, match="over the budget"):
+        amc.refit_mode(dims, amc.AMCConfig(refit="table"))
+    cfg = dataclasses.replace(SMALL, episodes=4, warmup=1)
+    result = pruning.run_baseline("amc", iris_pool, TINY, setting=0.5, amc_config=cfg, batch_size=4)
+    rows = result.rows
+    assert len(rows) == len(iris_pool)
+    assert all(0.0 < r["amc_flops_ratio"] <= 1.0 for r in rows)

@@ -72,7 +72,7 @@ def test_build_zoo_records_networks_splits_and_accuracies(built, prepared):
     # compiles per run are bounded: one training program per bucket (and per chunk length)
     for width in buckets:
         model = nets.make_model(dataclasses.replace(zoo.dims, w_max=width), TINY)
-        assert fit.make_trainer(model, TINY.learning_rate).train._cache_size() == 1
+        assert fit.make_trainer(model, TINY.learning_rate).train_programs == 1
     # held-out networks: exactly n_heldout, and the subsets partition the zoo
     assert zoo.heldout.dtype == bool and zoo.heldout.sum() == N_HELDOUT
     held, rest = zoo.indices("heldout"), zoo.indices("train")

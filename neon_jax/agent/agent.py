@@ -77,7 +77,8 @@ class Agent:
 
     def policy(self, actor, greedy=False, uniform=False) -> ActorPolicy:
         """The `policy_params` of `act_fn` for these actor weights."""
-        return ActorPolicy(actor=actor, greedy=jnp.bool_(greedy), uniform=jnp.bool_(uniform))
+        flag = lambda b: b if isinstance(b, jax.Array) else jax.device_put(np.bool_(b))  # noqa: E731  (no program)
+        return ActorPolicy(actor=actor, greedy=flag(greedy), uniform=flag(uniform))
 
     def act_fn(self, policy: ActorPolicy, key: jax.Array, obs: Observation) -> jax.Array:
         """The actor as an act_fn of `neon_jax.rollout`: one action for one observation."""

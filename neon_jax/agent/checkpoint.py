@@ -143,7 +143,8 @@ def load_policy(path) -> tuple[Agent, Any, dict]:
     preset_doc = dict(doc["preset"])
     preset_doc["widths"] = tuple(preset_doc["widths"])
     agent = Agent(AgentConfig(**doc["agent"]), Preset(**preset_doc))
-    template = jax.eval_shape(agent.actor.init, jax.random.PRNGKey(0), agent.dummy_obs())  # shapes only
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a PRNGKey's shape: nothing computed (shapes only)
+    template = jax.eval_shape(agent.actor.init, key, agent.dummy_obs())
     npz = path.with_suffix(".npz")
     with _open_npz(npz) as data:
         def fill(key_path, leaf):
@@ -155,7 +156,7 @@ def load_policy(path) -> tuple[Agent, Any, dict]:
                 raise ValueError(f"{npz}: array {name!r} has the wrong shape {array.shape} (expected {leaf.shape})")
             if not np.isfinite(array).all():
                 raise ValueError(f"{npz}: array {name!r} holds non-finite (NaN or infinite) weights")
-            return jnp.asarray(array)
+            return jax.device_put(np.asarray(array, leaf.dtype))  # jnp.asarray compiles a program per shape
 
         actor = jax.tree_util.tree_map_with_path(fill, template)
     return agent, actor, doc

@@ -34,11 +34,15 @@ Beyond the original: `AMCConfig.parallel_episodes` = E > 1 runs E episodes with 
 noise), then their E * L transitions and updates in the same order one-by-one episodes would have had them
 (E = 1 is the original's schedule, exactly). The search of a whole batch of networks is one vmapped program.
 
-Precomputation: an input subset is always the d' most important inputs, so every refit a search can ask for
-(d' = channel_round, 2 * channel_round, ...) is solved once per network before the search (`prepare`)
-and an episode only looks its Linears up: the same least-squares solutions, computed once instead of once per
-episode. Its memory is ``(max_hidden - 1) * w_max^2 + w_max * k_max`` floats times ``w_max / channel_round`` per
-network; `check_table_size` refuses shapes where that grows past a budget (the paper preset's width 1000).
+Refits (`AMCConfig.refit`): an input subset is always the d' most important inputs, so every refit a search can
+ask for (d' = channel_round, 2 * channel_round, ...) can be solved once per network before the search (`prepare`,
+"table") and an episode only looks its Linears up: the same least-squares solutions, computed once instead of once
+per episode. Its memory is ``(max_hidden - 1) * w_max^2 + w_max * k_max`` floats times ``w_max / channel_round``
+per network (1.5 GiB at w_max 1024, channel_round 8). Where that grows past a budget (`TABLE_BUDGET_BYTES`, 1 GiB:
+the paper's widths, w_max 768 and 1024), "auto" keeps each Linear's calibration inputs and targets instead
+(``max_hidden * n_cal * w_max`` floats and the targets, ~30 MB at the `wide` preset) and `apply_strategy` solves the
+refits of the strategy it applies ("on_demand"): the same `reconstruct` of the same problem, one per pruned Linear
+per episode instead of one per channel count per Linear.
 
 Deviations, each behind a switch where the original's behaviour is a bug:
 
@@ -54,7 +58,7 @@ Deviations, each behind a switch where the original's behaviour is a bug:
 """
 
 
-from neon_jax.amc.config import STATE_SIZE, AMCConfig, resolve_batching
+from neon_jax.amc.config import REFIT_MODES, STATE_SIZE, AMCConfig, resolve_batching
 from neon_jax.amc.ddpg import (
     DDPGState,
     Replay,
@@ -83,15 +87,20 @@ from neon_jax.amc.network import (
     linear_inputs,
     prepare,
     reconstruct,
+    refit_mode,
+    refit_problems,
+    resolve_refit,
     step_sizes,
+    table_bytes,
     table_entries,
 )
 from neon_jax.amc.search import SearchResult, prune, search
 
 __all__ = [
-    "STATE_SIZE", "TABLE_BUDGET_BYTES", "AMCConfig", "DDPGState", "Network", "Replay", "SearchResult", "actor_apply",
-    "apply_strategy", "budget_wall", "channel_count", "check_table_size", "critic_apply", "ddpg_init", "ddpg_update",
-    "embedding", "flops_kept", "importance_ranks", "init_actor", "init_critic", "keep_mask", "linear_flops",
-    "linear_inputs", "prepare", "prune", "reconstruct", "replay_add", "replay_init", "replay_sample",
-    "resolve_batching", "search", "step_sizes", "table_entries",
+    "REFIT_MODES", "STATE_SIZE", "TABLE_BUDGET_BYTES", "AMCConfig", "DDPGState", "Network", "Replay", "SearchResult",
+    "actor_apply", "apply_strategy", "budget_wall", "channel_count", "check_table_size", "critic_apply", "ddpg_init",
+    "ddpg_update", "embedding", "flops_kept", "importance_ranks", "init_actor", "init_critic", "keep_mask",
+    "linear_flops", "linear_inputs", "prepare", "prune", "reconstruct", "refit_mode", "refit_problems", "replay_add",
+    "replay_init", "replay_sample", "resolve_batching", "resolve_refit", "search", "step_sizes", "table_bytes",
+    "table_entries",
 ]

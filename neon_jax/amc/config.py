@@ -7,6 +7,7 @@ import dataclasses
 import jax
 
 STATE_SIZE = 10
+REFIT_MODES = ("auto", "table", "on_demand")
 
 
 
@@ -34,6 +35,10 @@ class AMCConfig:
     legacy_bias_target: bool = False
     floor_accuracy: bool = False
     batching: str = "auto"  # how a batch of searches runs: "vmap", "map" (one after the other), "auto"
+    # where a strategy's least-squares refits come from: "table" (all solved once per network, before the
+    # search), "on_demand" (solved when a strategy is applied), "auto" (the table where it fits the budget,
+    # `neon_jax.amc.network.refit_mode`)
+    refit: str = "auto"
 
 
     def __post_init__(self):
@@ -46,6 +51,8 @@ class AMCConfig:
             raise ValueError("AMC's channel_round, batch_size and calibration_rows must be >= 1")
         if self.batching not in ("auto", "vmap", "map"):
             raise ValueError(f"AMC's batching is 'auto', 'vmap' or 'map', got {self.batching!r}")
+        if self.refit not in REFIT_MODES:
+            raise ValueError(f"AMC's refit is 'auto', 'table' or 'on_demand', got {self.refit!r}")
 
 
 def resolve_batching(config: AMCConfig) -> AMCConfig:

@@ -1,7 +1,10 @@
 """The network side of AMC, one padded network: FLOPs, the layer embedding, the budget wall, channel counts,
-the input ranking, least-squares refits (solved once per network) and the pruned network of a strategy."""
+the input ranking, least-squares refits (solved once per network into a table, or per strategy where the table
+would not fit: `refit_mode`) and the pruned network of a strategy."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +14,7 @@ from neon_jax import fit, nets
 from neon_jax.amc.config import AMCConfig
 from neon_jax.presets import PRE_BATCHNORM
 
-TABLE_BUDGET_BYTES = 1 << 30  # per network, see `check_table_size`
+TABLE_BUDGET_BYTES = 1 << 30  # per network, see `refit_mode`
 
 
 def step_sizes(arch: nets.Arch, dims: nets.NetDims) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -110,12 +113,20 @@ def reconstruct(x: jax.Array, y: jax.Array, keep: jax.Array) -> jax.Array:
 class Network:
     """What a search needs of one network, computed once before it (`prepare`).
 
+    The refits of a strategy come from one of two places (`refit`, static): "table" holds every refit a search
+    can ask for, solved once; "on_demand" holds each Linear's least-squares problem and `apply_strategy` solves
+    the strategy's refits when it is applied (the same `reconstruct`). The other mode's fields are None.
+
     Attributes:
       flops: (S,) `linear_flops`, S = max_hidden + 1 steps. n_in: (S,) inputs of each step's Linear.
       valid: (S,) bool, the step exists. embedding: (S, 10) `embedding`.
       ranks: (S, w_in) `importance_ranks` of the inputs of each step's Linear (step 0: unused).
       table_hidden: (max_hidden - 1, M, w_max, w_max) refits of hidden Linears 1.. keeping m + 1 multiples of
-        `channel_round` inputs; table_output: (M, w_max, k_max) the same for the output Linear.
+        `channel_round` inputs; table_output: (M, w_max, k_max) the same for the output Linear ("table").
+      cal_x: (max_hidden, n_cal, w_max) calibration inputs of Linears 1.., the output Linear last (padded rows
+        zero); cal_y_hidden: (max_hidden - 1, n_cal, w_max) and cal_y_output: (n_cal, k_max) their targets
+        ("on_demand").
+      refit: "table" or "on_demand" (static).
     """
 
     flops: jax.Array
@@ -123,8 +134,12 @@ class Network:
     valid: jax.Array
     embedding: jax.Array
     ranks: jax.Array
-    table_hidden: jax.Array
-    table_output: jax.Array
+    table_hidden: jax.Array | None = None
+    table_output: jax.Array | None = None
+    cal_x: jax.Array | None = None
+    cal_y_hidden: jax.Array | None = None
+    cal_y_output: jax.Array | None = None
+    refit: str = struct.field(pytree_node=False, default="table")
 
 
 def table_entries(dims: nets.NetDims, channel_round: int) -> int:
@@ -132,13 +147,35 @@ def table_entries(dims: nets.NetDims, channel_round: int) -> int:
     return max(dims.w_max // channel_round, 1)
 
 
+def table_bytes(dims: nets.NetDims, config: AMCConfig) -> int:
+    """Bytes of one network's refit table: M * ((max_hidden - 1) * w_max^2 + w_max * k_max) float32s."""
+    m = table_entries(dims, config.channel_round)
+    return 4 * m * ((dims.max_hidden - 1) * dims.w_max ** 2 + dims.w_max * dims.k_max)
+
+
+def refit_mode(dims: nets.NetDims, config: AMCConfig) -> str:
+    """"table" or "on_demand": `config.refit`, where "auto" is the table if it fits `TABLE_BUDGET_BYTES` per
+    network and on demand otherwise. Raises ValueError for ``refit="table"`` past the budget."""
+    if config.refit == "table":
+        check_table_size(dims, config)
+    if config.refit != "auto":
+        return config.refit
+    return "table" if table_bytes(dims, config) <= TABLE_BUDGET_BYTES else "on_demand"
+
+
+def resolve_refit(config: AMCConfig, dims: nets.NetDims) -> AMCConfig:
+    """`config` with ``refit="auto"`` made concrete for networks of shape `dims` (`refit_mode`)."""
+    return dataclasses.replace(config, refit=refit_mode(dims, config))
+
+
 def check_table_size(dims: nets.NetDims, config: AMCConfig) -> None:
     """Raises ValueError if one network's refit table would exceed `TABLE_BUDGET_BYTES`."""
-    m = table_entries(dims, config.channel_round)
-    size = 4 * m * ((dims.max_hidden - 1) * dims.w_max ** 2 + dims.w_max * dims.k_max)
+    size = table_bytes(dims, config)
     if size > TABLE_BUDGET_BYTES:
         raise ValueError(f"AMC's refit table needs {size / 2**30:.1f} GiB per network at w_max {dims.w_max} "
-                         f"(channel_round {config.channel_round}); networks this wide are not supported yet")
+                         f"(channel_round {config.channel_round}), over the budget of "
+                         f"{TABLE_BUDGET_BYTES / 2**30:.1f} GiB; refit='on_demand' (or 'auto') solves each "
+                         f"strategy's refits when it is applied instead")
 
 
 def linear_inputs(model: nets.MaskedMLP, variables: dict, arch: nets.Arch, dims: nets.NetDims,
@@ -155,15 +192,19 @@ def linear_inputs(model: nets.MaskedMLP, variables: dict, arch: nets.Arch, dims:
     return inputs, hidden[arch.depth - 1]
 
 
-def prepare(key: jax.Array, model: nets.MaskedMLP, variables: dict, arch: nets.Arch, dims: nets.NetDims,
-            calibration: fit.PaddedData, config: AMCConfig) -> Network:
-    """Everything a search of one network looks up: FLOPs, embedding, input ranks and every refit.
+def refit_problems(key: jax.Array, model: nets.MaskedMLP, variables: dict, arch: nets.Arch, dims: nets.NetDims,
+                   calibration: fit.PaddedData, config: AMCConfig) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
+    """The least-squares problem of every Linear after the first, the output Linear last: [(x, y, ranks)].
 
     Args:
       key: draws the calibration rows (a random `config.calibration_rows` of the real rows of `calibration`).
       calibration: the fine-tune split (PaddedData, no leading axis).
+    Returns:
+      per Linear j = 1..max_hidden: x (n_cal, w_max) its eval-mode inputs on the calibration rows (padded rows
+      zero), y (n_cal, n_out) its outputs without the bias (with it under `legacy_bias_target`; n_out = w_max,
+      k_max for the output Linear), ranks (w_max,) `importance_ranks` of its inputs.
     """
-    H, r = dims.max_hidden, config.channel_round
+    H = dims.max_hidden
     n_max = calibration.x.shape[0]
     n_cal = min(config.calibration_rows, n_max)
     u = jnp.where(jnp.arange(n_max) < calibration.n, jax.random.uniform(key, (n_max,)), 2.0)
@@ -171,38 +212,57 @@ def prepare(key: jax.Array, model: nets.MaskedMLP, variables: dict, arch: nets.A
     row_mask = (jnp.arange(n_cal) < calibration.n).astype(jnp.float32)[:, None]
     hidden_in, out_in = linear_inputs(model, variables, arch, dims, calibration.x[rows])
     params = variables["params"]
-    m = table_entries(dims, r)
-    counts = r * (jnp.arange(m) + 1)
 
-    def table(x, j):
+    def problem(x, j):
         kernel = nets.kernel(params, j, H)
         x = x * row_mask
         y = x @ kernel
         if config.legacy_bias_target:
             y = y + nets.bias(params, j, H)[None, :] * row_mask
         alive = arch.mask[j - 1] if j < H else arch.mask[arch.depth - 1]
-        ranks = importance_ranks(kernel, alive)
-        return ranks, jax.vmap(lambda d: reconstruct(x, y, keep_mask(ranks, d)))(counts)
+        return x, y, importance_ranks(kernel, alive)
 
-    hidden = [table(x, j) for j, x in zip(range(1, H), hidden_in)]
-    out_ranks, table_output = table(out_in, H)
-    hidden_ranks = [rk for rk, _ in hidden]
+    return [problem(x, j) for j, x in zip(range(1, H + 1), [*hidden_in, out_in])]
+
+
+def prepare(key: jax.Array, model: nets.MaskedMLP, variables: dict, arch: nets.Arch, dims: nets.NetDims,
+            calibration: fit.PaddedData, config: AMCConfig) -> Network:
+    """Everything a search of one network looks up: FLOPs, embedding, input ranks and the refits (every refit
+    solved, or the problems to solve them from: `refit_mode`).
+
+    Args:
+      key: draws the calibration rows (`refit_problems`).
+      calibration: the fine-tune split (PaddedData, no leading axis).
+    """
+    H, r = dims.max_hidden, config.channel_round
+    mode = refit_mode(dims, config)
+    problems = refit_problems(key, model, variables, arch, dims, calibration, config)
     # step t >= 1 reads Linear t (t < depth) or the output Linear (t == depth); pad step 0 and steps past depth
-    w_in = dims.w_max
-    per_linear = jnp.stack([jnp.zeros((w_in,), jnp.int32), *hidden_ranks, out_ranks])  # (H + 1, w_in)
+    per_linear = jnp.stack([jnp.zeros((dims.w_max,), jnp.int32), *[rk for _, _, rk in problems]])  # (H + 1, w_in)
     t = jnp.arange(H + 1)
     linear_of_step = jnp.where(t < arch.depth, t, H)
     fan_in, _, valid = step_sizes(arch, dims)
-    table_hidden = (jnp.stack([tb for _, tb in hidden]) if H > 1
-                    else jnp.zeros((0, m, dims.w_max, dims.w_max), jnp.float32))
-    return Network(flops=linear_flops(arch, dims), n_in=fan_in, valid=valid, embedding=embedding(arch, dims),
-                   ranks=per_linear[linear_of_step], table_hidden=table_hidden, table_output=table_output)
+    net = Network(flops=linear_flops(arch, dims), n_in=fan_in, valid=valid, embedding=embedding(arch, dims),
+                  ranks=per_linear[linear_of_step], refit=mode)
+    n_cal = problems[0][0].shape[0]
+    if mode == "on_demand":
+        y_hidden = [y for _, y, _ in problems[:-1]]
+        return net.replace(cal_x=jnp.stack([x for x, _, _ in problems]), cal_y_output=problems[-1][1],
+                           cal_y_hidden=(jnp.stack(y_hidden) if H > 1
+                                         else jnp.zeros((0, n_cal, dims.w_max), jnp.float32)))
+    counts = r * (jnp.arange(table_entries(dims, r)) + 1)
+    tables = [jax.vmap(lambda d, x=x, y=y, rk=rk: reconstruct(x, y, keep_mask(rk, d)))(counts)
+              for x, y, rk in problems]
+    table_hidden = (jnp.stack(tables[:-1]) if H > 1
+                    else jnp.zeros((0, counts.shape[0], dims.w_max, dims.w_max), jnp.float32))
+    return net.replace(table_hidden=table_hidden, table_output=tables[-1])
 
 
 def apply_strategy(variables: dict, arch: nets.Arch, dims: nets.NetDims, net: Network, counts: jax.Array,
                    pruned: jax.Array, channel_round: int) -> tuple[dict, nets.Arch]:
     """The pruned network of a strategy: hidden layer t - 1 keeps its `counts[t]` most important neurons and
-    Linear t takes its refit weights where `pruned[t]`; dead weights zeroed.
+    Linear t takes its refit weights where `pruned[t]` (looked up, or solved now: `net.refit`); dead weights
+    zeroed.
 
     Args:
       counts: (S,) inputs kept per step (d'); pruned: (S,) bool, the step's Linear was pruned and refit.
@@ -216,6 +276,15 @@ def apply_strategy(variables: dict, arch: nets.Arch, dims: nets.NetDims, net: Ne
         keep = keep_mask(net.ranks[j + 1], counts[j + 1])
         live = (j < arch.depth) & pruned[j + 1]
         masks.append(jnp.where(live, arch.mask[j] * keep, arch.mask[j]))
+    refit = _table_refits if net.refit == "table" else _on_demand_refits
+    params = refit(params, arch, H, net, counts, pruned, channel_round)
+    new_arch = arch.replace(mask=jnp.stack(masks))
+    return nets.zero_dead({"params": params, "batch_stats": variables["batch_stats"]}, new_arch, dims), new_arch
+
+
+def _table_refits(params: dict, arch: nets.Arch, H: int, net: Network, counts, pruned, channel_round: int) -> dict:
+    """`params` with the kernel of every pruned Linear after the first looked up in the refit tables."""
+    params = dict(params)
     idx = lambda t: jnp.clip(counts[t] // channel_round - 1, 0, net.table_output.shape[0] - 1).astype(jnp.int32)
     for j in range(1, H):
         name = f"{nets.linear_name(j, H)}_kernel"
@@ -223,5 +292,25 @@ def apply_strategy(variables: dict, arch: nets.Arch, dims: nets.NetDims, net: Ne
         params[name] = jnp.where(use, net.table_hidden[j - 1][idx(j)], params[name])
     use_out = pruned[arch.depth]
     params["output_kernel"] = jnp.where(use_out, net.table_output[idx(arch.depth)], params["output_kernel"])
-    new_arch = arch.replace(mask=jnp.stack(masks))
-    return nets.zero_dead({"params": params, "batch_stats": variables["batch_stats"]}, new_arch, dims), new_arch
+    return params
+
+
+def _on_demand_refits(params: dict, arch: nets.Arch, H: int, net: Network, counts, pruned,
+                      channel_round: int) -> dict:
+    """`params` with the kernel of every pruned Linear after the first solved now (`reconstruct` of its kept
+    inputs: the table's entry for the same count); Linears that are not refit cost nothing (`lax.cond`; under
+    vmap both branches run)."""
+    del channel_round  # the counts are the table's counts; no index to compute
+    params = dict(params)
+
+    def solve(use, x, y, ranks, d, old):
+        return jax.lax.cond(use, lambda: reconstruct(x, y, keep_mask(ranks, d)), lambda: old)
+
+    for j in range(1, H):
+        name = f"{nets.linear_name(j, H)}_kernel"
+        use = (j < arch.depth) & pruned[j]
+        params[name] = solve(use, net.cal_x[j - 1], net.cal_y_hidden[j - 1], net.ranks[j], counts[j], params[name])
+    t = arch.depth
+    params["output_kernel"] = solve(pruned[t], net.cal_x[H - 1], net.cal_y_output, net.ranks[t], counts[t],
+                                    params["output_kernel"])
+    return params

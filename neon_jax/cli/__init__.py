@@ -19,6 +19,8 @@ def main(argv=None) -> int:
         print(f"neon-jax {args.command}: warning: {message}", file=sys.stderr)
 
     try:
+        if hasattr(args, "devices"):  # before anything else starts JAX's backends
+            _start_devices(args)
         if args.command != "datasets":  # every other command compiles: a second run of the same shapes need not
             from neon_jax import compile_cache
 
@@ -32,3 +34,13 @@ def main(argv=None) -> int:
     except (CLIError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"neon-jax {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def _start_devices(args) -> None:
+    """Joins a multi-process run when asked (`sharding.initialize_distributed`: flags or $NEON_JAX_COORDINATOR ...)
+    and checks --devices against the devices there are (a ValueError: one line naming how many)."""
+    from neon_jax import sharding
+
+    sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    if args.devices is not None:
+        sharding.resolve_devices(args.devices)

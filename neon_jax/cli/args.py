@@ -81,6 +81,22 @@ def _add_passes(p, several: bool = False) -> None:
                             "agents were trained)")
 
 
+def _add_devices(p) -> None:
+    """--devices and the multi-process flags, the one declaration (validated before any work, one clear line)."""
+    g = p.add_argument_group("devices and hosts")
+    g.add_argument("--devices", type=int, default=None,
+                   help="devices the batches are split over (default: every device of every process; 1: one "
+                        "device, the unsharded path)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="several processes (jax.distributed): process 0's address, the same in every process "
+                        "(default: $NEON_JAX_COORDINATOR; none: one process)")
+    g.add_argument("--num-processes", type=int, default=None,
+                   help="with --coordinator: processes in all (default: $NEON_JAX_NUM_PROCESSES)")
+    g.add_argument("--process-id", type=int, default=None,
+                   help="with --coordinator: this process's index 0..N-1 (default: $NEON_JAX_PROCESS_ID); process 0 "
+                        "writes the results")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `neon-jax` parser: one sub-command per job, each declared by its own function below."""
     parser = argparse.ArgumentParser(prog="neon-jax", description=DESCRIPTION, epilog=_EXAMPLES["neon-jax"],
@@ -122,6 +138,7 @@ def _zoo_command(sub) -> None:
     p.add_argument("--out", required=True, help="output folder; the zoo goes to OUT/<dataset>/")
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo")
     p.add_argument("--quiet", action="store_true", help="no progress bar; one line per zoo")
+    _add_devices(p)
     p.set_defaults(func=cmd_zoo)
 
 
@@ -182,6 +199,7 @@ def _train_agent_command(sub) -> None:
     p.add_argument("--unseen-networks", default="all", choices=("all", "heldout"),
                    help="networks of the unseen datasets to evaluate (paper: all 30)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    _add_devices(p)
     p.set_defaults(func=cmd_train_agent)
 
 
@@ -246,6 +264,7 @@ def _prune_command(sub) -> None:
                         "dataset's labels behind its input scaling (a Pipeline on raw rows)")
     p.add_argument("--overwrite", action="store_true", help="replace files already in --out / --json")
     p.add_argument("--quiet", action="store_true", help="no progress messages; only the result table")
+    _add_devices(p)
     p.set_defaults(func=cmd_prune)
 
 
@@ -310,4 +329,5 @@ def _evaluate_command(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an evaluation with other settings in --out")
     p.add_argument("--report-only", action="store_true", help="only rewrite report.md / summary.json / plots")
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    _add_devices(p)
     p.set_defaults(func=cmd_evaluate)

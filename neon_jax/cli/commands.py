@@ -14,6 +14,13 @@ from neon_jax.cli.exports import _export_and_verify, _export_formats, _export_ra
 from neon_jax.presets import get_preset
 
 
+def _writes() -> bool:
+    """Whether this process writes files and prints results: process 0 of a multi-process run (always in one)."""
+    from neon_jax import sharding
+
+    return sharding.is_writer()
+
+
 def cmd_datasets(args) -> int:
     from neon_jax import data
 
@@ -52,7 +59,9 @@ def cmd_zoo(args) -> int:
                 bar.update(done - bar.n)
 
             zoo = zoo_lib.build_zoo(prepared, preset, n=args.n, n_heldout=args.heldout, seed=args.seed,
-                                    epochs=epochs, progress=progress)
+                                    epochs=epochs, progress=progress, devices=args.devices)
+        if not _writes():  # several processes: process 0 writes and reports
+            continue
         path = zoo_lib.save_zoo(zoo, out, overwrite=args.overwrite)
         s = prepared.splits
         majority = max((s.y_test == c).mean() for c in range(prepared.n_classes))
@@ -115,8 +124,8 @@ def cmd_train_agent(args) -> int:
                             progress=not args.quiet, overwrite=args.overwrite,
                             checkpoint_every=args.checkpoint_every,
                             max_seconds=args.max_minutes * 60 if args.max_minutes else None, buckets=args.buckets,
-                            say=print)
-    if done.summary:
+                            say=print, devices=args.devices)
+    if done.summary and _writes():
         table = [(k, v["networks"], f"{v['compression_mean']:.2f}", f"{v['compression_median']:.2f}",
                   f"{v['acc_change_mean']:+.2f}", f"{v['acc_fell']}/{v['acc_held']}/{v['acc_rose']}")
                  for k, v in done.summary.items()]
@@ -143,13 +152,16 @@ def cmd_prune(args) -> int:
                               passes=args.passes, agent=args.agent, preset=args.preset, seed=args.seed,
                               greedy=args.greedy, cut=args.cut, candidates=args.candidates, select=args.select,
                               test=test, validation=validation, check_inputs=not args.no_input_check,
-                              trust_pickle=args.trust_pickle, small_data=args.small_data, progress=stages)
+                              trust_pickle=args.trust_pickle, small_data=args.small_data, progress=stages,
+                              devices=args.devices)
     except BaseException:
         if stages is not None:  # no spinner redrawn over the error line
             stages.abort()
         raise
     if stages is not None:
         stages.done()
+    if not _writes():
+        return 0
     r = result.report
     seconds = r["seconds"]
     print(format_table(
@@ -170,6 +182,9 @@ def cmd_prune(args) -> int:
           f"{seconds['compile']:.1f} + prune {seconds['run']:.1f} + report {seconds['report']:.1f} = "
           f"{seconds['total']:.1f} (report.json's \"seconds\"); waited {time.perf_counter() - _STARTED:.1f} "
           f"since the command started (imports included)")
+    from neon_jax.compile_log import summary_line
+
+    print(f"compiled: {summary_line(r['compiled'])} (report.json's \"compiled\" lists every program)")
     print(f"measured latency (NumPy eval, batch 256): {r['latency_b256_numpy_ms_before']:.3f} ms -> "
           f"{r['latency_b256_numpy_ms_after']:.3f} ms ({_speedup(r['speedup_b256_numpy'])})")
     if args.out:
@@ -266,7 +281,9 @@ def cmd_evaluate(args) -> int:
                         amc=_amc_overrides(args.amc))
     start = time.perf_counter()
     summary = ev.run_evaluation(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
-                                log=None if args.quiet else print)
+                                log=None if args.quiet else print, devices=args.devices)
+    if not _writes():
+        return 0
     table = []
     for g in summary["groups"]:
         c, a = g["over_networks"]["compression"], g["over_networks"]["acc_change"]

@@ -35,14 +35,15 @@ def pad_data(x: np.ndarray, y: np.ndarray, n_max: int, d_max: int) -> PaddedData
     yp = np.zeros((n_max,), np.int32)
     xp[:n, :d] = x
     yp[:n] = np.asarray(y, np.int32)
-    return PaddedData(x=jnp.asarray(xp), y=jnp.asarray(yp), n=jnp.int32(n))
+    # device_put, not jnp.asarray: the latter compiles a one-op program per shape
+    return jax.device_put(PaddedData(x=xp, y=yp, n=np.int32(n)))
 
 
 def stack_data(splits: list[tuple[np.ndarray, np.ndarray]], d_max: int, n_max: int | None = None) -> PaddedData:
     """Pads several (x, y) splits to common shapes and stacks them: PaddedData with leading axis D."""
     n_max = n_max or max(len(x) for x, _ in splits)
-    padded = [pad_data(x, y, n_max, d_max) for x, y in splits]
-    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *padded)
+    padded = [jax.device_get(pad_data(x, y, n_max, d_max)) for x, y in splits]
+    return jax.device_put(jax.tree_util.tree_map(lambda *a: np.stack(a), *padded))
 
 
 def gather_batch(data: PaddedData, dataset_index, perm, start, batch_size):

@@ -9,15 +9,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 from matplotlib.figure import Figure
 
+from neon_jax import compile_log, interop, nets, runner, sharding
 from neon_jax import data as data_lib
-from neon_jax import interop, nets, runner
 from neon_jax.agent.registry import LoadedAgent, load_agent
 from neon_jax.choices import DEFAULT_CANDIDATES, SELECTIONS
 from neon_jax.env import EnvConfig, NeonEnv, validate_tau
@@ -250,7 +249,7 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
           preset: str | Preset = "cpu", seed: int = 0, greedy: bool = False, cut: str | None = None,
           candidates: int = DEFAULT_CANDIDATES, select: str = "best", test=None, validation=None,
           check_inputs: bool = True, trust_pickle: bool = False, small_data: str = "off",
-          progress=print) -> PruneResult:
+          progress=print, devices: int | None = None) -> PruneResult:
     """Prunes a network on a dataset with a trained agent, keeping the user's tolerance on the validation split.
 
     Args:
@@ -293,35 +292,36 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         network of every episode is a candidate (`neon_jax.select`).
       select: "best" (the candidate with the fewest parameters within tau on the validation split; the original
         if none) or "last" (the final network of one sampled episode: the paper's answer).
+      devices: devices the candidate episodes are split over (`sharding.job_mesh`: default all; padded with further
+        episodes, dropped before the choice); the report's ``run`` records them. The base network trains on one.
     Returns:
       `PruneResult`. The report holds the chosen network's widths, parameters, compression and accuracies, which
       candidate won (episode, step; -1 / 0 = the original), how many were within tau, the seconds of each stage
       (``load``: agent, network file and data; ``base_network``: training it when none is given; ``compile``: the
       environment and the pruning program, compiled or read from the persistent cache; ``run``: the episodes;
       ``report``: compaction and latency; ``total``: their sum, the call's wall time), the measured NumPy
-      batch-256 latency before / after, and ``padded_shape``: the compiled program's shape (the network's own
-      width bucket, `nets.bucket_width`, and its depth).
+      batch-256 latency before / after, and ``padded_shape``: the program's shape (its width bucket and depth).
     """
     tau, preset = _check_arguments(dataset, tau, preset, passes, candidates, select, small_data, test, validation)
     say = progress or (lambda *_: None)
-    clock = _Laps()
-    stage(progress, "loading the agent, the network and the data")
-    network, model = load_model(network, trust_pickle)
-    loaded = load_agent(agent, preset, tau)
-    cut = _agent_cut(loaded.env, cut, passes, say)
-    prepared = _prepare_rows(dataset, model, test=test, validation=validation, seed=seed, data_dir=data_dir,
-                             preset=preset, tau=tau, small_data=small_data, say=say)
-    zoo, input_check, seconds = _base_network(network, prepared, preset, seed, check_inputs, clock, progress)
-    pool, original, selection = _environment(zoo, prepared, preset, tau, small_data, network is None, progress)
-    plan = _episode_plan(preset, tau, passes, loaded, greedy, seed, cut, select, candidates)
-    result = _run_episodes(pool, plan, seconds, clock, progress)
-    _small_data_notes(selection, tau, small_data, say)
-    stage(progress, "measuring the latency of the original and the pruned network")
-    row, pruned, table = _choose(result, pool, prepared, plan, selection, say)
-    report = _report(prepared, pool, plan, row, selection, seconds, original, pruned, table, input_check,
-                     own_rows=_is_rows(dataset))
-    seconds["report"] = clock.lap()
-    seconds["total"] = sum(seconds.values())  # the stages partition the call's wall time: what the user waited
+    # the stages' seconds and the programs each compiled; the candidate episodes on the job's devices
+    with sharding.use_mesh(sharding.job_mesh(devices)), compile_log.StageClock() as clock:
+        stage(progress, "loading the agent, the network and the data")
+        network, model = load_model(network, trust_pickle)
+        loaded = load_agent(agent, preset, tau)
+        cut = _agent_cut(loaded.env, cut, passes, say)
+        prepared = _prepare_rows(dataset, model, test=test, validation=validation, seed=seed, data_dir=data_dir,
+                                 preset=preset, tau=tau, small_data=small_data, say=say)
+        zoo, input_check, seconds = _base_network(network, prepared, preset, seed, check_inputs, clock, progress)
+        pool, original, selection = _environment(zoo, prepared, preset, tau, small_data, network is None, progress)
+        plan = _episode_plan(preset, tau, passes, loaded, greedy, seed, cut, select, candidates)
+        result = _run_episodes(pool, plan, seconds, clock, progress)
+        _small_data_notes(selection, tau, small_data, say)
+        stage(progress, "measuring the latency of the original and the pruned network")
+        row, pruned, table = _choose(result, pool, prepared, plan, selection, say)
+        report = _report(prepared, pool, plan, row, selection, seconds, original, pruned, table, input_check,
+                         own_rows=_is_rows(dataset))
+        clock.finish(seconds, report)
     return PruneResult(dataset=prepared.dataset.name, original=original, pruned=pruned, report=report,
                        candidates=table, model=model, preprocessing=preprocessing_record(prepared.dataset))
 
@@ -355,22 +355,22 @@ def _agent_cut(trained_env: dict, cut: str | None, passes: int, say) -> str:
     return cut
 
 
-def _base_network(network, prepared, preset: Preset, seed: int, check_inputs: bool, clock: _Laps, progress):
+def _base_network(network, prepared, preset: Preset, seed: int, check_inputs: bool, clock: compile_log.StageClock, progress):
     """(zoo of the one network to prune, the input check or None, the seconds so far): the given network, checked
     against the data, or a random base network trained on it."""
     input_check = None
     if network is None:
-        seconds = {"load": clock.lap()}
+        seconds = {"load": clock.lap("load")}
         stage(progress, f"training a random base network on {prepared.dataset.name} "
                         f"({prepared.dataset.n_rows} rows, preset {preset.name})")
-        zoo = build_zoo(prepared, preset, n=1, n_heldout=0, seed=seed)
-        seconds["base_network"] = clock.lap()
+        zoo = build_zoo(prepared, preset, n=1, n_heldout=0, seed=seed, devices=1 if jax.process_count() == 1 else None)
+        seconds["base_network"] = clock.lap("base_network")
     else:
         network.check_finite(prepared.splits.x_test, "the network to prune")
         zoo = Zoo.of_network(network, prepared, preset)  # checks its shape against the data first
         if check_inputs:
             input_check = check_inputs_fn(network, prepared.splits.x_train, prepared.splits.y_train)
-        seconds = {"load": clock.lap(), "base_network": 0.0}
+        seconds = {"load": clock.lap("load"), "base_network": 0.0}
     return zoo, input_check, seconds
 
 
@@ -423,30 +423,33 @@ def _episode_plan(preset: Preset, tau: float, passes: int, loaded: LoadedAgent, 
                  select=select, sampled=sampled, with_greedy=with_greedy)
 
 
-def _run_episodes(pool: EnvPool, plan: _Plan, seconds: dict, clock: _Laps, progress):
+def _run_episodes(pool: EnvPool, plan: _Plan, seconds: dict, clock: compile_log.StageClock, progress):
     """The `runner.run` result of the plan's episodes on the pool's one network (its networks kept); records the
     seconds of the "compile" and "run" stages."""
     preset, select, greedy, loaded = plan.preset, plan.select, plan.greedy, plan.agent
     agent_obj, actor_params, random_actions = loaded.agent, loaded.actor, loaded.random
     env_config = EnvConfig(passes=plan.passes, cut=plan.cut)
-    sampled, with_greedy = plan.sampled, plan.with_greedy
+    sampled, with_greedy, mesh = plan.sampled, plan.with_greedy, sharding.active_mesh()
+
     def method(dims):  # the pool's one network, at its own bucket and depth
         if random_actions:  # the random policy needs no actor (the same draws as an actor's uniform actions)
             return cached_candidates_program(NeonEnv(env_config, dims, preset), random_policy, sampled, False,
-                                             select), None
+                                             select, mesh=mesh), None
         return (cached_candidates_program(agent_env(agent_obj, dims, preset, env_config), agent_obj.act_fn, sampled,
-                                          with_greedy, select, ("agent", agent_obj.config, agent_obj.preset)),
+                                          with_greedy, select, ("agent", agent_obj.config, agent_obj.preset),
+                                          mesh),
                 agent_obj.policy(actor_params, greedy))
     episodes = plan.episodes
 
     def on_stage(name):  # the runner's "compile" falls in the stage begun above; "run" ends it
         if name == "run":
-            seconds["compile"] = clock.lap()
+            seconds["compile"] = clock.lap("compile")
             stage(progress, f"pruning with the {loaded.description} agent (tau={plan.tau:g}, passes={plan.passes}, "
                             f"{episodes} episode{'s' if episodes > 1 else ''}, select {select})")
 
-    result = runner.run(method, pool, seed=plan.seed, batch_size=1, keep_networks=True, on_stage=on_stage)
-    seconds["run"] = clock.lap()
+    result = runner.run(method, pool, seed=plan.seed, batch_size=1, keep_networks=True, on_stage=on_stage,
+                        mesh=mesh, split_batch=False)
+    seconds["run"] = clock.lap("run")
     return result
 
 
@@ -484,7 +487,7 @@ def _report(prepared, pool: EnvPool, plan: _Plan, row: dict, selection: dict, se
                    "greedy": bool(plan.with_greedy and row["chosen_episode"] == plan.sampled),
                    "val_acc_change_points": 100.0 * (row["val_acc"] - row["val_acc0"]),
                    "test_acc_change_points": row["acc_change_points"]},
-        "seconds": seconds,
+        "seconds": seconds, "run": sharding.run_record(sharding.active_mesh()),  # devices, processes
         # measured, not inferred from the parameter count: NumPy eval forward pass, batch 256, this machine
         **interop.latency_report(original, pruned),
         "candidate_table": table,
@@ -498,18 +501,6 @@ def _report(prepared, pool: EnvPool, plan: _Plan, row: dict, selection: dict, se
         # the rows that decided, what one row is worth, and the tolerance the choice applied
         "selection": selection,
     }
-
-
-class _Laps:
-    """One clock for the stages of a prune: `lap` returns the seconds since the previous lap (or the start)."""
-
-    def __init__(self):
-        self.last = time.perf_counter()
-
-    def lap(self) -> float:
-        now = time.perf_counter()
-        seconds, self.last = now - self.last, now
-        return seconds
 
 
 def candidate_table(details: dict, row: dict, tau: float) -> list[dict]:

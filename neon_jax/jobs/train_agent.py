@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from neon_jax import agent as agent_lib
-from neon_jax import learn, runner
+from neon_jax import learn, runner, sharding
 from neon_jax import zoo as zoo_lib
 from neon_jax.env import EnvConfig, validate_tau
 from neon_jax.pool import EnvPool
@@ -60,7 +60,7 @@ def train_agent(zoo_root, out, *, env_config: EnvConfig, agent_config: agent_lib
                 preset: str | None = None, episodes: int | None = None, seed: int = 0, data_dir=None,
                 evaluate: bool = True, progress: bool = False, overwrite: bool = False,
                 checkpoint_every: int | None = None, max_seconds: float | None = None, buckets: bool = False,
-                say: Callable[[str], None] | None = None) -> TrainAgentResult:
+                say: Callable[[str], None] | None = None, devices: int | None = None) -> TrainAgentResult:
     """Trains an agent on the train networks of the zoos under `zoo_root` and evaluates it (see the module).
 
     Args:
@@ -72,7 +72,23 @@ def train_agent(zoo_root, out, *, env_config: EnvConfig, agent_config: agent_lib
       evaluate: False skips the evaluation.
       checkpoint_every / max_seconds / buckets / overwrite / progress: `learn.train_agent`'s.
       say: where one-line messages go (None: nowhere).
+      devices: devices the roll-out batch (and the evaluation's batches) are split over (`sharding.job_mesh`:
+        default every device; the training uses the most of them that divide the agent's batch); ``run.json``
+        records how many devices and processes trained. Under `jax.distributed` process 0 alone writes `out`.
+    Returns:
+      `TrainAgentResult` (the agent, its state, the evaluation's rows and summary).
     """
+    with sharding.use_mesh(sharding.job_mesh(devices)):
+        writer = sharding.is_writer()
+        return _train_agent(zoo_root, out, env_config, agent_config, tau, datasets, unseen, unseen_networks, preset,
+                            episodes, seed, data_dir, evaluate, progress and writer, overwrite, checkpoint_every,
+                            max_seconds, buckets, say if writer else None)
+
+
+def _train_agent(zoo_root, out, env_config, agent_config, tau, datasets, unseen, unseen_networks, preset, episodes,
+                 seed, data_dir, evaluate, progress, overwrite, checkpoint_every, max_seconds, buckets,
+                 say) -> TrainAgentResult:
+    """`train_agent` on the mesh of the enclosing `sharding.use_mesh` block."""
     tau = validate_tau(tau)
     loaded, held = select_zoos(zoo_root, datasets, unseen, data_dir, preset)
     preset = loaded[0][0].preset
@@ -103,6 +119,8 @@ def train_agent(zoo_root, out, *, env_config: EnvConfig, agent_config: agent_lib
                 r.update(protocol=label, policy=policy)
             result.rows += rows
             result.summary[f"{label}/{policy}"] = runner.summarise(rows)
+    if not sharding.is_writer():
+        return result
     if result.rows:
         with open(out / "evaluation.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, list(result.rows[0]))

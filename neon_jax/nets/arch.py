@@ -35,7 +35,8 @@ def resize_width(arch: Arch, w_max: int) -> Arch:
         if np.asarray(jax.device_get(mask))[..., w_max:].any():
             raise ValueError(f"cannot narrow the masks to {w_max} columns: alive neurons lie beyond it")
         return arch.replace(mask=mask[..., :w_max])
-    return arch.replace(mask=jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, w_max - width)]))
+    xp = np if isinstance(mask, np.ndarray) else jnp  # a host mask stays on the host (no one-op program)
+    return arch.replace(mask=xp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, w_max - width)]))
 
 
 @struct.dataclass

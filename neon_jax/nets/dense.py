@@ -209,7 +209,7 @@ def expand(net: DenseNetwork, dims: NetDims) -> tuple[dict, Arch]:
     kernel[:prev, : net.n_classes] = out["kernel"]
     bias[: net.n_classes] = out["bias"]
     params["output_kernel"], params["output_bias"] = kernel, bias
-    variables = jax.tree_util.tree_map(jnp.asarray, {"params": params, "batch_stats": stats})
+    variables = jax.device_put({"params": params, "batch_stats": stats})  # jnp.asarray: a program per shape
     return variables, arch
 
 
@@ -240,16 +240,19 @@ def repad(variables: dict, arch: Arch, dims_from: NetDims, dims_to: NetDims) -> 
     if lost:
         raise ValueError(f"repad cannot shrink {'; '.join(lost)}")
     d, k, w = dims_to.d_max, dims_to.k_max, dims_to.w_max
+    # host arrays stay on the host (NumPy): eager jnp ops would compile a one-op program per shape
+    xp = np if all(isinstance(a, (np.ndarray, np.generic)) for a in jax.tree_util.tree_leaves((variables, arch))) \
+        else jnp
 
     def fit(a, value=0.0, **axes):  # axes: {"a<k>": n} cuts or pads axis -k to n entries
         for name, n in axes.items():
             axis = a.ndim - int(name[1:])
             if a.shape[axis] > n:
-                a = jax.lax.slice_in_dim(a, 0, n, axis=axis)
+                a = a[(slice(None),) * axis + (slice(0, n),)] if xp is np else jax.lax.slice_in_dim(a, 0, n, axis=axis)
             elif a.shape[axis] < n:
                 widths = [(0, 0)] * a.ndim
                 widths[axis] = (0, n - a.shape[axis])
-                a = jnp.pad(a, widths, constant_values=value)
+                a = xp.pad(a, widths, constant_values=value)
         return a
 
     def bn_fit(p, s, n):
@@ -268,10 +271,10 @@ def repad(variables: dict, arch: Arch, dims_from: NetDims, dims_to: NetDims) -> 
             params[f"{name}_bias"] = fit(src_p[f"{old}_bias"], a1=w)
             params[bn], stats[bn] = bn_fit(src_p[bn], src_s[bn], n_in)
         else:  # a layer past every network's depth: zeros, and a batch-norm at its defaults
-            params[f"{name}_kernel"] = jnp.zeros(lead + (w, w), jnp.float32)
-            params[f"{name}_bias"] = jnp.zeros(lead + (w,), jnp.float32)
-            params[bn] = {"scale": jnp.ones(lead + (w,), jnp.float32), "bias": jnp.zeros(lead + (w,), jnp.float32)}
-            stats[bn] = {"mean": jnp.zeros(lead + (w,), jnp.float32), "var": jnp.ones(lead + (w,), jnp.float32)}
+            params[f"{name}_kernel"] = xp.zeros(lead + (w, w), np.float32)
+            params[f"{name}_bias"] = xp.zeros(lead + (w,), np.float32)
+            params[bn] = {"scale": xp.ones(lead + (w,), np.float32), "bias": xp.zeros(lead + (w,), np.float32)}
+            stats[bn] = {"mean": xp.zeros(lead + (w,), np.float32), "var": xp.ones(lead + (w,), np.float32)}
     params["output_kernel"] = fit(src_p["output_kernel"], a2=w, a1=k)
     params["output_bias"] = fit(src_p["output_bias"], a1=k)
     arch = arch.replace(mask=fit(arch.mask, a2=H1, a1=w), activation=fit(arch.activation, a1=H1),

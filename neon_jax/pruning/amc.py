@@ -29,9 +29,7 @@ class AMC(PruningMethod):
         return {"preserve": jnp.float32(setting)}
 
     def config(self, dims, amc_config=None, admm_config=None):
-        config = amc.resolve_batching(amc_config or amc.AMCConfig())
-        amc.check_table_size(dims, config)
-        return config
+        return amc.resolve_refit(amc.resolve_batching(amc_config or amc.AMCConfig()), dims)
 
     def prune(self, key, p, setting, ctx):
         variables, arch, found = amc.prune(key, ctx.env.trainer.model, p.variables, p.arch, ctx.dims, p.finetune,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from neon_jax import learn, programs, pruning
+from neon_jax import learn, programs, pruning, sharding
 from neon_jax.agent import registry
 from neon_jax.env import EnvConfig
 from neon_jax.jobs.evaluate import zoos as zoo_sources
@@ -117,11 +118,12 @@ def _load_needed(cfg: EvalConfig, located: dict, needed: list[str], prepared: di
                                                 progress=progress)
         else:
             paths[name] = located[name]
+    sharding.barrier("evaluate: zoos saved")  # process 0 wrote the zoos the others load
     return zoo_sources.load_zoos(paths, cfg.data_dir, {n: p for n, p in prepared.items() if n in paths})
 
 
 def run_evaluation(cfg: EvalConfig, out_dir, *, overwrite: bool = False, progress: bool = True,
-                   log=print) -> dict:
+                   log=print, devices: int | None = None) -> dict:
     """Runs every unfinished cell of the grid, appending to ``out_dir/networks.csv``, then writes the report.
 
     Zoos come from `cfg.zoo_root`; the missing ones are built under ``out_dir/zoos`` (and loaded from there by
@@ -135,11 +137,22 @@ def run_evaluation(cfg: EvalConfig, out_dir, *, overwrite: bool = False, progres
       overwrite: replace an evaluation of another identity in `out_dir`.
       progress: progress bars (zoo building, cells).
       log: called with one-line messages (None: quiet).
+      devices: devices every method's batches (and the zoos it builds) are split over (`sharding.job_mesh`:
+        default every device); the rows are the same on any count. ``settings.json`` (its ``run``), each cell
+        of ``cells.jsonl`` and the summary record how many devices and processes ran. Under `jax.distributed`
+        every process runs the grid and process 0 alone writes the folder.
 
     Returns:
       The summary (`summarise_evaluation`), also written to ``summary.json``.
     """
+    with sharding.use_mesh(sharding.job_mesh(devices)) as mesh:
+        return _evaluate(cfg, out_dir, overwrite, progress, log if sharding.is_writer() else None, mesh)
+
+
+def _evaluate(cfg: EvalConfig, out_dir, overwrite: bool, progress: bool, log, mesh) -> dict:
+    """`run_evaluation` on `mesh` (the enclosing `sharding.use_mesh` block's)."""
     say = log or (lambda *_: None)
+    progress = progress and sharding.is_writer()
     out = Path(out_dir)
     cfg, located = _resolve(cfg, out)
     preset = get_preset(cfg.preset)
@@ -147,22 +160,33 @@ def run_evaluation(cfg: EvalConfig, out_dir, *, overwrite: bool = False, progres
     folds = _folds(cfg)
     prepared = zoo_sources.prepare_missing(located, preset, cfg.data_dir, cfg.zoo_root)
     cells = plan_cells(cfg, folds)
-    out = prepare_output(cfg, out, overwrite=overwrite)
+    writer = sharding.is_writer()  # several processes: each reads the folder, process 0 alone writes it
+    if writer:
+        out = prepare_output(cfg, out, overwrite=overwrite)
+    sharding.barrier("evaluate: folder ready")
     done = read_cells(out)
     digests = _InputDigests(cfg, out, preset)
     stale = [c.key for c in cells if c.key in done and done[c.key].get("inputs") != digests(c)]
+    sharding.barrier("evaluate: folder read")
     if stale:
         say(f"evaluate: {len(stale)} finished cells ran on other zoo or agent files than these; running them again")
         for key in stale:
             del done[key]
-        write_cells(out, done)
-    drop_orphan_rows(out, done)
+        if writer:
+            write_cells(out, done)
+    if writer:
+        drop_orphan_rows(out, done)
     todo = [c for c in cells if c.key not in done]
-    write_settings(out, cfg, folds, len(cells))
-    say(f"evaluate: {len(cells)} cells ({len(cells) - len(todo)} already done) -> {out}")
+    run = sharding.run_record(mesh)
+    if writer:
+        write_settings(out, cfg, folds, len(cells), run)
+    say(f"evaluate: {len(cells)} cells ({len(cells) - len(todo)} already done) on {run['devices']} "
+        f"{run['platform']} device{'s' if run['devices'] > 1 else ''} -> {out}")
     if todo:
         _run_cells(cfg, todo, folds, located, prepared, out, preset, progress, say, digests)
-    return write_report(out)
+    summary = write_report(out) if writer else None
+    sharding.barrier("evaluate: report written")
+    return summary if writer else json.loads((out / "summary.json").read_text())
 
 
 def _run_cells(cfg: EvalConfig, todo: list[Cell], folds, located: dict, prepared: dict, out: Path, preset: Preset,
@@ -199,8 +223,11 @@ def _run_cells(cfg: EvalConfig, todo: list[Cell], folds, located: dict, prepared
         rows = _run_cell(cell, view, preset, cfg, agent)
         seconds = time.perf_counter() - t0
         records = network_records(cell, rows, cfg.protocol, zoos, agent)
+        if not sharding.is_writer():
+            continue
         append_rows(out, records)
         state = programs.stats()
         append_cell(out, cell, len(records), seconds, digests(cell),
-                    {k: state[k] for k in ("memory_maps", "compiled", "compiled_since_clear", "clears")})
+                    {**{k: state[k] for k in ("memory_maps", "compiled", "compiled_since_clear", "clears")},
+                     **sharding.run_record(sharding.active_mesh())})
     bar.close()

@@ -63,10 +63,14 @@ def prepare_output(cfg: EvalConfig, out_dir, overwrite: bool = False) -> Path:
     return out
 
 
-def write_settings(out: Path, cfg: EvalConfig, folds: list[list[str]] | None, cells_planned: int) -> None:
-    """Writes ``settings.json``: the identity, the whole config, the folds and the number of cells planned."""
+def write_settings(out: Path, cfg: EvalConfig, folds: list[list[str]] | None, cells_planned: int,
+                   run: dict | None = None) -> None:
+    """Writes ``settings.json``: the identity, the whole config, the folds, the number of cells planned and the
+    devices and processes of the latest run (`run`: `sharding.run_record`)."""
     doc = {"identity": cfg.identity(), "config": dataclasses.asdict(cfg), "folds": folds,
            "cells_planned": cells_planned}
+    if run is not None:
+        doc["run"] = run
     (out / "settings.json").write_text(json.dumps(doc, indent=1, default=str))
 
 

@@ -243,7 +243,8 @@ def summarise_evaluation(df: pd.DataFrame, settings: dict | None = None, cells: 
       cells: ``cells.jsonl`` records (`read_cells`), for the wall time per method.
 
     Returns:
-      {settings, networks, datasets, agents, groups (see `aggregate`, plus label, paper_config, flags, counting,
+      {settings, run (the devices and processes of the latest run), networks, datasets, agents,
+      groups (see `aggregate`, plus label, paper_config, flags, counting,
       by_agent_datasets, per_dataset, layer_width_reduction, headline), wall_seconds_per_method,
       cells_per_method, median_cell_seconds_per_method}.
     """
@@ -255,8 +256,8 @@ def summarise_evaluation(df: pd.DataFrame, settings: dict | None = None, cells: 
     for c in (cells or {}).values():
         wall[c["method"]] = wall.get(c["method"], 0.0) + float(c["seconds"])
         per_cell.setdefault(c["method"], []).append(float(c["seconds"]))
-    return {"settings": settings or {}, "networks": int(len(df)), "datasets": sorted(df["dataset"].unique()),
-            "agents": _agents_summary(df),
+    return {"settings": settings or {}, "run": (settings or {}).get("run", {}), "networks": int(len(df)),
+            "datasets": sorted(df["dataset"].unique()), "agents": _agents_summary(df),
             "groups": groups, "wall_seconds_per_method": wall,
             "cells_per_method": {m: len(v) for m, v in per_cell.items()},
             "median_cell_seconds_per_method": {m: float(np.median(v)) for m, v in per_cell.items()}}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from neon_jax import sharding
 from neon_jax import zoo as zoo_lib
 from neon_jax.jobs.evaluate.config import EvalConfig
 from neon_jax.presets import Preset
@@ -128,6 +129,8 @@ def build_zoo(prepared: zoo_lib.PreparedData, preset: Preset, out_dir, n: int, n
             bar.update(done - bar.n)
 
         zoo = zoo_lib.build_zoo(prepared, preset, n=n, n_heldout=n_heldout, seed=ZOO_SEED, progress=advance)
+    if not sharding.is_writer():  # several processes: process 0 writes the zoo, the others read it back
+        return built_root(out_dir) / name
     return zoo_lib.save_zoo(zoo, built_root(out_dir), overwrite=True)  # `locate_zoos` found no zoo.json there
 
 

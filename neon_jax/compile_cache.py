@@ -111,8 +111,18 @@ def exported_path(program, args: tuple) -> Path | None:
     leaves, treedef = jax.tree_util.tree_flatten(args)
     text = repr((source_digest(), jax.__version__, jaxlib.__version__, _versions(), jax.config.jax_enable_x64,
                  jax.config.jax_default_matmul_precision, jax.config.jax_threefry_partitionable,
-                 jax.default_backend(), jax.device_count(), _stable(key), str(treedef), [str(jax.typeof(a)) for a in leaves]))
+                 jax.default_backend(), jax.device_count(), _stable(key), str(treedef), [str(jax.typeof(a)) for a in leaves],
+                 [_placement(a) for a in leaves]))
     return Path(folder) / EXPORTED_FOLDER / f"{hashlib.sha256(text.encode()).hexdigest()}.exported"
+
+
+def _placement(a) -> str:
+    """How an argument lies on the devices (a program exported for one mesh is not another's): its sharding's
+    mesh shape and partition spec, or "" for a host value or a single device."""
+    sharding = getattr(a, "sharding", None)
+    if sharding is None or len(getattr(sharding, "device_set", ())) <= 1:
+        return ""
+    return f"{dict(getattr(getattr(sharding, 'mesh', None), 'shape', {}))} {getattr(sharding, 'spec', '')}"
 
 
 def aot_compile(program, args: tuple):

@@ -13,12 +13,17 @@ memory is recorded as such and the next one runs):
 2. ``env_steps``: one environment step of B = 32 zoo networks (the fine-tune after a cut), JAX vs PyTorch;
 3. ``episode``: four-pass episodes of 8 networks through the library's roll-out vs PyTorch replaying them;
 4. ``agent_update``: the agent's update on 32 episodes vs the original's PyTorch update;
-5. ``batch_scaling``: env steps per second at B = 32 .. 1024.
+5. ``batch_scaling``: env steps per second at B = 32 .. 1024;
+6. ``gymnax``: `bench_gymnax.py` on the shipped default pool (``gymnax.make("NeonPrune-v0")`` under vmap with its
+   auto-reset, beside gymnax's own step) at B = 1 .. 1024, PyTorch stepping the same networks beside it;
+7. ``device_scaling`` (only where the machine has several devices): population training with the population split
+   over 1, 2, 4, ... all of them (`bench_device_scaling.py`).
 
 The data is scikit-learn's bundled ``digits`` (1,797 rows, 64 features, 10 classes: no file to carry to the
 machine); the zoo of 30 paper-preset networks is trained on it first and cached under ``benchmarks/.cache``.
 
-Written to OUT: ``suite.json`` (run.py's record: compile seconds apart, ratios), ``device_check.json`` (the
+Written to OUT: ``gymnax.json`` (bench_gymnax's record),
+``suite.json`` (run.py's record: compile seconds apart, ratios), ``device_check.json`` (the
 plan, what ran and what was skipped, seconds per benchmark, the XLA compiles per benchmark (every backend compile,
 the small eager operations' included, from `jax.monitoring`), and the MFU of the
 training step: padded and real matmul FLOP/s over the device's float32 peak), and ``log.txt``.
@@ -41,7 +46,7 @@ if str(HERE.parent) not in sys.path:
 
 import jax  # noqa: E402
 
-ORDER = ("population", "env_steps", "episode", "agent_update", "batch_scaling")
+ORDER = ("population", "env_steps", "episode", "agent_update", "batch_scaling", "gymnax", "device_scaling")
 # dense float32 peaks (no tensor cores: the benchmarks run at "highest" matmul precision), FLOP/s
 FP32_PEAK = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12}
 
@@ -101,6 +106,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     budget = args.budget_s if args.budget_s is not None else (300.0 if args.dry_run else 420.0)
     plan = ORDER if args.only is None else tuple(x for x in ORDER if x in args.only.split(","))
+    if jax.device_count() == 1:  # nothing to scale over
+        plan = tuple(x for x in plan if x != "device_scaling")
     preset, mode = ("tiny", "dry") if args.dry_run else ("paper", "device")
 
     from benchmarks import run as suite
@@ -124,9 +131,16 @@ def main(argv=None) -> int:
         entry = {}
         try:
             with contextlib.redirect_stdout(_Tee(sys.stdout, log)):
-                suite.main(["--mode", mode, "--preset", preset, "--dataset", "digits", "--data-dir", "",
-                            "--zoo", "", "--only", name, "--out", str(out / "suite.json"),
-                            "--note", f"benchmarks/device_check.py{' --dry-run' if args.dry_run else ''}"])
+                if name == "gymnax":
+                    from benchmarks import bench_gymnax
+
+                    bench_gymnax.main(["--batches", "1,8" if args.dry_run else "1,8,64,256,1024", "--steps",
+                                       "2" if args.dry_run else "8", "--repeats", "1" if args.dry_run else "2",
+                                       "--out", str(out / "gymnax.json")])
+                else:
+                    suite.main(["--mode", mode, "--preset", preset, "--dataset", "digits", "--data-dir", "",
+                                "--zoo", "", "--only", name, "--out", str(out / "suite.json"),
+                                "--note", f"benchmarks/device_check.py{' --dry-run' if args.dry_run else ''}"])
             entry["status"] = "ok"
         except Exception as e:  # an out-of-memory at B = 1024 must not cost the rest of the check
             entry["status"] = "error"

@@ -67,7 +67,7 @@ MODES = {
                  devices=None, device_env_steps=True),
     # `benchmarks/device_check.py`: the paper preset on one GPU within minutes, and its CPU dry run
     "device": dict(pop=[32, 128], pop_epochs=5, pop_repeats=3, env_batch=32, env_repeats=3, torch_passes=2,
-                   episode_batch=8, update_batch=32, scaling=[32, 128, 256, 512, 1024], devices=[1],
+                   episode_batch=8, update_batch=32, scaling=[32, 128, 256, 512, 1024], devices=None,
                    device_env_steps=False),
     # the paper preset on 2 CPU cores (fine-tunes of up to 100 epochs at widths to 1000): env steps and 4-pass
     # episodes of a few networks, padded against the width buckets, beside PyTorch

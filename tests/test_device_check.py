@@ -24,13 +24,16 @@ def test_dry_run_writes_every_benchmark(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((out / "device_check.json").read_text())
     assert doc["dry_run"] and doc["preset"] == "tiny" and not doc["skipped"]
-    assert list(doc["benchmarks"]) == ["population", "env_steps", "episode", "agent_update", "batch_scaling"]
+    assert list(doc["benchmarks"]) == ["population", "env_steps", "episode", "agent_update", "batch_scaling",
+                                       "gymnax"]  # device_scaling: only with several devices
+    gym = json.loads((out / "gymnax.json").read_text())
+    assert [r["batch_size"] for r in gym["jax"]] == [1, 8] and gym["torch"]["torch_env_steps_per_s"] > 0
     for name, entry in doc["benchmarks"].items():
         assert entry["status"] == "ok", (name, entry)
         assert entry["seconds"] > 0
     assert doc["xla_compiles_total"] > 0 and doc["benchmarks"]["population"]["xla_compiles"] > 0
     suite = json.loads((out / "suite.json").read_text())
-    assert set(doc["benchmarks"]) <= set(suite["benchmarks"]) and suite["mode"] == "dry"
+    assert set(doc["benchmarks"]) - {"gymnax"} <= set(suite["benchmarks"]) and suite["mode"] == "dry"
     pop = suite["benchmarks"]["population"]["results"][0]
     assert pop["jax_run_s"] > 0 and pop["torch_run_s"] > 0 and pop["flops"]["padded_over_real"] >= 1
     assert doc["mfu"]["rows"][0]["padded_gflops_per_s"] > 0 and doc["mfu"]["rows"][0]["mfu_padded"] is None  # CPU

@@ -97,14 +97,14 @@ def main(argv=None) -> int:
     ap.add_argument("out", help="folder for suite.json, device_check.json and log.txt (created; must be empty)")
     ap.add_argument("--dry-run", action="store_true", help="the tiny preset on whatever device there is")
     ap.add_argument("--budget-s", type=float, default=None,
-                    help="no benchmark starts after this many seconds (default 420; dry run 300)")
+                    help="no benchmark starts after this many seconds (default 420; dry run 600)")
     ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(ORDER)}")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"device_check: {out} is not empty; give a new folder")
     out.mkdir(parents=True, exist_ok=True)
-    budget = args.budget_s if args.budget_s is not None else (300.0 if args.dry_run else 420.0)
+    budget = args.budget_s if args.budget_s is not None else (600.0 if args.dry_run else 420.0)
     plan = ORDER if args.only is None else tuple(x for x in ORDER if x in args.only.split(","))
     if jax.device_count() == 1:  # nothing to scale over
         plan = tuple(x for x in plan if x != "device_scaling")

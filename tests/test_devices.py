@@ -267,17 +267,10 @@ def _cli_env(n_devices: int) -> dict:
     return env
 
 
-@pytest.mark.slow
-def test_two_processes_evaluate_like_one(tmp_path):
-    """`neon-jax evaluate` in two localhost processes (jax.distributed, 2 CPU devices each) builds the same zoo and
-    writes the rows of a one-process, one-device run; process 0 alone writes (the other's messages are silent)."""
-    import pandas as pd
-
-    from neon_jax import zoo as zoo_lib
-
-    args = ["-m", "neon_jax", "evaluate", "--datasets", "iris", "--preset", "tiny", "--zoo-networks", "3",
-            "--zoo-heldout", "2", "--methods", "random,structured", "--settings", "structured=0.5", "--tau", "5",
-            "--passes", "1", "--batch", "2", "--quiet"]
+def _one_and_two_processes(args: list, tmp_path) -> list[tuple[str, str]]:
+    """Runs the command `args` once in one process on one device (into tmp_path/one), then in two localhost
+    processes under jax.distributed with 2 CPU devices each (into tmp_path/two); every run must succeed. Returns
+    the two processes' (stdout, stderr)."""
     one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one"), "--devices", "1"], cwd=REPO,
                          env=_cli_env(1), capture_output=True, text=True, timeout=900)
     assert one.returncode == 0, one.stderr[-4000:]
@@ -289,6 +282,21 @@ def test_two_processes_evaluate_like_one(tmp_path):
     outs = [p.communicate(timeout=900) for p in procs]
     for p, (_, stderr) in zip(procs, outs):
         assert p.returncode == 0, stderr[-4000:]
+    return outs
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_like_one(tmp_path):
+    """`neon-jax evaluate` in two localhost processes (jax.distributed, 2 CPU devices each) builds the same zoo and
+    writes the rows of a one-process, one-device run; process 0 alone writes (the other's messages are silent)."""
+    import pandas as pd
+
+    from neon_jax import zoo as zoo_lib
+
+    args = ["-m", "neon_jax", "evaluate", "--datasets", "iris", "--preset", "tiny", "--zoo-networks", "3",
+            "--zoo-heldout", "2", "--methods", "random,structured", "--settings", "structured=0.5", "--tau", "5",
+            "--passes", "1", "--batch", "2", "--quiet"]
+    outs = _one_and_two_processes(args, tmp_path)
     # only process 0 prints the result (Gloo prints its own connection lines in both)
     assert "report ->" in outs[0][0]
     assert [line for line in outs[1][0].splitlines() if not line.startswith("[Gloo]")] == []
@@ -319,17 +327,7 @@ def test_two_processes_train_an_agent_like_one(tmp_path):
     args = ["-m", "neon_jax", "train-agent", "--zoo", str(tmp_path / "zoos"), "--passes", "1", "--tau", "5",
             "--episodes", "8", "--batch", "4", "--architecture", "compact", "--no-eval", "--quiet",
             "--checkpoint-every", "1"]
-    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one"), "--devices", "1"], cwd=REPO,
-                         env=_cli_env(1), capture_output=True, text=True, timeout=900)
-    assert one.returncode == 0, one.stderr[-4000:]
-    port = _free_port()
-    procs = [subprocess.Popen([sys.executable, *args, "--out", str(tmp_path / "two"), "--coordinator",
-                               f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)], cwd=REPO,
-                              env=_cli_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    outs = [p.communicate(timeout=900) for p in procs]
-    for p, (_, stderr) in zip(procs, outs):
-        assert p.returncode == 0, stderr[-4000:]
+    _one_and_two_processes(args, tmp_path)
     assert json.loads((tmp_path / "two" / "run.json").read_text())["run"] == {"devices": 4, "processes": 2,
                                                                               "platform": "cpu"}
     assert len((tmp_path / "two" / "log.csv").read_text().splitlines()) == 1 + 8

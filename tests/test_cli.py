@@ -135,6 +135,10 @@ def test_zoo_n_zero_is_a_clean_error(capsys, tmp_path):
 def test_zoo_regression_dataset_is_a_clean_error(capsys, tmp_path):
     code, stdout, err = _run(capsys, "zoo", "--dataset", "sklearn:diabetes", "--preset", "tiny", "--out", tmp_path)
     assert code == 2 and "regression" in err
+    # in a list, before any network of the sets before it trains
+    code, stdout, err = _run(capsys, "zoo", "--dataset", "iris,sklearn:diabetes", "--preset", "tiny", "--out",
+                             tmp_path)
+    assert code == 2 and "regression" in err and not (tmp_path / "iris").exists()
 
 
 def test_argparse_errors_exit_2(capsys):

@@ -49,8 +49,11 @@ def cmd_zoo(args) -> int:
     for name in names:
         if (out / name / "zoo.json").exists() and not args.overwrite:
             raise CLIError(f"{out / name} already holds a zoo; pass --overwrite to replace it")
+    # every dataset is loaded (and refused: unknown, regression, ...) before any network trains
+    prepared_all = {name: zoo_lib.prepare_data(name, preset, seed=args.seed, data_dir=args.data_dir)
+                    for name in names}
     for name in names:
-        prepared = zoo_lib.prepare_data(name, preset, seed=args.seed, data_dir=args.data_dir)
+        prepared = prepared_all.pop(name)
         epochs = preset.train_epochs if args.epochs is None else args.epochs
         start = time.perf_counter()
         with tqdm(total=epochs, desc=f"{name}: {args.n} networks", unit="epoch", disable=args.quiet) as bar:

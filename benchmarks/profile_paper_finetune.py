@@ -271,14 +271,32 @@ def perturb(tree, p, key):
 
 
 def interleaved(fns: dict, repeats: int) -> dict:
-    """{name: (best seconds, all seconds)}: every fn once per repeat, in turn."""
+    """{name: (best wall seconds, all wall seconds, this process's CPU seconds of the best run)}: every fn once
+    per repeat, in turn. On a shared machine the CPU seconds are the contention-robust measure of the work."""
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - t0)
-    return {k: (min(v), v) for k, v in times.items()}
+            times[name].append((time.perf_counter() - t0, time.process_time() - c0))
+    out = {}
+    for k, v in times.items():
+        best = min(v)
+        out[k] = (best[0], [w for w, _ in v], best[1])
+    return out
+
+
+def torch_threads(n: int, fn):
+    """`fn` run with `n` torch threads (then back to 2)."""
+    import torch
+
+    def run():
+        torch.set_num_threads(n)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(2)
+    return run
 
 
 def matmul_flops(in_dim, widths, k, rows):
@@ -359,29 +377,36 @@ def bench_network(name, widths, pres, acts, prepared, args, key, result):
                                                                                1e-3, gen)
                 else:
                     fns["torch"] = lambda tm=tm: train_torch(copy.deepcopy(tm), xt, yt, e, batch)
+                fns["torch_1thread"] = torch_threads(1, fns["torch"])
             for fn in fns.values():  # warm-up
                 jax.block_until_ready(fn())
             la0 = loadavg()
             timed = interleaved(fns, args.repeats)
             if p == 1:
-                result.setdefault("_torch1", {})[(name, workload)] = timed["torch"][0]
-            t_torch = result["_torch1"][(name, workload)] * p
+                result.setdefault("_torch1", {})[(name, workload)] = (timed["torch"], timed["torch_1thread"])
+            (t_torch, _, c_torch), (t_torch1, _, c_torch1) = result["_torch1"][(name, workload)]
+            t_torch, c_torch, t_torch1, c_torch1 = t_torch * p, c_torch * p, t_torch1 * p, c_torch1 * p
             rec = {"network": name, "widths": widths, "workload": workload, "batch_size": batch, "rows": n,
                    "epochs_timed": e, "networks_vmapped": p, "parity_loss": parity if p == 1 else None,
                    "loadavg_before": la0, "loadavg_after": loadavg(), "compile_s": compile_s,
-                   "torch_s_per_epoch": t_torch / e, "torch_note": None if p == 1 else f"{p} x the one-network time",
-                   "variants": {}}
-            for v, (best, all_s) in timed.items():
-                if v == "torch":
+                   "torch_s_per_epoch": t_torch / e, "torch_cpu_s_per_epoch": c_torch / e,
+                   "torch_1thread_s_per_epoch": t_torch1 / e, "torch_1thread_cpu_s_per_epoch": c_torch1 / e,
+                   "torch_note": None if p == 1 else f"{p} x the one-network time", "variants": {}}
+            for v, (best, all_s, cpu) in timed.items():
+                if v.startswith("torch"):
                     continue
-                rec["variants"][v] = {"s_per_epoch": best / e, "all_s": all_s, "ratio_vs_torch": t_torch / best,
+                rec["variants"][v] = {"s_per_epoch": best / e, "all_s": all_s, "cpu_s_per_epoch": cpu / e,
+                                      "ratio_vs_torch": t_torch / best,
+                                      "ratio_vs_torch_1thread": t_torch1 / best,
+                                      "cpu_ratio_vs_torch": c_torch / cpu,
                                       "matmul_gflop_per_epoch": p * flops[v] / 1e9,
                                       "gflops": p * flops[v] / (best / e) / 1e9}
             rec["flops_per_network_epoch"] = flops
             result["networks"].append(rec)
             line = "  ".join(f"{v} {r['s_per_epoch'] * 1e3:7.1f}ms x{r['ratio_vs_torch']:.2f}"
                              for v, r in rec["variants"].items())
-            print(f"{name:>22} {workload:>8} B={p:<2} torch {t_torch / e * 1e3:7.1f}ms  {line}  load {la0}",
+            print(f"{name:>22} {workload:>8} B={p:<2} torch {t_torch / e * 1e3:7.1f}ms (1 thread "
+                  f"{t_torch1 / e * 1e3:7.1f}ms)  {line}  load {la0}",
                   flush=True)
             yield
 
@@ -455,22 +480,30 @@ def bench_population(p, prepared, preset, args, result):
     tms = [to_torch_sequential(d) for d in dense]
     xt, yt = torch.as_tensor(np.asarray(x, np.float32)), torch.as_tensor(np.asarray(y).astype(np.int64))
     fns["torch"] = lambda: [train_torch(copy.deepcopy(tm), xt, yt, 1, batch) for tm in tms]
+    fns["torch_1thread"] = torch_threads(1, fns["torch"])
+    if not args.pop_torch2:  # 2 torch threads on a loaded 2-core machine: minutes of spin-waiting, no information
+        fns["torch"] = fns["torch_1thread"]
     for fn in fns.values():
         jax.block_until_ready(fn())
     la0 = loadavg()
     timed = interleaved(fns, args.repeats)
-    t_torch = timed["torch"][0]
+    t_torch, t_torch1 = timed["torch"][0], timed["torch_1thread"][0]
     real = sum(matmul_flops(nf, w, nc, n) for w in widths)
-    rec = {"population": p, "workload": "train", "batch_size": batch, "rows": n, "epochs_timed": 1,
+    rec = {"population": p, "workload": "train", "torch_threads": 2 if args.pop_torch2 else 1,
+           "batch_size": batch, "rows": n, "epochs_timed": 1,
            "widths": widths, "loadavg_before": la0, "loadavg_after": loadavg(), "compile_s": compile_s,
-           "torch_s_per_epoch": t_torch, "torch_all_s": timed["torch"][1], "real_matmul_gflop": real / 1e9,
+           "torch_s_per_epoch": t_torch, "torch_all_s": timed["torch"][1], "torch_cpu_s": timed["torch"][2],
+           "torch_1thread_s_per_epoch": t_torch1, "torch_1thread_cpu_s": timed["torch_1thread"][2],
+           "real_matmul_gflop": real / 1e9,
            "layer_buckets_vmap_chunks": chunks, "variants": {}}
-    for v, (best, all_s) in timed.items():
-        if v != "torch":
-            rec["variants"][v] = {"s_per_epoch": best, "all_s": all_s, "ratio_vs_torch": t_torch / best}
+    for v, (best, all_s, cpu) in timed.items():
+        if not v.startswith("torch"):
+            rec["variants"][v] = {"s_per_epoch": best, "all_s": all_s, "cpu_s": cpu, "ratio_vs_torch": t_torch / best,
+                                  "ratio_vs_torch_1thread": t_torch1 / best,
+                                  "cpu_ratio_vs_torch": timed["torch"][2] / cpu}
     result["populations"].append(rec)
     line = "  ".join(f"{v} {r['s_per_epoch']:.3f}s x{r['ratio_vs_torch']:.2f}" for v, r in rec["variants"].items())
-    print(f"population P={p:<3} torch {t_torch:.3f}s  {line}  load {la0}", flush=True)
+    print(f"population P={p:<3} torch {t_torch:.3f}s (1 thread {t_torch1:.3f}s)  {line}  load {la0}", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -533,6 +566,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--population", default="", help="e.g. 8,32 (train workload, 1 epoch)")
+    ap.add_argument("--pop-torch2", action="store_true", help="population: also PyTorch with 2 threads (else its "
+                    "'torch' entry is the 1-thread time)")
     ap.add_argument("--trace", action="store_true")
     ap.add_argument("--tail", type=int, default=0, help="vmapped batch size of the slowest-member run (0: skip)")
     ap.add_argument("--seed", type=int, default=0)
@@ -580,5 +615,39 @@ def main(argv=None) -> dict:
     return result
 
 
+
+
+def markdown_table(doc: dict) -> str:
+    """The README's tables from a results JSON: ms per epoch and ratio vs PyTorch (1 thread; 2 threads in
+    brackets), CPU-seconds ratio vs PyTorch 1 thread."""
+    lines = ["| network | workload | B | PyTorch 1 thr / 2 thr ms | " + " | ".join(
+        ("shipped", "exact", "layer_buckets", "net_bucket_masked")) + " |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in doc["networks"]:
+        cells = []
+        for v in ("shipped", "exact", "layer_buckets", "net_bucket_masked"):
+            x = r["variants"].get(v)
+            cells.append("-" if x is None else
+                         f"{1e3 * x['s_per_epoch']:.0f} ms x{x['ratio_vs_torch_1thread']:.2f} "
+                         f"(x{x['ratio_vs_torch']:.2f}) cpu x{r['torch_1thread_cpu_s_per_epoch'] / x['cpu_s_per_epoch']:.2f}")
+        lines.append(f"| {r['network']} | {r['workload']} | {r['networks_vmapped']} | "
+                     f"{1e3 * r['torch_1thread_s_per_epoch']:.0f} / {1e3 * r['torch_s_per_epoch']:.0f} | "
+                     + " | ".join(cells) + " |")
+    if doc.get("populations"):
+        lines += ["", "| P | PyTorch s (threads) | shipped | exact (one after the other) | layer_buckets (one after "
+                  "the other) | layer_buckets_vmap (chunks of 4) |", "|---|---|---|---|---|---|"]
+        for r in doc["populations"]:
+            cells = [f"{x['s_per_epoch']:.2f} s x{x['ratio_vs_torch']:.2f} cpu x{x['cpu_ratio_vs_torch']:.2f}"
+                     for x in (r["variants"][v] for v in ("shipped", "exact", "layer_buckets", "layer_buckets_vmap"))]
+            lines.append(f"| {r['population']} | {r['torch_s_per_epoch']:.2f} ({r['torch_threads']}) | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if sys.argv[1:2] == ["--table"]:
+        import json
+        print(markdown_table(json.loads(Path(sys.argv[2]).read_text())))
+    else:
+        main()

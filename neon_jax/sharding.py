@@ -355,7 +355,7 @@ def default_chunk_size(w_max: int | None = None) -> int | None:
     cores: at the cpu preset's widths (8..64, 32 networks) the depth-sorted chunks of 4 train a population ~1.3x
     faster than one vmap, and 4 fine-tunes in flight step 32 environments as fast as 8 and ~2x faster than one
     vmap (benchmarks/run.py); at the paper's widths (buckets 224..1024) a vmapped network costs 1.0-2.2x what it
-    costs alone and chunks of 1 train a population 1.25-1.35x faster than chunks of 4
+    costs alone and chunks of 1 train a population 1.02-1.33x faster than chunks of 4 (P = 32 / 8)
     (benchmarks/profile_paper_finetune.py). `w_max` (the program's padded hidden width; None: unknown, treated as
     small) >= `WIDE_ON_CPU` picks 1. None (the whole batch in one vmap) on accelerators, which want wide batches,
     and whenever there are several devices, where the batch axis is meant to be sharded instead. Inside

@@ -188,14 +188,18 @@ def trace_breakdown(compiled, args, hlo_text: str) -> dict:
                 stack[-1]["excl"] -= e["dur"]
             stack.append(e)
     totals = collections.defaultdict(float)
+    other = collections.defaultdict(float)  # what "other" holds: thunk name (digits dropped) and op_name
     for e in events:
         name = e["name"]
         op = meta.get(name, meta.get(name.replace("end: ", ""), ""))
         label = next((lab for lab, test in CATEGORIES if test(name, op)), "other")
         totals[label] += e["excl"] / 1e6
+        if label == "other":
+            other[f"{re.sub(r'[.][0-9]+$', '', name)} | {op[-90:]}"] += e["excl"] / 1e6
     total = sum(totals.values())
     return {"thunk_seconds_total": total,
-            "by_category": {k: {"s": v, "share": v / total} for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}}
+            "by_category": {k: {"s": v, "share": v / total} for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
+            "other_top": [{"thunk | op_name": k, "s": v} for k, v in sorted(other.items(), key=lambda kv: -kv[1])[:15]]}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -348,25 +348,32 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     return True
 
 
-def default_chunk_size() -> int | None:
+def default_chunk_size(w_max: int | None = None) -> int | None:
     """How many members neon_jax's batched programs compute at a time when told ``"auto"``.
 
-    4 on a single CPU device: measured on 2 cores (cpu preset, 32 networks), the depth-sorted chunks of 4 train a
-    population ~1.3x faster than one vmap, and 4 fine-tunes in flight step 32 environments as fast as 8 and ~2x
-    faster than one vmap (benchmarks/run.py). None (the whole batch in one vmap) on accelerators, which want wide
-    batches, and whenever there are several devices, where the batch axis is meant to be sharded instead. Inside
+    On a single CPU device: 4 for small networks, 1 (one member after the other) for wide ones. Measured on 2
+    cores: at the cpu preset's widths (8..64, 32 networks) the depth-sorted chunks of 4 train a population ~1.3x
+    faster than one vmap, and 4 fine-tunes in flight step 32 environments as fast as 8 and ~2x faster than one
+    vmap (benchmarks/run.py); at the paper's widths (buckets 224..1024) a vmapped network costs 1.0-2.2x what it
+    costs alone and chunks of 1 train a population 1.02-1.33x faster than chunks of 4 (P = 32 / 8)
+    (benchmarks/profile_paper_finetune.py). `w_max` (the program's padded hidden width; None: unknown, treated as
+    small) >= `WIDE_ON_CPU` picks 1. None (the whole batch in one vmap) on accelerators, which want wide batches,
+    and whenever there are several devices, where the batch axis is meant to be sharded instead. Inside
     `use_mesh`, the devices are the mesh's: ``--devices 1`` on a host of several CPU devices keeps the chunks.
     """
     mesh = active_mesh()
     devices = jax.device_count() if mesh is None else mesh.size
     if jax.default_backend() == "cpu" and devices == 1:
-        return 4
+        return 1 if w_max is not None and int(w_max) >= WIDE_ON_CPU else 4
     return None
 
 
-def resolve_chunk_size(chunk_size):
-    """``"auto"`` -> `default_chunk_size()`; an int or None as given."""
-    return default_chunk_size() if chunk_size == AUTO else chunk_size
+WIDE_ON_CPU = 128  # padded width from which `default_chunk_size` runs one member at a time on a CPU (paper widths)
+
+
+def resolve_chunk_size(chunk_size, w_max: int | None = None):
+    """``"auto"`` -> `default_chunk_size(w_max)`; an int or None as given."""
+    return default_chunk_size(w_max) if chunk_size == AUTO else chunk_size
 
 
 def map_sorted_chunks(chunk_fn, chunk_size: int):

@@ -161,3 +161,22 @@ def test_vmap_sorted_chunks_keeps_the_order_and_tells_each_chunk_its_bound():
             np.testing.assert_array_equal(bounds, np.asarray(depth))
         if chunk >= 7:
             assert (bounds == 6).all()
+
+
+def test_default_chunk_size_runs_wide_networks_one_at_a_time_on_one_cpu():
+    """On one CPU device: chunks of 4 for small padded widths (or unknown), 1 from `WIDE_ON_CPU` (paper widths,
+    where a vmapped network costs more than one alone); accelerators and meshes keep their own policy."""
+    import jax
+    import pytest
+
+    from neon_jax import sharding
+
+    if jax.default_backend() != "cpu" or jax.device_count() != 1:
+        pytest.skip("the CPU policy needs exactly one CPU device")
+    assert sharding.default_chunk_size() == 4
+    assert sharding.default_chunk_size(64) == 4
+    assert sharding.default_chunk_size(sharding.WIDE_ON_CPU) == 1
+    assert sharding.default_chunk_size(1024) == 1
+    assert sharding.resolve_chunk_size("auto", 1024) == 1
+    assert sharding.resolve_chunk_size(4, 1024) == 4
+    assert sharding.resolve_chunk_size(None, 1024) is None

@@ -422,7 +422,7 @@ def test_depth_bound_skips_layers_with_the_same_numbers(setup):
     run = lambda chunk: trainer.train(jax.random.PRNGKey(33), variables, opt_state, archs, index,  # noqa: E731
                                       s["train_data"], epochs=2, batch_size=BATCH, chunk_size=chunk)
     want = run(None)
-    for chunk in (2, 3):
+    for chunk in (1, 2, 3):  # 1: what "auto" picks on a CPU at paper widths
         got = run(chunk)
         for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
             np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)

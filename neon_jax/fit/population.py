@@ -52,15 +52,15 @@ def train(learner: Learner, key, variables, opt_state, archs: Arch, dataset_inde
       chunk_size: static. None: one vmap over the population (every network computes max_hidden layers). An
         int: the networks sorted by depth and trained `chunk_size` at a time (`vmap_sorted_chunks`), each chunk
         skipping the hidden layers (and their optimiser steps) none of its networks has. Same numbers up to
-        float rounding (each network keeps its key). "auto": `sharding.default_chunk_size` (4 on one CPU
-        device, None on accelerators and meshes).
+        float rounding (each network keeps its key). "auto": `sharding.default_chunk_size` (on one CPU
+        device 4, or 1 at paper widths, w_max >= 128; None on accelerators and meshes).
     Returns:
       (variables, opt_state, epoch_losses (P, epochs)).
     """
     max_hidden = archs.mask.shape[-2]
     everything = Trainable.everything(max_hidden)
     keys = network_keys(key, archs.depth.shape[0])
-    chunk_size = resolve_chunk_size(chunk_size)
+    chunk_size = resolve_chunk_size(chunk_size, w_max=archs.mask.shape[-1])
 
     def one(k, v, o, a, i, hints=None):
         return loops.train(learner, k, v, o, a, data, param_mask(everything, v["params"]), epochs=epochs,

@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--taus", default="5")
     ap.add_argument("--refine", default="2x16", help="ROUNDSxPOPULATION of the refine settings")
     ap.add_argument("--settings", default="neon,neon+refine,neon+final,neon+both,amc:0.2,structured:0.7,amc:0.7")
+    ap.add_argument("--cheap-epochs", type=int, default=3, help="proposal fine-tune epochs of neon+both_cheap")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/refine_unseen_cpu.json"))
     args = ap.parse_args(argv)
@@ -73,11 +74,12 @@ def main(argv=None) -> int:
     rounds, population = (int(x) for x in args.refine.split("x"))
     loaded = [zoo_lib.load_zoo_with_data(Path(args.zoo_root) / d, args.data_dir) for d in datasets]
     preset = loaded[0][0].preset
+    out = Path(args.out)
+    old = json.loads(out.read_text()) if out.exists() else {}
     results = {"what": __doc__.split("\n\n")[0], "machine": platform.processor() or platform.machine(),
                "zoo_root": args.zoo_root, "datasets": datasets, "networks_per_dataset": args.networks,
                "preset": preset.name, "seed": args.seed, "refine": {"rounds": rounds, "population": population},
-               "settings": {}}
-    out = Path(args.out)
+               "settings": old.get("settings", {}), "rows": old.get("rows", {})}
     for tau in (float(t) for t in args.taus.split(",")):
         pool = EnvPool.from_zoos(loaded, "heldout", tau, preset)
         keep = [i for i, (d, _) in enumerate(pool.names)
@@ -90,7 +92,9 @@ def main(argv=None) -> int:
             if setting.startswith("neon"):
                 search = {"neon": None, "neon+refine": Search(rounds=rounds, population=population),
                           "neon+final": Search(final_finetune=True),
-                          "neon+both": Search(rounds=rounds, population=population, final_finetune=True)}[setting]
+                          "neon+both": Search(rounds=rounds, population=population, final_finetune=True),
+                          "neon+both_cheap": Search(rounds=rounds, population=population, final_finetune=True,
+                                                    proposal_epochs=args.cheap_epochs)}[setting]
                 res = run_agent(agent.agent, agent.actor, pool, preset, env_config, seed=args.seed,
                                 batch_size=len(pool), candidates=8, buckets=False, search=search)
             else:
@@ -100,7 +104,7 @@ def main(argv=None) -> int:
             row = summary(res.rows, tau, res.run_seconds, res.compile_seconds)
             row["wall_seconds"] = time.perf_counter() - t0
             results["settings"][f"{setting} tau{tau:g}"] = row
-            results.setdefault("rows", {})[f"{setting} tau{tau:g}"] = [
+            results["rows"][f"{setting} tau{tau:g}"] = [
                 {k: r[k] for k in ("dataset", "network", "widths_before", "widths_after", "compression",
                                    "acc_change_points", "val_acc0", "val_acc")} for r in res.rows]
             print(setting, f"tau {tau:g}", json.dumps(row), flush=True)

@@ -43,6 +43,8 @@ class Search:
       elite: candidates whose keep fractions set the next round's sampling distribution.
       min_std: the smallest standard deviation of a keep fraction (keeps the search exploring).
       final_finetune: fine-tune the chosen network once more (every layer, the preset's training epochs).
+      proposal_epochs: the most fine-tune epochs of a proposal (None: the preset's fine-tune epochs, as the
+        agent's steps); fewer is a cheaper search whose validation accuracies are lower (a stricter choice).
     """
 
     rounds: int = 0
@@ -50,12 +52,16 @@ class Search:
     elite: int = 4
     min_std: float = 0.1
     final_finetune: bool = False
+    proposal_epochs: int | None = None
 
     def __post_init__(self):
         for name, low in (("rounds", 0), ("population", 1), ("elite", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"refine {name} must be a whole number >= {low}, got {value!r}")
+        if self.proposal_epochs is not None and (isinstance(self.proposal_epochs, bool) or not isinstance(
+                self.proposal_epochs, int) or self.proposal_epochs < 1):
+            raise ValueError(f"refine proposal_epochs must be a whole number >= 1 or None, got {self.proposal_epochs!r}")
         if not 0.0 < float(self.min_std) <= 1.0:
             raise ValueError(f"refine min_std must be in (0, 1], got {self.min_std!r}")
 
@@ -125,6 +131,7 @@ def refine(env: NeonEnv, search: Search, keys, params: EnvParams, agent: dict):
     acc0 = env_acc0(env, params)
     tau = params.choice_tau
     everything = nets.Trainable.everything(dims.max_hidden)
+    epochs = preset.finetune_epochs if search.proposal_epochs is None else search.proposal_epochs
 
     # the pool the first elite comes from: the original, then the agent's candidates
     frac = jnp.concatenate([jnp.ones((n, 1, dims.max_hidden)), agent["widths"] / w0f[:, None, :]], axis=1)
@@ -148,7 +155,7 @@ def refine(env: NeonEnv, search: Search, keys, params: EnvParams, agent: dict):
         def one(k, w):
             variables, arch = cut_to_widths(p.variables, p.arch, dims, w)
             variables, _ = fit.finetune(env.trainer.learner, k, variables, arch, p.finetune, everything,
-                                        max_epochs=preset.finetune_epochs, batch_size=preset.finetune_batch,
+                                        max_epochs=epochs, batch_size=preset.finetune_batch,
                                         patience=preset.patience, index=p.data_index)
             return (variables, arch, nets.count_params(arch), env.accuracy(variables, arch, p.val, index=p.data_index),
                     env.accuracy(variables, arch, p.test, index=p.data_index))

@@ -250,7 +250,7 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
           preset: str | Preset = "cpu", seed: int = 0, greedy: bool = False, cut: str | None = None,
           candidates: int = DEFAULT_CANDIDATES, select: str = "best", test=None, validation=None,
           check_inputs: bool = True, trust_pickle: bool = False, small_data: str = "off",
-          refine: int = 0, refine_population: int = 16, final_finetune: bool = False,
+          refine: int = 0, refine_population: int = 16, final_finetune: bool = False, refine_epochs: int | None = None,
           progress=print, devices: int | None = None) -> PruneResult:
     """Prunes a network on a dataset with a trained agent, keeping the user's tolerance on the validation split.
 
@@ -299,6 +299,8 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         width vectors sampled around the smallest candidates within tau, fine-tunes them all in one vmapped
         program and adds them to the candidates; the choice is the same rule over all (validation only).
       refine_population: proposals per round.
+      refine_epochs: the most fine-tune epochs of a proposal (None: the preset's fine-tune epochs, as the agent's
+        steps; fewer: a cheaper search, best with `final_finetune`).
       final_finetune: beyond the paper: fine-tune the chosen network once more (every layer, up to the preset's
         training epochs), kept only when its validation accuracy does not fall; the report's ``final_finetune``
         gives validation and test accuracy before and after.
@@ -313,7 +315,7 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
       batch-256 latency before / after, and ``padded_shape``: the program's shape (its width bucket and depth).
     """
     tau, preset = _check_arguments(dataset, tau, preset, passes, candidates, select, small_data, test, validation)
-    search = _check_search(refine, refine_population, final_finetune, select)
+    search = _check_search(refine, refine_population, final_finetune, select, refine_epochs)
     say = progress or (lambda *_: None)
     # the stages' seconds and the programs each compiled; the candidate episodes on the job's devices
     with sharding.use_mesh(sharding.job_mesh(devices)), compile_log.StageClock() as clock:
@@ -355,14 +357,17 @@ def _check_arguments(dataset, tau, preset, passes, candidates, select, small_dat
     return tau, preset
 
 
-def _check_search(refine, population, final_finetune, select) -> Search:
+def _check_search(refine, population, final_finetune, select, epochs=None) -> Search:
     """The `Search` of a prune's refine options, checked (one-line ValueErrors)."""
     for name, value, low in (("refine", refine, 0), ("refine_population", population, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
     if not isinstance(final_finetune, (bool, np.bool_)):
         raise ValueError(f"final_finetune must be True or False, got {final_finetune!r}")
-    search = Search(rounds=int(refine), population=int(population), final_finetune=bool(final_finetune))
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1):
+        raise ValueError(f"refine_epochs must be a whole number >= 1 or None, got {epochs!r}")
+    search = Search(rounds=int(refine), population=int(population), final_finetune=bool(final_finetune),
+                    proposal_epochs=None if epochs is None else int(epochs))
     if search.active and select != "best":
         raise ValueError("refine and final_finetune choose among candidates: they need select='best'")
     return search

@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--refine", default="2x16", help="ROUNDSxPOPULATION of the refine settings")
     ap.add_argument("--settings", default="neon,neon+refine,neon+final,neon+both,amc:0.2,structured:0.7,amc:0.7")
     ap.add_argument("--cheap-epochs", type=int, default=3, help="proposal fine-tune epochs of neon+both_cheap")
+    ap.add_argument("--margin", type=float, default=0.5, help="neon+both_margin's margin, a share of tau")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/refine_unseen_cpu.json"))
     args = ap.parse_args(argv)
@@ -94,7 +95,9 @@ def main(argv=None) -> int:
                           "neon+final": Search(final_finetune=True),
                           "neon+both": Search(rounds=rounds, population=population, final_finetune=True),
                           "neon+both_cheap": Search(rounds=rounds, population=population, final_finetune=True,
-                                                    proposal_epochs=args.cheap_epochs)}[setting]
+                                                    proposal_epochs=args.cheap_epochs),
+                          "neon+both_margin": Search(rounds=rounds, population=population, final_finetune=True,
+                                                     margin=args.margin * tau)}[setting]
                 res = run_agent(agent.agent, agent.actor, pool, preset, env_config, seed=args.seed,
                                 batch_size=len(pool), candidates=8, buckets=False, search=search)
             else:

@@ -43,6 +43,9 @@ class Search:
       elite: candidates whose keep fractions set the next round's sampling distribution.
       min_std: the smallest standard deviation of a keep fraction (keeps the search exploring).
       final_finetune: fine-tune the chosen network once more (every layer, the preset's training epochs).
+      margin: points of validation accuracy the search's candidates must keep besides tau (they count as within
+        the tolerance at ``tau - margin``; the agent's candidates and the original are unaffected): against the
+        winner's curse of choosing the smallest of many proposals on the same validation rows.
       proposal_epochs: the most fine-tune epochs of a proposal (None: the preset's fine-tune epochs, as the
         agent's steps); fewer is a cheaper search whose validation accuracies are lower (a stricter choice).
     """
@@ -53,6 +56,7 @@ class Search:
     min_std: float = 0.1
     final_finetune: bool = False
     proposal_epochs: int | None = None
+    margin: float = 0.0
 
     def __post_init__(self):
         for name, low in (("rounds", 0), ("population", 1), ("elite", 1)):
@@ -62,6 +66,8 @@ class Search:
         if self.proposal_epochs is not None and (isinstance(self.proposal_epochs, bool) or not isinstance(
                 self.proposal_epochs, int) or self.proposal_epochs < 1):
             raise ValueError(f"refine proposal_epochs must be a whole number >= 1 or None, got {self.proposal_epochs!r}")
+        if not float(self.margin) >= 0.0:
+            raise ValueError(f"refine margin must be >= 0 points, got {self.margin!r}")
         if not 0.0 < float(self.min_std) <= 1.0:
             raise ValueError(f"refine min_std must be in (0, 1], got {self.min_std!r}")
 
@@ -129,7 +135,7 @@ def refine(env: NeonEnv, search: Search, keys, params: EnvParams, agent: dict):
     w0 = params.arch.widths  # (B, H)
     w0f = jnp.maximum(w0, 1).astype(jnp.float32)
     acc0 = env_acc0(env, params)
-    tau = params.choice_tau
+    tau = params.choice_tau - search.margin  # the search's own candidates keep the margin too
     everything = nets.Trainable.everything(dims.max_hidden)
     epochs = preset.finetune_epochs if search.proposal_epochs is None else search.proposal_epochs
 

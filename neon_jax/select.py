@@ -166,13 +166,15 @@ def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bo
                 lambda a, b: jnp.where(wins.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
             chosen = pick({"variables": found["best_variables"], "arch": found["best_arch"],
                            "acc": found["best_acc"]}, {k: chosen[k] for k in ("variables", "arch", "acc")})
-            search_within = within_tolerance(found["val_acc"], acc0[:, None, None], params.choice_tau[:, None, None])
+            search_within = within_tolerance(found["val_acc"], acc0[:, None, None],
+                                             params.choice_tau[:, None, None] - search.margin)
             row_extra = {"chosen_episode": jnp.where(wins, episodes + found["best_round"], episode),
                          "chosen_step": jnp.where(wins, found["best_index"] + 1, step),
                          "candidates": row_extra["candidates"] + search.rounds * search.population,
                          "within_tau": row_extra["within_tau"] + search_within.sum((1, 2)), "chosen_by_search": wins}
             details = {"search_params": found["params"], "search_widths": found["widths"],
-                       "search_val_acc": found["val_acc"], "search_test_acc": found["test_acc"]}
+                       "search_val_acc": found["val_acc"], "search_test_acc": found["test_acc"],
+                       "search_margin": jnp.full((n,), search.margin, jnp.float32)}
         if search.final_finetune:  # once more over every layer; kept only where validation does not fall
             row_extra["final_val_before"] = chosen["acc"]
             row_extra["final_test_before"] = test_acc(chosen["variables"], chosen["arch"], params)

@@ -31,7 +31,7 @@ def faithful():
 
 @pytest.fixture(scope="module")
 def refined():
-    return _prune(refine=2, refine_population=4, final_finetune=True)
+    return _prune(refine=2, refine_population=4, final_finetune=True, refine_margin=1.0)
 
 
 def test_refine_off_is_the_faithful_job(faithful):
@@ -100,7 +100,8 @@ def test_cut_to_widths_keeps_the_largest_norm_neurons():
 def test_bad_options_give_one_line(capsys):
     for kw, words in (({"refine": -1}, "refine must be"), ({"refine_population": 0}, "refine_population must be"),
                       ({"refine": 1.5}, "refine must be"), ({"final_finetune": "yes"}, "final_finetune must be"),
-                      ({"refine": 1, "select": "last"}, "select='best'"), ({"refine_epochs": 0}, "refine_epochs must be")):
+                      ({"refine": 1, "select": "last"}, "select='best'"), ({"refine_epochs": 0}, "refine_epochs must be"),
+                      ({"refine_margin": -1}, "refine_margin must be")):
         with pytest.raises(ValueError, match=words) as err:
             _prune(**kw)
         assert "\n" not in str(err.value)

@@ -259,6 +259,8 @@ def _prune_command(sub) -> None:
                         "original cut to them and fine-tuned, chosen by the same rule (default: 0, none)")
     p.add_argument("--refine-epochs", type=int, default=None,
                    help="the most fine-tune epochs of a refine proposal (default: the preset's fine-tune epochs)")
+    p.add_argument("--refine-margin", type=float, default=0.0,
+                   help="points of validation accuracy the refine search's candidates keep besides tau (default 0)")
     p.add_argument("--final-finetune", action="store_true",
                    help="beyond the paper: fine-tune the chosen network once more over every layer (kept only "
                         "when its validation accuracy does not fall)")

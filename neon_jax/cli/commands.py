@@ -160,7 +160,8 @@ def cmd_prune(args) -> int:
                               test=test, validation=validation, check_inputs=not args.no_input_check,
                               trust_pickle=args.trust_pickle, small_data=args.small_data, progress=stages,
                               devices=args.devices, refine=rounds, refine_population=population,
-                              final_finetune=args.final_finetune, refine_epochs=args.refine_epochs)
+                              final_finetune=args.final_finetune, refine_epochs=args.refine_epochs,
+                              refine_margin=args.refine_margin)
     except BaseException:
         if stages is not None:  # no spinner redrawn over the error line
             stages.abort()

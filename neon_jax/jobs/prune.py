@@ -251,6 +251,7 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
           candidates: int = DEFAULT_CANDIDATES, select: str = "best", test=None, validation=None,
           check_inputs: bool = True, trust_pickle: bool = False, small_data: str = "off",
           refine: int = 0, refine_population: int = 16, final_finetune: bool = False, refine_epochs: int | None = None,
+          refine_margin: float = 0.0,
           progress=print, devices: int | None = None) -> PruneResult:
     """Prunes a network on a dataset with a trained agent, keeping the user's tolerance on the validation split.
 
@@ -301,6 +302,8 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
       refine_population: proposals per round.
       refine_epochs: the most fine-tune epochs of a proposal (None: the preset's fine-tune epochs, as the agent's
         steps; fewer: a cheaper search, best with `final_finetune`).
+      refine_margin: points the search's candidates must keep besides tau on validation (within ``tau -
+        refine_margin``; the agent's candidates keep tau): against the winner's curse of many proposals.
       final_finetune: beyond the paper: fine-tune the chosen network once more (every layer, up to the preset's
         training epochs), kept only when its validation accuracy does not fall; the report's ``final_finetune``
         gives validation and test accuracy before and after.
@@ -315,7 +318,7 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
       batch-256 latency before / after, and ``padded_shape``: the program's shape (its width bucket and depth).
     """
     tau, preset = _check_arguments(dataset, tau, preset, passes, candidates, select, small_data, test, validation)
-    search = _check_search(refine, refine_population, final_finetune, select, refine_epochs)
+    search = _check_search(refine, refine_population, final_finetune, select, refine_epochs, refine_margin)
     say = progress or (lambda *_: None)
     # the stages' seconds and the programs each compiled; the candidate episodes on the job's devices
     with sharding.use_mesh(sharding.job_mesh(devices)), compile_log.StageClock() as clock:
@@ -357,7 +360,7 @@ def _check_arguments(dataset, tau, preset, passes, candidates, select, small_dat
     return tau, preset
 
 
-def _check_search(refine, population, final_finetune, select, epochs=None) -> Search:
+def _check_search(refine, population, final_finetune, select, epochs=None, margin=0.0) -> Search:
     """The `Search` of a prune's refine options, checked (one-line ValueErrors)."""
     for name, value, low in (("refine", refine, 0), ("refine_population", population, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -366,8 +369,10 @@ def _check_search(refine, population, final_finetune, select, epochs=None) -> Se
         raise ValueError(f"final_finetune must be True or False, got {final_finetune!r}")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1):
         raise ValueError(f"refine_epochs must be a whole number >= 1 or None, got {epochs!r}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float, np.number)) or not margin >= 0:
+        raise ValueError(f"refine_margin must be a number of points >= 0, got {margin!r}")
     search = Search(rounds=int(refine), population=int(population), final_finetune=bool(final_finetune),
-                    proposal_epochs=None if epochs is None else int(epochs))
+                    proposal_epochs=None if epochs is None else int(epochs), margin=float(margin))
     if search.active and select != "best":
         raise ValueError("refine and final_finetune choose among candidates: they need select='best'")
     return search
@@ -550,7 +555,8 @@ def candidate_table(details: dict, row: dict, tau: float, episodes: int | None =
     step, greedy, params, widths, val_acc, test_acc, val / test change in points, within_tau (within the
     tolerance the choice applied, `tau` here; the original always counts, as it is always eligible), chosen.
     With a refine search (details hold ``search_*``), its candidates follow, marked ``search`` True (every entry
-    then has the field): round r's proposal i is episode ``episodes + r``, step ``i + 1``."""
+    then has the field): round r's proposal i is episode ``episodes + r``, step ``i + 1``; its within_tau is
+    within ``tau`` less the search's margin."""
     acc0, test0 = float(details["val_acc0"]), float(details["test_acc0"])
     depth = len(row["widths_before"].split("-"))
 
@@ -578,7 +584,9 @@ def candidate_table(details: dict, row: dict, tau: float, episodes: int | None =
                 c = entry(int(episodes) + r, i + 1, False, details["search_params"][r, i],
                           "-".join(str(int(w)) for w in details["search_widths"][r, i, :depth]),
                           details["search_val_acc"][r, i], details["search_test_acc"][r, i])
-                c["search"] = True
+                c["search"] = True  # within the tolerance the search's candidates keep: tau less its margin
+                c["within_tau"] = bool(within_tolerance(np.float32(c["val_acc"]), np.float32(acc0),
+                                                        tau - float(details["search_margin"])))
                 table.append(c)
     return table
 

@@ -265,7 +265,7 @@ def agent_env(agent: agent_lib.Agent, dims, preset: Preset, env_config: EnvConfi
 def run_agent(agent: agent_lib.Agent, actor_params, pool: EnvPool, preset: Preset, env_config: EnvConfig,
               seed: int = 0, greedy: bool = False, random_actions: bool = False, batch_size: int = 32,
               progress: bool = False, keep_networks: bool = False, candidates: int | None = None,
-              buckets: bool = True) -> runner.RunResult:
+              buckets: bool = True, search=None) -> runner.RunResult:
     """Prunes every network of `pool` with the agent's policy (no learning): `runner.RunResult` (rows of
     `runner.ROW_FIELDS`).
 
@@ -275,7 +275,8 @@ def run_agent(agent: agent_lib.Agent, actor_params, pool: EnvPool, preset: Prese
     `candidates` = K rolls out K sampled episodes and a greedy one per network and keeps the smallest network
     within tau on the validation split (`neon_jax.select`; the rows gain chosen_episode, chosen_step, candidates,
     within_tau); None is the paper's single episode. `buckets`: each width bucket of the pool at its own shape
-    (`runner.run`; False: every network at the pool's padded shape).
+    (`runner.run`; False: every network at the pool's padded shape). `search`: with `candidates`, a
+    `search.Search` run after the episodes in the same program (None: none, the faithful choice).
     """
     if candidates is not None and greedy:
         raise ValueError("candidates already include the greedy episode; greedy=True takes no candidates")
@@ -287,7 +288,9 @@ def run_agent(agent: agent_lib.Agent, actor_params, pool: EnvPool, preset: Prese
         env = agent_env(agent, dims, preset, env_config)
         if candidates is None:
             return cached_policy_program(env, act_fn, act_key), policy
-        return cached_candidates_program(env, act_fn, int(candidates), not random_actions, "best", act_key), policy
+        extra = {} if search is None else {"search": search}
+        return cached_candidates_program(env, act_fn, int(candidates), not random_actions, "best", act_key,
+                                         **extra), policy
 
     return runner.run(method, pool, seed=seed, batch_size=batch_size, buckets=buckets, progress=progress,
                       keep_networks=keep_networks)

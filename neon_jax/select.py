@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neon_jax import compile_cache, nets, programs, sharding
+from neon_jax import search as search_lib
 from neon_jax.agent import ActorPolicy
 from neon_jax.choices import SELECTIONS
 from neon_jax.env import EnvParams, NeonEnv
@@ -82,7 +83,7 @@ def running_best(env: NeonEnv) -> Tap:
 
 
 def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bool = True, select: str = "best",
-                       mesh=None):
+                       mesh=None, search: search_lib.Search = search_lib.NO_SEARCH):
     """The jitted pruning program that chooses among many candidates: ``program(keys, params, policy) -> Outcome``.
 
     Args:
@@ -94,17 +95,25 @@ def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bo
       select: "best" (the rule of this module) or "last" (the final network of episode 0: the paper's answer).
       mesh: the devices the episodes (B x episodes of them) are split over (None or one device: unsharded); the
         episodes are padded to a multiple of the devices with further sampled episodes, dropped before the choice.
+      search: beyond the paper, what runs after the episodes in the same program (`search.Search`): a population
+        search whose candidates join the agent's under the same rule, and / or a final fine-tune of the chosen
+        network (select "best" only). The default runs nothing: the program is the faithful one.
     Returns:
       ``program(keys (B, 2), params (B networks), policy) -> rollout.Outcome`` of the chosen networks (network
       b's episode 0 from ``keys[b]``, episode e >= 1 from ``fold_in(keys[b], e)``), whose actions,
       rewards and steps are episode 0's, with ``row_extra`` chosen_episode (-1: the original), chosen_step,
       candidates, within_tau, and ``details``: the candidate table (B, E, T) params, widths, val_acc, test_acc,
-      valid, plus each network's original (params0, val_acc0, test_acc0).
+      valid, plus each network's original (params0, val_acc0, test_acc0). With a search, a search candidate
+      chosen is episode ``episodes + round``, step ``index + 1``; row_extra gains chosen_by_search and, with the
+      final fine-tune, final_val_before / final_test_before / final_kept / final_epochs; details gain
+      search_params / search_widths / search_val_acc / search_test_acc (B, rounds, population).
     """
     if sampled < 1:
         raise ValueError(f"candidates needs at least one sampled episode, got {sampled}")
     if select not in SELECTIONS:
         raise ValueError(f"unknown selection {select!r}; choose one of {', '.join(SELECTIONS)}")
+    if search.active and select != "best":
+        raise ValueError("the refine search and the final fine-tune go with select='best'")
     episodes = sampled + int(greedy)
     spread = sharding.spreads(mesh)
     rolled = -(-episodes // mesh.size) * mesh.size if spread else episodes  # with the padding episodes
@@ -142,19 +151,49 @@ def candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bo
             step, episode = final.step[:, 0], jnp.zeros(n, jnp.int32)
         acc0 = final.acc0[:, 0]
         within = (t.valid & within_tolerance(t.info["acc"], acc0[:, None, None], params.choice_tau[:, None, None]))
+        row_extra = {"chosen_episode": episode, "chosen_step": step, "candidates": 1 + t.valid.sum((1, 2)),
+                     "within_tau": 1 + within.sum((1, 2))}
+        details = {}
+        finetune_epochs = t.info["finetune_epochs"].sum((1, 2))
+        if search.rounds > 0:  # the population search: its candidates join the agent's under the same rule
+            flat = lambda a: a.reshape((n, -1) + a.shape[3:])  # noqa: E731
+            found = search_lib.refine(env, search, net_keys, params, {
+                "widths": flat(t.info["widths"]), "params": flat(outs["params"]), "acc": flat(t.info["acc"]),
+                "valid": flat(t.valid)})
+            wins = found["best_within"] & better(found["best_params"], found["best_acc"], nets.count_params(
+                chosen["arch"]), chosen["acc"])
+            pick = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+                lambda a, b: jnp.where(wins.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
+            chosen = pick({"variables": found["best_variables"], "arch": found["best_arch"],
+                           "acc": found["best_acc"]}, {k: chosen[k] for k in ("variables", "arch", "acc")})
+            search_within = within_tolerance(found["val_acc"], acc0[:, None, None],
+                                             params.choice_tau[:, None, None] - search.margin)
+            row_extra = {"chosen_episode": jnp.where(wins, episodes + found["best_round"], episode),
+                         "chosen_step": jnp.where(wins, found["best_index"] + 1, step),
+                         "candidates": row_extra["candidates"] + search.rounds * search.population,
+                         "within_tau": row_extra["within_tau"] + search_within.sum((1, 2)), "chosen_by_search": wins}
+            details = {"search_params": found["params"], "search_widths": found["widths"],
+                       "search_val_acc": found["val_acc"], "search_test_acc": found["test_acc"],
+                       "search_margin": jnp.full((n,), search.margin, jnp.float32)}
+        if search.final_finetune:  # once more over every layer; kept only where validation does not fall
+            row_extra["final_val_before"] = chosen["acc"]
+            row_extra["final_test_before"] = test_acc(chosen["variables"], chosen["arch"], params)
+            variables, acc, kept, epochs = search_lib.final_finetune(env, net_keys, params, chosen["variables"],
+                                                                     chosen["arch"], chosen["acc"])
+            chosen = {**chosen, "variables": variables, "acc": acc}
+            row_extra["final_kept"], row_extra["final_epochs"] = kept, epochs
         return Outcome(
             variables=chosen["variables"], arch=chosen["arch"], widths_before=params.arch.widths,
             params_before=nets.count_params(params.arch), params_after=nets.count_params(chosen["arch"]),
             test_acc_before=test_acc(params.variables, params.arch, params),
             test_acc_after=test_acc(chosen["variables"], chosen["arch"], params), val_acc0=acc0,
             val_acc=chosen["acc"], actions=t.action[:, 0], valid=t.valid[:, 0], reward=t.reward[:, 0],
-            finetune_epochs=t.info["finetune_epochs"].sum((1, 2)),
-            row_extra={"chosen_episode": episode, "chosen_step": step, "candidates": 1 + t.valid.sum((1, 2)),
-                       "within_tau": 1 + within.sum((1, 2))},
+            finetune_epochs=finetune_epochs,
+            row_extra=row_extra,
             details={"params": outs["params"], "widths": t.info["widths"], "val_acc": t.info["acc"],
                      "test_acc": outs["test_acc"], "valid": t.valid, "greedy": jnp.tile(greedy_flags, (n, 1)),
                      "params0": nets.count_params(params.arch), "val_acc0": acc0,
-                     "test_acc0": test_acc(params.variables, params.arch, params)})
+                     "test_acc0": test_acc(params.variables, params.arch, params), **details})
 
     return program
 
@@ -163,15 +202,19 @@ _PROGRAMS = programs.ProgramCache("candidate programs", maxsize=16)
 
 
 def cached_candidates_program(env: NeonEnv, act_fn: ActFn, sampled: int = 8, greedy: bool = True,
-                              select: str = "best", act_key=None, mesh=None):
+                              select: str = "best", act_key=None, mesh=None,
+                              search: search_lib.Search = search_lib.NO_SEARCH):
     """`candidates_program`, built once per (environment, policy, sampled, greedy, select, mesh) settings and kept
     in a bounded cache (`programs`); `act_key` names the policy (default: the act_fn; an agent passes its config,
-    as `rollout.policy_program`)."""
+    as `rollout.policy_program`); `search`: `search.Search` (the default adds nothing to the key: the faithful
+    program's key is as it was)."""
     key = (env.config, env.dims, env.preset, env.slots, act_fn if act_key is None else act_key, int(sampled),
            bool(greedy), select, tuple(d.id for d in mesh.devices.flat) if sharding.spreads(mesh) else None)
+    if search.active:
+        key = key + (search,)
 
     def build():
-        program = candidates_program(env, act_fn, sampled, greedy, select, mesh)
+        program = candidates_program(env, act_fn, sampled, greedy, select, mesh, search)
         compile_cache.register(program, ("select.candidates_program", *key))  # a warm run need not trace it
         return program
 

@@ -253,6 +253,17 @@ def _prune_command(sub) -> None:
                         "(the original if none); last: the final network of one sampled episode (the paper's)")
     p.add_argument("--cut", default=None, choices=CUTS,
                    help="cut semantics (default: the one the agent was trained with)")
+    p.add_argument("--refine", default="0", metavar="ROUNDS[xPOPULATION]",
+                   help="beyond the paper: ROUNDS of a population search after the episodes, POPULATION widths "
+                        "(default 16) per round sampled around the smallest candidates within tau, each the "
+                        "original cut to them and fine-tuned, chosen by the same rule (default: 0, none)")
+    p.add_argument("--refine-epochs", type=int, default=None,
+                   help="the most fine-tune epochs of a refine proposal (default: the preset's fine-tune epochs)")
+    p.add_argument("--refine-margin", type=float, default=0.0,
+                   help="points of validation accuracy the refine search's candidates keep besides tau (default 0)")
+    p.add_argument("--final-finetune", action="store_true",
+                   help="beyond the paper: fine-tune the chosen network once more over every layer (kept only "
+                        "when its validation accuracy does not fall)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the data split, the base network and the sampled episodes (default: 0)")
     p.add_argument("--json", default=None, help="write the report as JSON here")

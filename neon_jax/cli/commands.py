@@ -151,12 +151,20 @@ def cmd_prune(args) -> int:
     stages = None if args.quiet else Stages()
     try:
         dataset, test, validation = _prune_rows(args)
+        from neon_jax.search import parse_refine
+
+        try:
+            rounds, population = parse_refine(args.refine)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
         result = prune(dataset, data_dir=args.data_dir, network=args.network, tau=args.tau,
                               passes=args.passes, agent=args.agent, preset=args.preset, seed=args.seed,
                               greedy=args.greedy, cut=args.cut, candidates=args.candidates, select=args.select,
                               test=test, validation=validation, check_inputs=not args.no_input_check,
                               trust_pickle=args.trust_pickle, small_data=args.small_data, progress=stages,
-                              devices=args.devices)
+                              devices=args.devices, refine=rounds, refine_population=population,
+                              final_finetune=args.final_finetune, refine_epochs=args.refine_epochs,
+                              refine_margin=args.refine_margin)
     except BaseException:
         if stages is not None:  # no spinner redrawn over the error line
             stages.abort()
@@ -173,7 +181,9 @@ def cmd_prune(args) -> int:
           f"x{r['compression']:.2f}", f"{r['test_acc_before']:.4f} -> {r['test_acc_after']:.4f} "
           f"({r['acc_change_points']:+.2f} pts)", f"{seconds['total']:.1f}")]))
     chosen = r["chosen"]
-    if chosen["episode"] < 0:
+    if r.get("search", {}).get("chosen_by_search"):
+        which = (f"the refine search, round {chosen['episode'] - r['episodes']}, proposal {chosen['step']}")
+    elif chosen["episode"] < 0:
         which = "the original (no pruned candidate within tau)"
     else:
         kind = "greedy" if chosen["greedy"] else "sampled"
@@ -181,6 +191,11 @@ def cmd_prune(args) -> int:
     print(f"chosen: {which}; {r['candidates']} candidates, {r['within_tau']} within tau = {r['tau']:g} points on "
           f"the validation split (chosen: validation {chosen['val_acc_change_points']:+.2f}, test "
           f"{chosen['test_acc_change_points']:+.2f} points); select {r['select']}")
+    if "final_finetune" in r:
+        f = r["final_finetune"]
+        print(f"final fine-tune ({f['epochs']} epochs, {'kept' if f['kept'] else 'not kept: validation fell'}): "
+              f"validation {f['val_acc_before']:.4f} -> {f['val_acc_after']:.4f}, test {f['test_acc_before']:.4f} "
+              f"-> {f['test_acc_after']:.4f}")
     print(f"seconds: loading {seconds['load']:.1f} + base network {seconds['base_network']:.1f} + compile "
           f"{seconds['compile']:.1f} + prune {seconds['run']:.1f} + report {seconds['report']:.1f} = "
           f"{seconds['total']:.1f} (report.json's \"seconds\"); waited {time.perf_counter() - _STARTED:.1f} "

@@ -26,6 +26,7 @@ from neon_jax.policies import random_policy
 from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset, get_preset
 from neon_jax.progress import stage
+from neon_jax.search import NO_SEARCH, Search
 from neon_jax.select import cached_candidates_program, within_tolerance
 from neon_jax.user_data import check_feature_names, prepare_user_data
 from neon_jax.user_data import check_inputs as check_inputs_fn
@@ -249,6 +250,8 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
           preset: str | Preset = "cpu", seed: int = 0, greedy: bool = False, cut: str | None = None,
           candidates: int = DEFAULT_CANDIDATES, select: str = "best", test=None, validation=None,
           check_inputs: bool = True, trust_pickle: bool = False, small_data: str = "off",
+          refine: int = 0, refine_population: int = 16, final_finetune: bool = False, refine_epochs: int | None = None,
+          refine_margin: float = 0.0,
           progress=print, devices: int | None = None) -> PruneResult:
     """Prunes a network on a dataset with a trained agent, keeping the user's tolerance on the validation split.
 
@@ -292,6 +295,18 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
         network of every episode is a candidate (`neon_jax.select`).
       select: "best" (the candidate with the fewest parameters within tau on the validation split; the original
         if none) or "last" (the final network of one sampled episode: the paper's answer).
+      refine: beyond the paper: rounds of a population (cross-entropy) search after the episodes (`neon_jax.search`;
+        0, the default: none, the faithful job). Each round cuts the original network to `refine_population`
+        width vectors sampled around the smallest candidates within tau, fine-tunes them all in one vmapped
+        program and adds them to the candidates; the choice is the same rule over all (validation only).
+      refine_population: proposals per round.
+      refine_epochs: the most fine-tune epochs of a proposal (None: the preset's fine-tune epochs, as the agent's
+        steps; fewer: a cheaper search, best with `final_finetune`).
+      refine_margin: points the search's candidates must keep besides tau on validation (within ``tau -
+        refine_margin``; the agent's candidates keep tau): against the winner's curse of many proposals.
+      final_finetune: beyond the paper: fine-tune the chosen network once more (every layer, up to the preset's
+        training epochs), kept only when its validation accuracy does not fall; the report's ``final_finetune``
+        gives validation and test accuracy before and after.
       devices: devices the candidate episodes are split over (`sharding.job_mesh`: default all; padded with further
         episodes, dropped before the choice); the report's ``run`` records them. The base network trains on one.
     Returns:
@@ -303,6 +318,7 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
       batch-256 latency before / after, and ``padded_shape``: the program's shape (its width bucket and depth).
     """
     tau, preset = _check_arguments(dataset, tau, preset, passes, candidates, select, small_data, test, validation)
+    search = _check_search(refine, refine_population, final_finetune, select, refine_epochs, refine_margin)
     say = progress or (lambda *_: None)
     # the stages' seconds and the programs each compiled; the candidate episodes on the job's devices
     with sharding.use_mesh(sharding.job_mesh(devices)), compile_log.StageClock() as clock:
@@ -314,7 +330,7 @@ def prune(dataset, *, data_dir=None, network=None, tau: float = 5.0, passes: int
                                  preset=preset, tau=tau, small_data=small_data, say=say)
         zoo, input_check, seconds = _base_network(network, prepared, preset, seed, check_inputs, clock, progress)
         pool, original, selection = _environment(zoo, prepared, preset, tau, small_data, network is None, progress)
-        plan = _episode_plan(preset, tau, passes, loaded, greedy, seed, cut, select, candidates)
+        plan = _episode_plan(preset, tau, passes, loaded, greedy, seed, cut, select, candidates, search)
         result = _run_episodes(pool, plan, seconds, clock, progress)
         _small_data_notes(selection, tau, small_data, say)
         stage(progress, "measuring the latency of the original and the pruned network")
@@ -342,6 +358,24 @@ def _check_arguments(dataset, tau, preset, passes, candidates, select, small_dat
     if not _is_rows(dataset) and (test is not None or validation is not None):
         raise ValueError("test= and validation= go with your own rows: prune((X, y), test=(X_test, y_test), ...)")
     return tau, preset
+
+
+def _check_search(refine, population, final_finetune, select, epochs=None, margin=0.0) -> Search:
+    """The `Search` of a prune's refine options, checked (one-line ValueErrors)."""
+    for name, value, low in (("refine", refine, 0), ("refine_population", population, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+    if not isinstance(final_finetune, (bool, np.bool_)):
+        raise ValueError(f"final_finetune must be True or False, got {final_finetune!r}")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1):
+        raise ValueError(f"refine_epochs must be a whole number >= 1 or None, got {epochs!r}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float, np.number)) or not margin >= 0:
+        raise ValueError(f"refine_margin must be a number of points >= 0, got {margin!r}")
+    search = Search(rounds=int(refine), population=int(population), final_finetune=bool(final_finetune),
+                    proposal_epochs=None if epochs is None else int(epochs), margin=float(margin))
+    if search.active and select != "best":
+        raise ValueError("refine and final_finetune choose among candidates: they need select='best'")
+    return search
 
 
 def _agent_cut(trained_env: dict, cut: str | None, passes: int, say) -> str:
@@ -406,6 +440,7 @@ class _Plan:
     select: str
     sampled: int  # sampled episodes
     with_greedy: bool  # plus one greedy episode (a trained agent choosing the best)
+    search: Search = NO_SEARCH  # beyond the paper: what runs after the episodes (`neon_jax.search`)
 
     @property
     def episodes(self) -> int:
@@ -414,13 +449,13 @@ class _Plan:
 
 
 def _episode_plan(preset: Preset, tau: float, passes: int, loaded: LoadedAgent, greedy: bool, seed: int, cut: str,
-                  select: str, candidates: int) -> _Plan:
+                  select: str, candidates: int, search: Search = NO_SEARCH) -> _Plan:
     """The `_Plan` of a prune: `candidates` sampled episodes when choosing the best and not greedy (else one), and
     then one greedy episode besides with a trained agent."""
     sampled = int(candidates) if select == "best" and not greedy else 1
     with_greedy = select == "best" and not greedy and not loaded.random
     return _Plan(preset=preset, tau=tau, passes=passes, agent=loaded, greedy=greedy, seed=seed, cut=cut,
-                 select=select, sampled=sampled, with_greedy=with_greedy)
+                 select=select, sampled=sampled, with_greedy=with_greedy, search=search)
 
 
 def _run_episodes(pool: EnvPool, plan: _Plan, seconds: dict, clock: compile_log.StageClock, progress):
@@ -434,10 +469,10 @@ def _run_episodes(pool: EnvPool, plan: _Plan, seconds: dict, clock: compile_log.
     def method(dims):  # the pool's one network, at its own bucket and depth
         if random_actions:  # the random policy needs no actor (the same draws as an actor's uniform actions)
             return cached_candidates_program(NeonEnv(env_config, dims, preset), random_policy, sampled, False,
-                                             select, mesh=mesh), None
+                                             select, mesh=mesh, search=plan.search), None
         return (cached_candidates_program(agent_env(agent_obj, dims, preset, env_config), agent_obj.act_fn, sampled,
                                           with_greedy, select, ("agent", agent_obj.config, agent_obj.preset),
-                                          mesh),
+                                          mesh, search=plan.search),
                 agent_obj.policy(actor_params, greedy))
     episodes = plan.episodes
 
@@ -462,7 +497,7 @@ def _choose(result, pool: EnvPool, prepared, plan: _Plan, selection: dict, say):
     pruned = nets.compact(final_variables, final_arch, pool.dims, plan.preset.dropout_rate)
     pruned.check_finite(prepared.splits.x_test, "the pruned network")
     table = candidate_table(result.details[0], row,
-                            tau if selection["select_tau"] is None else selection["select_tau"])
+                            tau if selection["select_tau"] is None else selection["select_tau"], plan.episodes)
     if plan.select == "best" and row["chosen_episode"] < 0:
         limit = tau if selection["select_tau"] is None else selection["select_tau"]
         say(f"no pruned candidate kept the validation accuracy within {limit:.4g} points of the original's"
@@ -500,13 +535,28 @@ def _report(prepared, pool: EnvPool, plan: _Plan, row: dict, selection: dict, se
                  "input_check": input_check},
         # the rows that decided, what one row is worth, and the tolerance the choice applied
         "selection": selection,
+        **(_search_report(plan, row) if plan.search.active else {}),
     }
 
 
-def candidate_table(details: dict, row: dict, tau: float) -> list[dict]:
+def _search_report(plan: _Plan, row: dict) -> dict:
+    """The report's ``search`` (its settings, whether its candidate was chosen) and ``final_finetune`` (validation
+    and test accuracy before / after it, whether it was kept)."""
+    out = {"search": {**plan.search.record(), "chosen_by_search": bool(row.get("chosen_by_search", False))}}
+    if plan.search.final_finetune:
+        out["final_finetune"] = {"val_acc_before": row["final_val_before"], "test_acc_before": row["final_test_before"],
+                                 "val_acc_after": row["val_acc"], "test_acc_after": row["test_acc_after"],
+                                 "kept": bool(row["final_kept"]), "epochs": int(row["final_epochs"])}
+    return out
+
+
+def candidate_table(details: dict, row: dict, tau: float, episodes: int | None = None) -> list[dict]:
     """Every candidate of one prune as dicts (the original first, then each step of each episode): episode,
     step, greedy, params, widths, val_acc, test_acc, val / test change in points, within_tau (within the
-    tolerance the choice applied, `tau` here; the original always counts, as it is always eligible), chosen."""
+    tolerance the choice applied, `tau` here; the original always counts, as it is always eligible), chosen.
+    With a refine search (details hold ``search_*``), its candidates follow, marked ``search`` True (every entry
+    then has the field): round r's proposal i is episode ``episodes + r``, step ``i + 1``; its within_tau is
+    within ``tau`` less the search's margin."""
     acc0, test0 = float(details["val_acc0"]), float(details["test_acc0"])
     depth = len(row["widths_before"].split("-"))
 
@@ -525,6 +575,19 @@ def candidate_table(details: dict, row: dict, tau: float) -> list[dict]:
         table.append(entry(int(e), int(t) + 1, bool(details["greedy"][e]), details["params"][e, t],
                            "-".join(str(int(w)) for w in details["widths"][e, t, :depth]),
                            details["val_acc"][e, t], details["test_acc"][e, t]))
+    if "search_params" in details:
+        for c in table:
+            c["search"] = False
+        rounds, population = np.asarray(details["search_params"]).shape
+        for r in range(rounds):
+            for i in range(population):
+                c = entry(int(episodes) + r, i + 1, False, details["search_params"][r, i],
+                          "-".join(str(int(w)) for w in details["search_widths"][r, i, :depth]),
+                          details["search_val_acc"][r, i], details["search_test_acc"][r, i])
+                c["search"] = True  # within the tolerance the search's candidates keep: tau less its margin
+                c["within_tau"] = bool(within_tolerance(np.float32(c["val_acc"]), np.float32(acc0),
+                                                        tau - float(details["search_margin"])))
+                table.append(c)
     return table
 
 
@@ -551,7 +614,8 @@ def save_result(result: PruneResult, out_dir, overwrite: bool = False) -> Path:
             raise ValueError("saving the pruned scikit-learn model needs skops (pip install skops)") from None
         sio.dump(result.to_sklearn(), out / "pruned.skops")
     with open(out / "candidates.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, CANDIDATE_FIELDS)
+        fields = CANDIDATE_FIELDS + (("search",) if result.candidates and "search" in result.candidates[0] else ())
+        writer = csv.DictWriter(fh, fields)
         writer.writeheader()
         writer.writerows(result.candidates)
     plot_front(result, out / "front.png")

@@ -99,6 +99,49 @@ def parse_refine(text: str | int | None) -> tuple[int, int]:
     return r, p
 
 
+def parse_search_spec(text: str) -> Search:
+    """The `Search` an evaluation names (``--search``): "none", or ``[R[xP]][:epochs=E][:margin=M][:final]``
+    ("2x16:margin=2.5:final", "final"); one-line ValueErrors."""
+    raw = str(text).strip().lower()
+    if raw in ("", "none"):
+        return NO_SEARCH
+    fields: dict = {"final_finetune": False}
+    for part in raw.split(":"):
+        key, sep, value = part.partition("=")
+        try:
+            if part == "final":
+                fields["final_finetune"] = True
+            elif not sep:
+                fields["rounds"], fields["population"] = parse_refine(part)
+            elif key == "epochs":
+                fields["proposal_epochs"] = int(value)
+            elif key == "margin":
+                fields["margin"] = float(value)
+            else:
+                raise ValueError(f"unknown part {part!r}")
+        except ValueError as err:
+            raise ValueError(f"search {text!r}: expected none or [ROUNDS[xPOPULATION]][:epochs=E][:margin=M][:final] "
+                             f"(e.g. 2x16:margin=2.5:final): {err}") from None
+    try:
+        return Search(**fields)
+    except ValueError as err:
+        raise ValueError(f"search {text!r}: {err}") from None
+
+
+def search_spec(search: Search) -> str:
+    """The canonical text of a `Search` (`parse_search_spec` reads it back): "none" when nothing runs."""
+    if not search.active:
+        return "none"
+    parts = [f"{search.rounds}x{search.population}"] if search.rounds else []
+    if search.rounds and search.proposal_epochs is not None:
+        parts.append(f"epochs={search.proposal_epochs}")
+    if search.rounds and search.margin:
+        parts.append(f"margin={search.margin:g}")
+    if search.final_finetune:
+        parts.append("final")
+    return ":".join(parts)
+
+
 def cut_to_widths(variables: dict, arch: nets.Arch, dims: nets.NetDims, widths) -> tuple[dict, nets.Arch]:
     """One network cut to `widths` (max_hidden,) int: in each hidden layer in turn the alive neurons with the largest
     L2 norm of incoming weights (after the layers before were cut) survive; dead weights zeroed."""

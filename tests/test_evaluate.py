@@ -315,6 +315,9 @@ def test_cli_unseen_protocol_smoke_and_errors(zoo_root, tmp_path):
     code, _, err = _cli("evaluate", "--datasets", "iris", "--zoo-root", zoo_root, "--tau", "5", "--agent", "x=y",
                         "--out", tmp_path / "x")
     assert code == 2 and "TAU=PATH" in err
+    code, _, err = _cli("evaluate", "--datasets", "iris", "--zoo-root", zoo_root, "--methods", "neon_best",
+                        "--search", "none,2x16:speed=3", "--out", tmp_path / "x")
+    assert code == 2 and "search '2x16:speed=3'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
 
@@ -366,3 +369,42 @@ def test_reproduction_notebook_runs(tmp_path, zoo_root):
     assert sum(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                for c in nb.cells for o in c.get("outputs", [])) >= 2
     assert (tmp_path / "nb_eval" / "report.md").exists()
+
+
+# ---------------------------------------------------------------------------------------------- the search
+
+
+def test_search_specs_are_canonical_cells_of_neon_best_and_bad_ones_one_line():
+    from neon_jax.search import Search, parse_search_spec, search_spec
+
+    assert parse_search_spec("none") == Search() and search_spec(Search()) == "none"
+    spec = parse_search_spec("2X16:margin=2.50:final")
+    assert spec == Search(rounds=2, population=16, margin=2.5, final_finetune=True)
+    assert search_spec(spec) == "2x16:margin=2.5:final" and parse_search_spec(search_spec(spec)) == spec
+    assert search_spec(parse_search_spec("final")) == "final"
+    assert search_spec(parse_search_spec("3:epochs=2")) == "3x16:epochs=2"
+    cfg = ev.EvalConfig(datasets=["x"], zoo_root=".", methods=["neon_best"], candidates=[1, 8],
+                        searches=["none", "2x16:final", "2X16:final"])
+    assert cfg.searches == ("none", "2x16:final")  # canonical, each once
+    settings = sorted({c.setting for c in ev.plan_cells(cfg, None)})
+    assert settings == ["pretrained:5 k=1", "pretrained:5 k=1 search=2x16:final", "pretrained:5 k=8",
+                        "pretrained:5 k=8 search=2x16:final"]
+    assert [ev.plan.parse_candidates_setting(s) for s in settings][1] == ("pretrained:5", 1)
+    assert ev.plan.candidates_search(settings[1]) == "2x16:final" and ev.plan.candidates_search(settings[0]) == "none"
+    for bad in ("2x0", "two", "2x16:speed=3", "margin=-1", "epochs=0"):
+        with pytest.raises(ValueError, match="search") as err:
+            ev.EvalConfig(datasets=["x"], zoo_root=".", methods=["neon_best"], searches=[bad])
+        assert "\n" not in str(err.value)
+
+
+def test_neon_best_with_a_search_runs_and_is_labelled(zoo_root, tmp_path):
+    out = tmp_path / "eval"
+    cfg = _cfg(zoo_root, methods=["neon_best"], datasets=["iris"], candidates=[1], searches=["none", "1x2:final"])
+    summary = ev.run_evaluation(cfg, out, progress=False, log=None)
+    df = pd.read_csv(out / "networks.csv")
+    assert len(df) == 4 and set(df["setting"].str.contains("search=1x2:final")) == {True, False}
+    assert {g["label"] for g in summary["groups"]} == {"neon_best k1 p1 tau5", "neon_best k1 search 1x2:final p1 tau5"}
+    faithful = df[~df["setting"].str.contains("search")].sort_values("network")
+    searched = df[df["setting"].str.contains("search")].sort_values("network")
+    # the search only adds candidates under the same rule: never more parameters than the faithful choice
+    assert (searched["params_after"].to_numpy() <= faithful["params_after"].to_numpy()).all()

@@ -314,6 +314,10 @@ def _evaluate_command(sub) -> None:
                         "random_no_ft, ...)")
     p.add_argument("--candidates", default=str(DEFAULT_CANDIDATES),
                    help="neon_best: comma-separated numbers K of sampled episodes per network (plus a greedy one)")
+    p.add_argument("--search", default="none",
+                   help="neon_best, beyond the paper: comma-separated searches after the episodes, each none or "
+                        "[ROUNDS[xPOPULATION]][:epochs=E][:margin=M][:final] (prune's --refine, --refine-epochs, "
+                        "--refine-margin, --final-finetune), e.g. none,2x16:margin=2.5:final (default: none)")
     p.add_argument("--protocol", default="heldout", choices=PROTOCOLS,
                    help="heldout: each zoo's held-out networks; unseen: all networks of datasets in seeded folds")
     _add_tau(p, several=True)

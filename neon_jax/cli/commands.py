@@ -296,7 +296,7 @@ def cmd_evaluate(args) -> int:
                         agents=agents, preset=args.preset, fold_size=args.fold_size, fold_seed=args.fold_seed,
                         folds=folds, settings=settings, random_cut=args.random_cut, batch_size=args.batch,
                         zoo_networks=args.zoo_networks, zoo_heldout=args.zoo_heldout, candidates=candidates,
-                        amc=_amc_overrides(args.amc))
+                        searches=_csv_names(args.search), amc=_amc_overrides(args.amc))
     start = time.perf_counter()
     summary = ev.run_evaluation(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
                                 log=None if args.quiet else print, devices=args.devices)

@@ -9,6 +9,7 @@ from neon_jax import pruning
 from neon_jax.amc import AMCConfig
 from neon_jax.choices import CUTS, DEFAULT_CANDIDATES, PROTOCOLS
 from neon_jax.env import validate_tau
+from neon_jax.search import parse_search_spec, search_spec
 
 AGENT_METHODS = ("neon", "neon_best")  # the methods that run a NEON agent
 ZOO_NETWORKS = 30  # networks per zoo built by the evaluation (paper: 30)
@@ -57,6 +58,8 @@ class EvalConfig:
       zoo_networks / zoo_heldout: size of the zoos the evaluation builds, and how many of their networks are
         held out (the ones the heldout protocol prunes).
       candidates: the K values of neon_best (K sampled episodes and a greedy one per network).
+      searches: what neon_best runs after its episodes, each a `neon_jax.search.parse_search_spec` text ("none": the
+        main job's default; "2x16:margin=2.5:final": the refine search and the final fine-tune); kept canonical.
       amc: overrides of AMC's search settings (`neon_jax.amc.AMCConfig` fields, e.g. ``{"episodes": 100}``;
         default: the original's).
     """
@@ -81,6 +84,7 @@ class EvalConfig:
     zoo_networks: int = ZOO_NETWORKS
     zoo_heldout: int = ZOO_HELDOUT
     candidates: tuple = (DEFAULT_CANDIDATES,)
+    searches: tuple = ("none",)
     amc: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -93,6 +97,7 @@ class EvalConfig:
             "settings": {method: tuple(values) for method, values in self.settings.items()},
             "candidates": ((int(self.candidates),) if isinstance(self.candidates, int)
                            else tuple(int(k) for k in self.candidates)),
+            "searches": tuple(dict.fromkeys(search_spec(parse_search_spec(t)) for t in _names(self.searches))),
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)

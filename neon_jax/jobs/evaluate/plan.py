@@ -86,15 +86,23 @@ def parse_setting(cfg: EvalConfig, method: str, text: str):
     return text
 
 
-def candidates_setting(spec: str, k: int) -> str:
-    """A neon_best cell's setting: its agent spec and its number of sampled episodes, "pretrained:5 k=8"."""
-    return f"{spec} k={int(k)}"
+def candidates_setting(spec: str, k: int, search: str = "none") -> str:
+    """A neon_best cell's setting: its agent spec, its number of sampled episodes and the search after them
+    (`neon_jax.search.search_spec`; "none" is left out), "pretrained:5 k=8", "pretrained:5 k=8 search=2x16:final"."""
+    setting = f"{spec} k={int(k)}"
+    return setting if search == "none" else f"{setting} search={search}"
 
 
 def parse_candidates_setting(setting: str) -> tuple[str, int]:
     """(agent spec, K) of a neon_best setting (`candidates_setting`)."""
-    spec, _, k = setting.rpartition(" k=")
+    head = setting.partition(" search=")[0]
+    spec, _, k = head.rpartition(" k=")
     return spec, int(k)
+
+
+def candidates_search(setting: str) -> str:
+    """The search of a neon_best setting (`candidates_setting`): its spec, or "none"."""
+    return setting.partition(" search=")[2] or "none"
 
 
 def agent_key(tau: float, fold: int | None) -> str:
@@ -145,9 +153,9 @@ def plan_cells(cfg: EvalConfig, folds: list[list[str]] | None) -> list[Cell]:
                 cells.append(Cell("neon", spec, float(tau), int(passes), int(seed), g, d, f))
             continue
         if method == "neon_best":  # its candidates hold the greedy episode: no greedy variant
-            for tau, k, passes, seed, (d, f) in itertools.product(cfg.taus, cfg.candidates, cfg.passes, cfg.seeds,
-                                                                  targets):
-                spec = candidates_setting(resolve_agent_spec(cfg.agents, float(tau), f), k)
+            for tau, k, search, passes, seed, (d, f) in itertools.product(cfg.taus, cfg.candidates, cfg.searches,
+                                                                          cfg.passes, cfg.seeds, targets):
+                spec = candidates_setting(resolve_agent_spec(cfg.agents, float(tau), f), k, search)
                 cells.append(Cell("neon_best", spec, float(tau), int(passes), int(seed), False, d, f))
             continue
         if method == "random":

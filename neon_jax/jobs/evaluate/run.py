@@ -15,7 +15,13 @@ from neon_jax.env import EnvConfig
 from neon_jax.jobs.evaluate import zoos as zoo_sources
 from neon_jax.jobs.evaluate.agents import LoadedAgent, check_unseen, load_agent
 from neon_jax.jobs.evaluate.config import AGENT_METHODS, Cell, EvalConfig
-from neon_jax.jobs.evaluate.plan import make_folds, parse_candidates_setting, parse_setting, plan_cells
+from neon_jax.jobs.evaluate.plan import (
+    candidates_search,
+    make_folds,
+    parse_candidates_setting,
+    parse_setting,
+    plan_cells,
+)
 from neon_jax.jobs.evaluate.report import write_report
 from neon_jax.jobs.evaluate.store import (
     append_cell,
@@ -30,6 +36,7 @@ from neon_jax.jobs.evaluate.store import (
 )
 from neon_jax.pool import EnvPool
 from neon_jax.presets import Preset, get_preset
+from neon_jax.search import NO_SEARCH, parse_search_spec
 
 
 class _InputDigests:
@@ -66,9 +73,10 @@ def _run_cell(cell: Cell, view: EnvPool, preset: Preset, cfg: EvalConfig, agent:
     agent, the random agent, or a baseline (fine-tuned)."""
     if cell.method in AGENT_METHODS:
         candidates = parse_candidates_setting(cell.setting)[1] if cell.method == "neon_best" else None
+        search = parse_search_spec(candidates_search(cell.setting)) if cell.method == "neon_best" else NO_SEARCH
         return learn.run_agent(agent.agent, agent.actor, view, preset, EnvConfig(passes=cell.passes, cut=agent.cut),
                                seed=cell.seed, greedy=cell.greedy, batch_size=cfg.batch_size,
-                               candidates=candidates).rows
+                               candidates=candidates, search=search if search.active else None).rows
     if cell.method == "random":
         return pruning.run_baseline("random", view, preset, passes=cell.passes, cut=cell.setting or "reinit",
                                       seed=cell.seed, batch_size=cfg.batch_size).rows

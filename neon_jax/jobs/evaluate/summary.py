@@ -13,7 +13,7 @@ import pandas as pd
 
 from neon_jax import paper_results, pruning
 from neon_jax.jobs.evaluate.config import AGENT_METHODS
-from neon_jax.jobs.evaluate.plan import format_setting, parse_candidates_setting
+from neon_jax.jobs.evaluate.plan import candidates_search, format_setting, parse_candidates_setting
 
 ACC_TOLERANCE = 1e-6  # points: |change| at or below this counts as "held" (identical accuracies give exactly 0)
 GROUP_KEYS = ("method", "setting", "tau", "passes", "greedy")
@@ -40,6 +40,8 @@ def group_label(method, setting, tau, passes, greedy, agent_names: dict | None =
         if agent_names and spec in agent_names:
             parts[0] = f"neon_best[{agent_names[spec]}]"
         parts.append(f"k{k}")
+        if candidates_search(setting) != "none":
+            parts.append(f"search {candidates_search(setting)}")
     elif method == "neon":
         if agent_names and setting in agent_names:
             parts[0] = f"neon[{agent_names[setting]}]"

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from neon_jax import fit, nets
+from neon_jax.choice_rule import better, within_tolerance
 from neon_jax.env import EnvParams, NeonEnv
 
 SEARCHES = ("none", "cem")
@@ -186,8 +187,8 @@ def refine(env: NeonEnv, search: Search, keys, params: EnvParams, agent: dict):
     frac = jnp.concatenate([jnp.ones((n, 1, dims.max_hidden)), agent["widths"] / w0f[:, None, :]], axis=1)
     pool_params = jnp.concatenate([nets.count_params(params.arch)[:, None], agent["params"]], axis=1)
     pool_acc = jnp.concatenate([acc0[:, None], agent["acc"]], axis=1)
-    pool_within = jnp.concatenate([jnp.ones((n, 1), bool), agent["valid"] & (
-        100.0 * (agent["acc"] - acc0[:, None]) >= -tau[:, None])], axis=1)
+    pool_within = jnp.concatenate([jnp.ones((n, 1), bool), agent["valid"] & within_tolerance(
+        agent["acc"], acc0[:, None], tau[:, None])], axis=1)
     stats = jax.vmap(lambda f, p, a, w: _elite_stats(f, p, a, w, K, search.min_std))
     mean, std, order = stats(frac, pool_params, pool_acc, pool_within)
     take = lambda a, o: jnp.take_along_axis(a, o.reshape(o.shape + (1,) * (a.ndim - 2)), axis=1)  # noqa: E731
@@ -217,7 +218,7 @@ def refine(env: NeonEnv, search: Search, keys, params: EnvParams, agent: dict):
     for r in range(R):
         round_keys = jax.vmap(lambda k, r=r: jax.random.fold_in(k, 1_000_003 + r))(keys)
         widths, variables, arch, n_params, val, test = jax.vmap(propose)(round_keys, params, mean, std)
-        within = 100.0 * (val - acc0[:, None]) >= -tau[:, None]
+        within = within_tolerance(val, acc0[:, None], tau[:, None])
         for name, value in zip(rows, (widths, n_params, val, test)):
             rows[name].append(value)
         # the round's best per network (same rule), kept with its weights
@@ -230,8 +231,8 @@ def refine(env: NeonEnv, search: Search, keys, params: EnvParams, agent: dict):
         if best is None:
             best = cand
         else:
-            take_new = cand["within"] & (~best["within"] | ((cand["params"] < best["params"]) | (
-                (cand["params"] == best["params"]) & (cand["acc"] > best["acc"]))))
+            take_new = cand["within"] & (~best["within"] | better(cand["params"], cand["acc"], best["params"],
+                                                                  best["acc"]))
             best = jax.tree_util.tree_map(
                 lambda a, b: jnp.where(take_new.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), cand, best)
         # the next elite: the old elite and this round's proposals

@@ -24,19 +24,10 @@ import numpy as np
 from neon_jax import compile_cache, nets, programs, sharding
 from neon_jax import search as search_lib
 from neon_jax.agent import ActorPolicy
+from neon_jax.choice_rule import better, within_tolerance  # noqa: F401 (the rule; re-exported)
 from neon_jax.choices import SELECTIONS
 from neon_jax.env import EnvParams, NeonEnv
 from neon_jax.rollout import ActFn, Outcome, Tap, make_rollout
-
-
-def within_tolerance(acc, acc0, tau):
-    """Whether a validation accuracy `acc` is within `tau` points of the original's `acc0` (fractions)."""
-    return 100.0 * (acc - acc0) >= -tau
-
-
-def better(n_params, acc, best_params, best_acc):
-    """Whether a candidate beats the best so far: fewer parameters, or as many and a higher validation accuracy."""
-    return (n_params < best_params) | ((n_params == best_params) & (acc > best_acc))
 
 
 def choose(n_params, acc, acc0: float, tau: float, valid=None) -> tuple[int, int]:

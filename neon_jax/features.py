@@ -260,12 +260,12 @@ def weight_statistics(variables: dict, arch: Arch, dims: NetDims, F: int, R: int
     params = variables["params"]
     feature_mask = arch.feature_mask(dims.d_max)
     kernels = nets.kernels(params, dims.max_hidden)
-    first = weighted_statistics(kernels[0], feature_mask)  # (8, w_max)
-    per_layer = [first]
+    per_layer = [weighted_statistics(kernels[0], feature_mask)]  # (8, width(0))
     for j in range(1, dims.max_hidden):
-        per_layer.append(weighted_statistics(kernels[j], arch.mask[j - 1]))
+        per_layer.append(weighted_statistics(kernels[j], nets.fit_width(arch.mask[j - 1], dims.fan_in(j))))
+    per_layer = [nets.fit_width(stats, dims.w_max) for stats in per_layer]  # layers padded to their own widths
     hidden = compact_neurons(jnp.stack(per_layer), arch.mask[:, None, :], F)  # (max_hidden, 8, F)
-    last_mask = arch.mask[arch.depth - 1]
+    last_mask = nets.fit_width(arch.mask[arch.depth - 1], dims.fan_in(dims.max_hidden))
     output = weighted_statistics(kernels[-1], last_mask)  # (8, k_max)
     output = compact_neurons(output, arch.class_mask(dims.k_max)[None, :], F)
     return jnp.moveaxis(_place_rows(hidden, output, arch.depth, R), 0, 1)

@@ -15,6 +15,9 @@ from neon_jax import fit, nets
 
 NARROW = nets.NetDims(d_max=13, k_max=3, max_hidden=3, w_max=16)
 WIDE = nets.NetDims(d_max=16, k_max=5, max_hidden=5, w_max=96)
+# each hidden layer padded to its own width: the first wide, the later ones narrower than w_max; position 2 holds
+# the 7 and 5 neurons the shallower networks pass on past their depth
+LAYERED = nets.NetDims(d_max=16, k_max=5, max_hidden=5, w_max=96, layer_widths=(96, 16, 8, 8, 8))
 SPECS = [  # (widths, activation, pre_layer): dropout, batch-norm, tanh and a non-prefix keep in the mix
     ([12, 5], ["relu", "tanh"], ["dropout", "batchnorm"]),
     ([16, 9, 3], ["relu", "relu", "sigmoid"], ["batchnorm", "dropout", "none"]),
@@ -53,15 +56,39 @@ def _population(dims):
     return variables, archs
 
 
-def test_initialisation_and_outputs_do_not_depend_on_the_padding():
-    (vn, an), (vw, aw) = _population(NARROW), _population(WIDE)
+def test_layer_buckets_hold_what_each_network_passes_on():
+    archs = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[nets.make_arch(w, a, p, 13, 3, WIDE)
+                                                               for w, a, p in SPECS])
+    np.testing.assert_array_equal(nets.carried_widths(archs), [[12, 5, 5, 5, 5], [16, 9, 3, 3, 3], [7, 7, 7, 7, 7]])
+    assert nets.layer_buckets(archs) == (16, 16, 8, 8, 8)
+    exact = nets.with_layer_widths(nets.NetDims(13, 3, 3, 96), archs)
+    assert (exact.w_max, exact.layer_widths) == (16, (16, 16, 8))
+    assert nets.NetDims(13, 3, 2, 16, layer_widths=[16, 16]).layer_widths is None  # one spelling per shape
+    with pytest.raises(ValueError, match="must give each of the 3 hidden layers"):
+        nets.NetDims(13, 3, 3, 16, layer_widths=(16, 8))
+    assert nets.common_dims([exact, LAYERED]) == nets.NetDims(16, 5, 5, 96, layer_widths=(96, 16, 8, 8, 8))
+
+
+@pytest.mark.parametrize("other", [WIDE, LAYERED], ids=["wide", "layered"])
+def test_initialisation_and_outputs_do_not_depend_on_the_padding(other):
+    (vn, an), (vw, aw) = _population(NARROW), _population(other)
     x = jnp.asarray(load_wine().data[:40] / 100.0, jnp.float32)
     for i in range(len(SPECS)):
         one = lambda t: jax.tree_util.tree_map(lambda a: a[i], t)  # noqa: E731
-        _assert_same_network(_real(one(vn), one(an), NARROW), _real(one(vw), one(aw), WIDE), atol=0)
+        _assert_same_network(_real(one(vn), one(an), NARROW), _real(one(vw), one(aw), other), atol=0)
         ln = nets.make_model(NARROW).apply(one(vn), x, one(an))
-        lw = nets.make_model(WIDE).apply(one(vw), jnp.pad(x, ((0, 0), (0, 3))), one(aw))
+        lw = nets.make_model(other).apply(one(vw), jnp.pad(x, ((0, 0), (0, 3))), one(aw))
         np.testing.assert_allclose(ln, lw[:, :3], atol=1e-5)
+    if other is LAYERED:  # repad between uniform and per-layer shapes, both ways, exactly
+        layered, layered_arch = nets.repad(vn, an, NARROW, LAYERED)
+        for leaf_a, leaf_b in zip(jax.tree_util.tree_leaves(layered), jax.tree_util.tree_leaves(vw)):
+            np.testing.assert_array_equal(leaf_a, leaf_b)
+        back, back_arch = nets.repad(vw, aw, LAYERED, NARROW)
+        for leaf_a, leaf_b in zip(jax.tree_util.tree_leaves((back, back_arch)), jax.tree_util.tree_leaves((vn, an))):
+            np.testing.assert_array_equal(leaf_a, leaf_b)
+        with pytest.raises(ValueError, match="hidden layer 1 to width 8 .a network needs 9 there"):
+            nets.repad(vn, an, NARROW, nets.NetDims(13, 3, 3, 16, layer_widths=(16, 8, 8)))
+        return
     # repad grows every size and leaves the real network as it is
     grown, grown_arch = nets.repad(vn, an, NARROW, WIDE)
     for leaf_a, leaf_b in zip(jax.tree_util.tree_leaves(grown), jax.tree_util.tree_leaves(vw)):
@@ -85,20 +112,22 @@ def _wine_data(dims):
 
 @pytest.mark.parametrize("chunk_size", [None, 2])
 def test_training_trajectory_does_not_depend_on_the_padding(chunk_size):
-    """Base training (dropout, batch-norm, Adam) at the narrow bucket and at a wider, deeper shape: the same
-    trajectory, network by network."""
+    """Base training (dropout, batch-norm, Adam) at the narrow bucket and at a wider, deeper shape, uniform or
+    layer by layer: the same trajectory, network by network."""
     out = {}
-    for dims in (NARROW, WIDE):
+    for dims in (NARROW, WIDE, LAYERED):
         variables, archs = _population(dims)
         trainer = fit.make_trainer(nets.make_model(dims))
         opt = trainer.init_opt_state(variables)
         variables, _, loss = trainer.train(jax.random.PRNGKey(5), variables, opt, archs, jnp.zeros(3, jnp.int32),
                                            _wine_data(dims), epochs=3, batch_size=32, chunk_size=chunk_size)
         out[dims] = variables, archs, np.asarray(loss)
-    np.testing.assert_allclose(out[NARROW][2], out[WIDE][2], rtol=1e-4)
-    for i in range(len(SPECS)):
-        one = lambda t: jax.tree_util.tree_map(lambda a: a[i], t)  # noqa: E731
-        _assert_same_network(_real(*one(out[NARROW][:2]), NARROW), _real(*one(out[WIDE][:2]), WIDE), atol=2e-4)
+    for other in (WIDE, LAYERED):
+        np.testing.assert_allclose(out[NARROW][2], out[other][2], rtol=1e-4)
+        for i in range(len(SPECS)):
+            one = lambda t: jax.tree_util.tree_map(lambda a: a[i], t)  # noqa: E731
+            _assert_same_network(_real(*one(out[NARROW][:2]), NARROW), _real(*one(out[other][:2]), other),
+                                 atol=2e-4)
 
 
 @pytest.mark.parametrize("how", ["reinit", "keep_best"])
@@ -106,7 +135,7 @@ def test_cut_and_finetune_do_not_depend_on_the_padding(how):
     """A cut of hidden layer 0 (fresh weights for the rebuilt Linears with `reinit`) and the early-stopping
     fine-tune that follows, at two padded shapes."""
     out = {}
-    for dims in (NARROW, WIDE):
+    for dims in (NARROW, WIDE, LAYERED):
         model = nets.make_model(dims)
         variables, archs = _population(dims)
         cut = jax.vmap(lambda k, v, a, w: nets.cut(k, model, v, a, 0, w, how))
@@ -117,11 +146,13 @@ def test_cut_and_finetune_do_not_depend_on_the_padding(how):
         variables, info = trainer.finetune(jax.random.PRNGKey(11), variables, archs, jnp.zeros(3, jnp.int32),
                                            _wine_data(dims), trainable, max_epochs=4, batch_size=32, patience=2)
         out[dims] = variables, archs, np.asarray(info["epochs"])
-    np.testing.assert_array_equal(out[NARROW][2], out[WIDE][2])
-    for i in range(len(SPECS)):
-        one = lambda t: jax.tree_util.tree_map(lambda a: a[i], t)  # noqa: E731
-        np.testing.assert_array_equal(one(out[NARROW][1]).widths[:3], one(out[WIDE][1]).widths[:3])
-        _assert_same_network(_real(*one(out[NARROW][:2]), NARROW), _real(*one(out[WIDE][:2]), WIDE), atol=2e-4)
+    for other in (WIDE, LAYERED):
+        np.testing.assert_array_equal(out[NARROW][2], out[other][2])
+        for i in range(len(SPECS)):
+            one = lambda t: jax.tree_util.tree_map(lambda a: a[i], t)  # noqa: E731
+            np.testing.assert_array_equal(one(out[NARROW][1]).widths[:3], one(out[other][1]).widths[:3])
+            _assert_same_network(_real(*one(out[NARROW][:2]), NARROW), _real(*one(out[other][:2]), other),
+                                 atol=2e-4)
 
 
 def test_a_mixed_width_population_trains_each_network_as_it_would_alone():

@@ -127,10 +127,11 @@ sample_jit = jax.jit(features.activation_sample, static_argnames=("size", "n_cla
 TRACES: dict = {}  # (dims, preset, train) -> times `state_fn` was traced
 
 
-# The whole file needs exactly four compiled state programs: tiny eval, tiny train, cpu eval, and the padded
-# "tiny_wide" variant; any retrace for a new arch, mask, sample or row would trip the chex counter.
+# The whole file needs exactly five compiled state programs: tiny eval, tiny train, cpu eval, and the padded
+# "tiny_wide" variant, uniform and layer by layer; any retrace for a new arch, mask, sample or row would trip the
+# chex counter.
 @functools.partial(jax.jit, static_argnames=("dims", "preset", "train"))
-@chex.assert_max_traces(n=4)
+@chex.assert_max_traces(n=5)
 def state_fn(variables, arch, dims, preset, x_sample, row_weight, train=False, key=None):
     """Raw maps, the observation of every row (leading axis R) and the variables after, from the public API."""
     TRACES[(dims, preset.name, train)] = TRACES.get((dims, preset.name, train), 0) + 1
@@ -305,16 +306,21 @@ def test_padding_invariance():
 
     # The same network at bigger padded dims (prefix masks after compact -> expand), garbage feature columns,
     # and a feature width beyond w_max: the same maps, with zero columns appended.
+    # The same holds with each hidden layer padded to its own width (the first one wider than the rest).
     big = nets.NetDims(d_max=37, k_max=6, max_hidden=dims.max_hidden, w_max=dims.w_max)
+    layered = nets.NetDims(d_max=37, k_max=6, max_hidden=dims.max_hidden, w_max=2 * dims.w_max,
+                           layer_widths=(2 * dims.w_max,) + (dims.w_max,) * (dims.max_hidden - 1))
     wide = dataclasses.replace(TINY, name="tiny_wide", feature_width=TINY.feature_width + 9)
-    big_vars, big_arch = nets.expand(nets.compact(variables, arch, dims), big)
     rng = np.random.default_rng(0)
     x_big = jnp.asarray(pad_features(x_real, big.d_max, rng))
-    padded, _, _ = state_fn(big_vars, big_arch, big, wide, x_big, weight)
-    np.testing.assert_array_equal(base[0], padded[0])
-    for a, b in zip(base[1:], padded[1:]):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b)[..., : TINY.feature_width], rtol=1e-5, atol=1e-5)
-        np.testing.assert_array_equal(np.asarray(b)[..., TINY.feature_width:], 0.0)
+    for other in (big, layered):
+        big_vars, big_arch = nets.expand(nets.compact(variables, arch, dims), other)
+        padded, _, _ = state_fn(big_vars, big_arch, other, wide, x_big, weight)
+        np.testing.assert_array_equal(base[0], padded[0])
+        for a, b in zip(base[1:], padded[1:]):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b)[..., : TINY.feature_width], rtol=1e-5,
+                                       atol=1e-5)
+            np.testing.assert_array_equal(np.asarray(b)[..., TINY.feature_width:], 0.0)
 
     # Padding rows (row weight 0, garbage values) change nothing, in eval mode and for BN batch statistics:
     # two samples with the same 138 real rows and different garbage rows give the reference's maps.

@@ -45,17 +45,22 @@ from neon_jax.nets.model import (
 from neon_jax.nets.shapes import (
                                    NetDims,
                                    bucket_width,
+                                   carried_widths,
                                    check_fits,
                                    common_dims,
+                                   fit_width,
+                                   layer_buckets,
                                    shape_groups,
                                    widest_layers,
                                    width_buckets,
+                                   with_layer_widths,
 )
 
 __all__ = [
     "Arch", "BN_EPS", "BN_MOMENTUM", "CUTS", "DenseNetwork", "Hints", "MaskedBatchNorm", "MaskedMLP", "NEG_LOGIT",
     "NetDims", "Trainable", "batchnorm", "batchnorm_affine", "batchnorm_name", "bias", "bucket_width", "compact",
-    "count_params", "widest_layers", "check_fits", "common_dims", "shape_groups", "width_buckets",
+    "count_params", "widest_layers", "carried_widths", "check_fits", "common_dims", "fit_width", "layer_buckets",
+    "shape_groups", "width_buckets", "with_layer_widths",
     "cut", "dropout_keep_mask", "expand", "fan_ins", "init_network", "init_population", "is_batchnorm", "kernel",
     "kernel_names", "kernels", "largest_norm_mask", "layer_input_masks", "linear_name", "load_dense_network", "make_arch",
     "make_model", "narrow", "param_layer", "param_mask", "prefix_mask", "real_weight_masks", "repad", "resize_width",

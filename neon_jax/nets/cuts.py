@@ -32,9 +32,9 @@ def largest_norm_mask(variables: dict, arch: Arch, dims: NetDims, layer, new_wid
     """(w_max,) float mask of the `new_width` alive neurons of hidden layer `layer` (traced) with the largest L2
     norm of incoming weights (ties: lower index first)."""
     params = variables["params"]
-    height = max(dims.d_max, dims.w_max)  # the input layer has d_max rows: compare over a common padded height
+    height = max(dims.d_max, dims.w_max)  # the layers' padded shapes differ: compare over a common one
     hidden = [kernel(params, j, dims.max_hidden) for j in range(dims.max_hidden)]
-    stacked = jnp.stack([jnp.pad(k, ((0, height - k.shape[0]), (0, 0))) for k in hidden])
+    stacked = jnp.stack([jnp.pad(k, ((0, height - k.shape[0]), (0, dims.w_max - k.shape[1]))) for k in hidden])
     norms = jnp.where(arch.mask[layer] > 0, jnp.sqrt((stacked[layer] ** 2).sum(0)), -1.0)
     rank = jnp.argsort(jnp.argsort(-norms))
     return (rank < new_width).astype(jnp.float32)

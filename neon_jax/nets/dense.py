@@ -14,6 +14,7 @@ import numpy as np
 from neon_jax.nets.arch import Arch, NetDims, make_arch
 from neon_jax.nets.layout import batchnorm_name, linear_name
 from neon_jax.nets.model import BN_EPS
+from neon_jax.nets.shapes import carried_widths
 from neon_jax.presets import ACTIVATION_NAMES, PRE_BATCHNORM, PRE_DROPOUT
 
 
@@ -181,9 +182,9 @@ def expand(net: DenseNetwork, dims: NetDims) -> tuple[dict, Arch]:
     stats: dict[str, Any] = {}
     prev = net.n_features
     for j in range(dims.max_hidden):
-        width_in = dims.d_max if j == 0 else dims.w_max
-        kernel = np.zeros((width_in, dims.w_max), np.float32)
-        bias = np.zeros((dims.w_max,), np.float32)
+        width_in = dims.fan_in(j)
+        kernel = np.zeros((width_in, dims.width(j)), np.float32)
+        bias = np.zeros((dims.width(j),), np.float32)
         scale, shift = np.ones((width_in,), np.float32), np.zeros((width_in,), np.float32)
         mean, var = np.zeros((width_in,), np.float32), np.ones((width_in,), np.float32)
         if j < len(hidden):
@@ -191,6 +192,9 @@ def expand(net: DenseNetwork, dims: NetDims) -> tuple[dict, Arch]:
             if lin["kernel"].shape[0] != prev:
                 raise ValueError(f"hidden Linear {j} expects {lin['kernel'].shape[0]} inputs but receives {prev}")
             w = lin["kernel"].shape[1]
+            if w > dims.width(j) or prev > width_in:
+                raise ValueError(f"hidden Linear {j} ({prev} x {w}) does not fit the padded layer "
+                                 f"({width_in} x {dims.width(j)})")
             kernel[:prev, :w] = lin["kernel"]
             bias[:w] = lin["bias"]
             if bn is not None:
@@ -204,8 +208,10 @@ def expand(net: DenseNetwork, dims: NetDims) -> tuple[dict, Arch]:
     out = linears[-1]
     if out["kernel"].shape != (prev, net.n_classes):
         raise ValueError(f"output Linear has shape {out['kernel'].shape}, expected {(prev, net.n_classes)}")
-    kernel = np.zeros((dims.w_max, dims.k_max), np.float32)
+    kernel = np.zeros((dims.fan_in(dims.max_hidden), dims.k_max), np.float32)
     bias = np.zeros((dims.k_max,), np.float32)
+    if prev > kernel.shape[0]:
+        raise ValueError(f"the output Linear reads {prev} neurons; the padded shape holds {kernel.shape[0]}")
     kernel[:prev, : net.n_classes] = out["kernel"]
     bias[: net.n_classes] = out["bias"]
     params["output_kernel"], params["output_bias"] = kernel, bias
@@ -215,7 +221,8 @@ def expand(net: DenseNetwork, dims: NetDims) -> tuple[dict, Arch]:
 
 def repad(variables: dict, arch: Arch, dims_from: NetDims, dims_to: NetDims) -> tuple[dict, Arch]:
     """One network (or a population: leading axes are kept) moved from the padded shape `dims_from` to `dims_to`:
-    each of the four sizes (d_max, k_max, max_hidden, w_max) grows with zeros or shrinks by cutting padding.
+    each of the sizes (d_max, k_max, max_hidden, every hidden layer's width) grows with zeros or shrinks by cutting
+    padding.
 
     Puts networks of several datasets (different d_max / k_max) or of several width buckets into one population,
     and takes them back out to their own bucket. Neurons keep their columns, added hidden layers lie past every
@@ -231,6 +238,13 @@ def repad(variables: dict, arch: Arch, dims_from: NetDims, dims_to: NetDims) -> 
         lost.append(f"max_hidden {H0} -> {H1} (a network has {int(np.max(host.depth))} hidden layers)")
     if dims_to.w_max < dims_from.w_max and np.asarray(host.mask)[..., dims_to.w_max:].any():
         lost.append(f"w_max {dims_from.w_max} -> {dims_to.w_max} (alive neurons lie beyond it)")
+    elif dims_to.layer_widths is not None and not lost:
+        need = carried_widths(host).reshape(-1, H0).max(0)
+        need = np.concatenate([need, np.repeat(need[-1:], max(H1 - H0, 0))])
+        short = [j for j in range(H1) if need[j] > dims_to.width(j)]
+        if short:
+            j = short[0]
+            lost.append(f"hidden layer {j} to width {dims_to.width(j)} (a network needs {int(need[j])} there)")
     if dims_to.d_max < dims_from.d_max and (np.asarray(host.n_features) > dims_to.d_max).any():
         lost.append(f"d_max {dims_from.d_max} -> {dims_to.d_max} (a network has {int(np.max(host.n_features))} "
                     f"features)")
@@ -239,7 +253,7 @@ def repad(variables: dict, arch: Arch, dims_from: NetDims, dims_to: NetDims) -> 
                     f"classes)")
     if lost:
         raise ValueError(f"repad cannot shrink {'; '.join(lost)}")
-    d, k, w = dims_to.d_max, dims_to.k_max, dims_to.w_max
+    k = dims_to.k_max
     # host arrays stay on the host (NumPy): eager jnp ops would compile a one-op program per shape
     xp = np if all(isinstance(a, (np.ndarray, np.generic)) for a in jax.tree_util.tree_leaves((variables, arch))) \
         else jnp
@@ -264,20 +278,20 @@ def repad(variables: dict, arch: Arch, dims_from: NetDims, dims_to: NetDims) -> 
     lead = src_p["output_bias"].shape[:-1]
     for j in range(H1):
         name, bn = linear_name(j, H1), batchnorm_name(j)
-        n_in = d if j == 0 else w
+        n_in, w = dims_to.fan_in(j), dims_to.width(j)
         if j < H0:
             old = linear_name(j, H0)
             params[f"{name}_kernel"] = fit(src_p[f"{old}_kernel"], a2=n_in, a1=w)
             params[f"{name}_bias"] = fit(src_p[f"{old}_bias"], a1=w)
             params[bn], stats[bn] = bn_fit(src_p[bn], src_s[bn], n_in)
         else:  # a layer past every network's depth: zeros, and a batch-norm at its defaults
-            params[f"{name}_kernel"] = xp.zeros(lead + (w, w), np.float32)
+            params[f"{name}_kernel"] = xp.zeros(lead + (n_in, w), np.float32)
             params[f"{name}_bias"] = xp.zeros(lead + (w,), np.float32)
-            params[bn] = {"scale": xp.ones(lead + (w,), np.float32), "bias": xp.zeros(lead + (w,), np.float32)}
-            stats[bn] = {"mean": xp.zeros(lead + (w,), np.float32), "var": xp.ones(lead + (w,), np.float32)}
-    params["output_kernel"] = fit(src_p["output_kernel"], a2=w, a1=k)
+            params[bn] = {"scale": xp.ones(lead + (n_in,), np.float32), "bias": xp.zeros(lead + (n_in,), np.float32)}
+            stats[bn] = {"mean": xp.zeros(lead + (n_in,), np.float32), "var": xp.ones(lead + (n_in,), np.float32)}
+    params["output_kernel"] = fit(src_p["output_kernel"], a2=dims_to.fan_in(H1), a1=k)
     params["output_bias"] = fit(src_p["output_bias"], a1=k)
-    arch = arch.replace(mask=fit(arch.mask, a2=H1, a1=w), activation=fit(arch.activation, a1=H1),
+    arch = arch.replace(mask=fit(arch.mask, a2=H1, a1=dims_to.w_max), activation=fit(arch.activation, a1=H1),
                         pre_layer=fit(arch.pre_layer, a1=H1))
     return {"params": params, "batch_stats": stats}, arch
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from neon_jax.nets.arch import Arch, NetDims
+from neon_jax.nets.shapes import fit_width
 
 
 def linear_name(j: int, max_hidden: int) -> str:
@@ -122,9 +123,11 @@ def trainable_rows(layer, arch: Arch, max_hidden: int) -> Trainable:
 def real_weight_masks(arch: Arch, dims: NetDims) -> list[jax.Array]:
     """0/1 float masks of the real weights of each Linear (`kernels` order): rows of live inputs x columns of
     live outputs; Linears past the depth are all zero."""
-    in_masks = [arch.feature_mask(dims.d_max)] + [arch.mask[j] for j in range(dims.max_hidden - 1)]
-    masks = [in_masks[j][:, None] * arch.mask[j][None, :] for j in range(dims.max_hidden)]
-    last = arch.mask[arch.depth - 1]
+    H = dims.max_hidden
+    in_masks = [arch.feature_mask(dims.d_max)] + [arch.mask[j] for j in range(H - 1)]
+    masks = [fit_width(in_masks[j], dims.fan_in(j))[:, None] * fit_width(arch.mask[j], dims.width(j))[None, :]
+             for j in range(H)]
+    last = fit_width(arch.mask[arch.depth - 1], dims.fan_in(H))
     masks.append(last[:, None] * arch.class_mask(dims.k_max).astype(jnp.float32)[None, :])
     return masks
 
@@ -136,13 +139,14 @@ def zero_dead(variables: dict, arch: Arch, dims: NetDims) -> dict:
     params = dict(variables["params"])
     in_masks = [arch.feature_mask(dims.d_max)] + [arch.mask[j] for j in range(H - 1)]
     for j in range(H):
-        out_mask = arch.mask[j]
+        out_mask = fit_width(arch.mask[j], dims.width(j))
+        in_mask = fit_width(in_masks[j], dims.fan_in(j))
         name = linear_name(j, H)
-        params[f"{name}_kernel"] = params[f"{name}_kernel"] * in_masks[j][:, None] * out_mask[None, :]
+        params[f"{name}_kernel"] = params[f"{name}_kernel"] * in_mask[:, None] * out_mask[None, :]
         params[f"{name}_bias"] = params[f"{name}_bias"] * out_mask
         bn = params[batchnorm_name(j)]
-        params[batchnorm_name(j)] = {"scale": jnp.where(in_masks[j] > 0, bn["scale"], 1.0),
-                                     "bias": bn["bias"] * in_masks[j]}
-    last = arch.mask[arch.depth - 1]
+        params[batchnorm_name(j)] = {"scale": jnp.where(in_mask > 0, bn["scale"], 1.0),
+                                     "bias": bn["bias"] * in_mask}
+    last = fit_width(arch.mask[arch.depth - 1], dims.fan_in(H))
     params["output_kernel"] = params["output_kernel"] * last[:, None]
     return {"params": params, "batch_stats": variables["batch_stats"]}

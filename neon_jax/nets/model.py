@@ -21,6 +21,7 @@ from flax import struct
 
 from neon_jax.nets.arch import Arch, NetDims, fan_ins, layer_input_masks
 from neon_jax.nets.layout import batchnorm_name, linear_name, param_layer
+from neon_jax.nets.shapes import fit_width
 from neon_jax.presets import ACT_RELU, ACT_TANH, PRE_BATCHNORM, PRE_DROPOUT, Preset
 
 NEG_LOGIT = -1e9  # padded classes: exp() underflows to exactly 0, and no inf * 0 = nan in gradients
@@ -173,13 +174,15 @@ class MaskedMLP(nn.Module):
       arch: `Arch` of this network.
       train: dropout on and batch-norm on batch statistics (statistics over rows with `row_weight` > 0).
       returns logits (B, k_max) with padded classes at -1e9, and with `return_hidden` also the
-      post-activation outputs of every hidden layer (max_hidden, B, w_max) (zeros past the depth).
+      post-activation outputs of every hidden layer (max_hidden, B, w_max) (zeros past the depth and past a
+      layer's padded width).
       hints: optional `Hints` about the whole vmapped batch (unbatched): hidden layers past `depth_bound` are
         skipped, layers no network trains get no (or a cheaper) backward pass. A batched (per-network) bound
         still works, as a select (no saving).
 
-    Layers past the network's depth pass their input through, and their batch-norm running statistics do not
-    move in train mode (there is no such batch-norm in the real network).
+    Layers past the network's depth pass their input through (cut or zero-padded to their width, which holds
+    it: `NetDims`), and their batch-norm running statistics do not move in train mode (there is no such
+    batch-norm in the real network). Hidden Linear j is ``(dims.fan_in(j), dims.width(j))``.
 
     Parameters are initialised as PyTorch does (`torch_linear_init`, fan-in = real width) and zero on dead
     neurons, so counting, compaction and statistics see exactly the real network.
@@ -217,23 +220,24 @@ class MaskedMLP(nn.Module):
         class_mask = arch.class_mask(dims.k_max).astype(jnp.float32)
         # the output Linear's parameters are created first: flax draws a module's parameter keys in creation
         # order, so the output's key (and each hidden Linear's) is then the same at any max_hidden
-        out_kernel, out_bias = linear(linear_name(dims.max_hidden, dims.max_hidden), (dims.w_max, dims.k_max),
-                                      fans[-1], arch.mask[arch.depth - 1], class_mask)
+        last_width = dims.width(dims.max_hidden - 1)
+        out_kernel, out_bias = linear(linear_name(dims.max_hidden, dims.max_hidden), (last_width, dims.k_max),
+                                      fans[-1], fit_width(arch.mask[arch.depth - 1], last_width), class_mask)
         h = x
         hidden_outputs = []
         for j in range(dims.max_hidden):
-            width_in = dims.d_max if j == 0 else dims.w_max
+            width_in, width = dims.fan_in(j), dims.width(j)
             bn = MaskedBatchNorm(width_in, name=batchnorm_name(j))
             bn_vars = bn.get()
             drop_key = self.make_rng("dropout") if train and self.dropout_rate > 0 else None
-            inp_mask = in_mask if j == 0 else hidden_in_masks[j - 1]
-            kernel, bias = linear(linear_name(j, dims.max_hidden), (width_in, dims.w_max), fans[j], inp_mask,
-                                  arch.mask[j])
-            h, out, new_mean, new_var = _run_hidden_layer(j, branch_fns, layer_modes, depth_bound, dims.w_max,
+            inp_mask = in_mask if j == 0 else fit_width(hidden_in_masks[j - 1], width_in)
+            kernel, bias = linear(linear_name(j, dims.max_hidden), (width_in, width), fans[j], inp_mask,
+                                  fit_width(arch.mask[j], width))
+            h, out, new_mean, new_var = _run_hidden_layer(j, branch_fns, layer_modes, depth_bound, width,
                                                           (h, bn_vars, kernel, bias, drop_key))
             if train:
                 bn.set_running(new_mean, new_var)
-            hidden_outputs.append(out)
+            hidden_outputs.append(fit_width(out, dims.w_max))
         logits = jnp.where(class_mask > 0, h @ out_kernel + out_bias, NEG_LOGIT)
         if return_hidden:
             return logits, jnp.stack(hidden_outputs)
@@ -243,7 +247,8 @@ class MaskedMLP(nn.Module):
 def _hidden_layer(arch: Arch, in_mask, hidden_in_masks, row_weight, train: bool, dropout_rate: float, j: int, h,
                   bn_vars, kernel, bias, drop_key):
     """Hidden layer j of `MaskedMLP`: (h passed on, hidden output, running mean, running var)."""
-    inp_mask = in_mask if j == 0 else hidden_in_masks[j - 1]
+    width_in, width = kernel.shape
+    inp_mask = in_mask if j == 0 else fit_width(hidden_in_masks[j - 1], width_in)
     pre = arch.pre_layer[j]
     bn_a, bn_b, new_mean, new_var = batchnorm_affine(h, row_weight, train, *bn_vars)
     is_bn = pre == PRE_BATCHNORM
@@ -255,16 +260,17 @@ def _hidden_layer(arch: Arch, in_mask, hidden_in_masks, row_weight, train: bool,
         keep = dropout_keep_mask(drop_key, h.shape, dropout_rate)
         factor = jnp.where(pre == PRE_DROPOUT, keep * (1.0 / (1 - dropout_rate)), 1.0)
         h_in = h_in * jax.lax.optimization_barrier(factor)
-    out = _activate(h_in @ kernel + bias, arch.activation[j]) * arch.mask[j]
+    out = _activate(h_in @ kernel + bias, arch.activation[j]) * fit_width(arch.mask[j], width)
     live = j < arch.depth
     new_mean = jnp.where(live, new_mean, bn_vars[2])
     new_var = jnp.where(live, new_var, bn_vars[3])
-    return (out if j == 0 else jnp.where(live, out, h)), jnp.where(live, out, 0.0), new_mean, new_var
+    return (out if j == 0 else jnp.where(live, out, fit_width(h, width))), jnp.where(live, out, 0.0), new_mean, new_var
 
 
-def _skipped_layer(w_max: int, j: int, h, bn_vars, kernel, bias, drop_key):
-    """A hidden layer no network of the batch reaches: h passed on, zero output, running statistics unmoved."""
-    return h, jnp.zeros(h.shape[:-1] + (w_max,), h.dtype), bn_vars[2], bn_vars[3]
+def _skipped_layer(width: int, j: int, h, bn_vars, kernel, bias, drop_key):
+    """A hidden layer no network of the batch reaches: h passed on (at the layer's `width`), zero output, running
+    statistics unmoved."""
+    return fit_width(h, width), jnp.zeros(h.shape[:-1] + (width,), h.dtype), bn_vars[2], bn_vars[3]
 
 
 def _frozen_layer(layer, j: int, h, bn_vars, kernel, bias, drop_key):
@@ -278,7 +284,7 @@ def _inert_layer(frozen, j: int, h, bn_vars, kernel, bias, drop_key):
     return frozen(j, jax.lax.stop_gradient(h), bn_vars, kernel, bias, drop_key)
 
 
-def _run_hidden_layer(j: int, branch_fns, layer_modes, depth_bound, w_max: int, operands):
+def _run_hidden_layer(j: int, branch_fns, layer_modes, depth_bound, width: int, operands):
     """Hidden layer j as the hints allow: (layer, frozen, inert) `branch_fns` switched on `layer_modes` (skipped
     past `depth_bound`), or the layer itself, or a cond between it and skipping it under a bound alone."""
     layer = branch_fns[0]
@@ -287,12 +293,12 @@ def _run_hidden_layer(j: int, branch_fns, layer_modes, depth_bound, w_max: int, 
         mode = layer_modes[j]
         if depth_bound is not None and j > 0:
             mode = jnp.where(j < depth_bound, mode, 3)
-            branches.append(functools.partial(_skipped_layer, w_max, j))
+            branches.append(functools.partial(_skipped_layer, width, j))
         return jax.lax.switch(mode, branches, *operands)
     if depth_bound is None or j == 0:
         return layer(j, *operands)
     # no network of the batch reaches layer j: skip it (its output would be discarded)
-    return jax.lax.cond(j < depth_bound, functools.partial(layer, j), functools.partial(_skipped_layer, w_max, j),
+    return jax.lax.cond(j < depth_bound, functools.partial(layer, j), functools.partial(_skipped_layer, width, j),
                         *operands)
 
 

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from neon_jax.presets import Preset
@@ -21,12 +22,44 @@ DIM_FIELDS = ("d_max", "k_max", "max_hidden", "w_max")
 
 @dataclasses.dataclass(frozen=True)
 class NetDims:
-    """Padded shapes shared by every network of a run (static: part of the compiled program)."""
+    """Padded shapes shared by every network of a run (static: part of the compiled program).
+
+    Hidden Linear j is ``(fan_in(j), width(j))``: the input Linear reads d_max features, a hidden Linear the
+    padded width of the layer before it, the output Linear ``(width(max_hidden - 1), k_max)``. `layer_widths`
+    pads each hidden layer position to its own width (`layer_buckets`); None pads every layer to w_max. The
+    neuron masks of `Arch` keep w_max columns either way (the layer-indexed bookkeeping); a layer's parameters
+    hold its first `width(j)` of them. A layer past a network's depth passes the last live layer's output on,
+    so `width(j)` must also hold that (`layer_buckets` sees to it).
+    """
 
     d_max: int  # input features
     k_max: int  # classes
     max_hidden: int
     w_max: int
+    layer_widths: tuple[int, ...] | None = None  # (max_hidden,) padded width of each hidden layer; max = w_max
+
+    def __post_init__(self):
+        if self.layer_widths is None:
+            return
+        widths = tuple(int(w) for w in self.layer_widths)
+        if len(widths) != self.max_hidden or min(widths) < 1 or max(widths) != self.w_max:
+            raise ValueError(f"layer_widths {widths} must give each of the {self.max_hidden} hidden layers a width "
+                             f"in 1..w_max and reach w_max {self.w_max}")
+        # one spelling per shape: every layer at w_max is the uniform shape
+        object.__setattr__(self, "layer_widths", None if min(widths) == self.w_max else widths)
+
+    def width(self, j: int) -> int:
+        """Padded width of hidden layer `j` (static)."""
+        return self.w_max if self.layer_widths is None else self.layer_widths[j]
+
+    def fan_in(self, j: int) -> int:
+        """Padded input width of Linear `j`: d_max for the input Linear, else the width of layer j - 1 (j =
+        max_hidden: the output Linear)."""
+        return self.d_max if j == 0 else self.width(j - 1)
+
+    def uniform(self) -> NetDims:
+        """These dims with every hidden layer at w_max."""
+        return dataclasses.replace(self, layer_widths=None)
 
     @classmethod
     def for_preset(cls, preset: Preset, d_max: int, k_max: int) -> NetDims:
@@ -37,6 +70,45 @@ class NetDims:
     def for_widths(cls, widest: int, d_max: int, k_max: int, max_hidden: int) -> NetDims:
         """The bucket shape of networks whose widest hidden layer has `widest` neurons (`bucket_width`)."""
         return cls(d_max=int(d_max), k_max=int(k_max), max_hidden=int(max_hidden), w_max=bucket_width(widest))
+
+
+def fit_width(a, n: int, value=0.0):
+    """`a` with its last axis cut or padded (with `value`) to `n` entries; NumPy stays NumPy (no one-op program)."""
+    have = a.shape[-1]
+    if have == n:
+        return a
+    if have > n:
+        return a[..., :n]
+    xp = np if isinstance(a, (np.ndarray, np.generic)) else jnp
+    return xp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, n - have)], constant_values=value)
+
+
+def carried_widths(archs) -> np.ndarray:
+    """(..., max_hidden) int on the host: the width each hidden layer position must hold for each network, its
+    highest alive neuron + 1 within the depth, and past the depth that of the last live layer (passed on)."""
+    mask = np.asarray(jax.device_get(archs.mask)) > 0
+    depth = np.asarray(jax.device_get(archs.depth))
+    cols = np.arange(mask.shape[-1])
+    reach = np.where(mask, cols + 1, 0).max(-1)  # (..., max_hidden)
+    layer = np.arange(mask.shape[-2])
+    last = np.take_along_axis(reach, (depth - 1)[..., None], axis=-1)
+    return np.where(layer < depth[..., None], reach, last)
+
+
+def layer_buckets(archs, max_hidden: int | None = None) -> tuple[int, ...]:
+    """Per-layer padded widths of networks `archs` (one or a population): each position's `bucket_width` of the
+    widest width any network needs there (`carried_widths`), for the first `max_hidden` positions."""
+    need = carried_widths(archs).reshape(-1, np.asarray(archs.mask).shape[-2]).max(0)
+    need = need[:max_hidden] if max_hidden is not None else need
+    return tuple(bucket_width(max(int(w), 1)) for w in need)
+
+
+def with_layer_widths(dims: NetDims, archs) -> NetDims:
+    """`dims` with each hidden layer padded to its own bucket for networks `archs` (`layer_buckets`), w_max kept
+    as the masks' width: the layers' widest bucket, at most `dims.w_max`."""
+    widths = tuple(min(w, dims.w_max) for w in layer_buckets(archs, dims.max_hidden))
+    widths += (widths[-1],) * (dims.max_hidden - len(widths))
+    return dataclasses.replace(dims, w_max=max(widths), layer_widths=widths)
 
 
 def bucket_width(width: int) -> int:
@@ -101,14 +173,20 @@ def shape_groups(archs, dims: NetDims, batch_size: int) -> list[tuple[np.ndarray
 
 
 def common_dims(dims: Iterable[NetDims]) -> NetDims:
-    """The smallest `NetDims` that holds every one of `dims` (each field's maximum)."""
+    """The smallest `NetDims` that holds every one of `dims` (each field's maximum; per-layer widths position by
+    position, a shallower one's last layer carried on past its depth)."""
     dims = list(dims)
     if not dims:
         raise ValueError("common_dims needs at least one NetDims")
-    return NetDims(*(max(getattr(d, f) for d in dims) for f in DIM_FIELDS))
+    out = NetDims(*(max(getattr(d, f) for d in dims) for f in DIM_FIELDS))
+    if all(d.layer_widths is None for d in dims):
+        return out
+    widths = tuple(max(d.width(min(j, d.max_hidden - 1)) for d in dims) for j in range(out.max_hidden))
+    return dataclasses.replace(out, w_max=max(widths), layer_widths=widths)
 
 
 def check_fits(dims: NetDims, need: NetDims) -> None:
     """A ValueError when `dims` is smaller than `need` in any field."""
-    if any(getattr(dims, f) < getattr(need, f) for f in DIM_FIELDS):
+    if any(getattr(dims, f) < getattr(need, f) for f in DIM_FIELDS) or any(
+            dims.width(j) < need.width(j) for j in range(min(dims.max_hidden, need.max_hidden))):
         raise ValueError(f"dims {dims} are smaller than the zoos need ({need})")

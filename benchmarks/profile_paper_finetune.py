@@ -325,7 +325,7 @@ def bench_network(name, widths, pres, acts, prepared, args, key, result):
         flops = {"real": matmul_flops(nf, widths, nc, n), "exact": matmul_flops(nf, widths, nc, rows),
                  "layer_buckets": matmul_flops(nf, buckets, nc, rows),
                  "net_bucket_masked": matmul_flops(nf, wide, nc, rows),
-                 "shipped": matmul_flops(nf, wide, nc, rows)}
+                 "shipped": matmul_flops(nf, wide, nc, rows), "shipped_layers": matmul_flops(nf, buckets, nc, rows)}
         # parity: one minibatch, dropout off, train mode: shipped loss == exact loss == torch loss
         xb, yb = jnp.asarray(x[:batch]), jnp.asarray(y[:batch], jnp.int32)
         wb = jnp.ones(batch)
@@ -355,6 +355,17 @@ def bench_network(name, widths, pres, acts, prepared, args, key, result):
             comp = prog.lower(*sargs).compile()
             compile_s["shipped"] = time.perf_counter() - t0
             fns["shipped"] = functools.partial(comp, *sargs)
+            # shipped at per-layer widths: each hidden layer padded to its own bucket (`nets.with_layer_widths`)
+            ldims = nets.with_layer_widths(dims, arch)
+            lvars, larch = nets.repad(variables, arch, dims, ldims)
+            lprog, _ = shipped_program(nets.MaskedMLP(dims=ldims, dropout_rate=0.5), larch, data, e, batch,
+                                       workload, p)
+            largs = (kk, lvars, larch) if p == 1 else (jax.random.split(kk, p), perturb(lvars, p, kk),
+                                                      stack(larch, p))
+            t0 = time.perf_counter()
+            lcomp = lprog.lower(*largs).compile()
+            compile_s["shipped_layers"] = time.perf_counter() - t0
+            fns["shipped_layers"] = functools.partial(lcomp, *largs)
             for v, (wp, masked) in shapes.items():
                 if p > 1 and v == "net_bucket_masked" and not args.all_vmapped:
                     continue

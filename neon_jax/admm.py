@@ -115,9 +115,10 @@ def admm_penalty(params: dict, z: dict, u: dict, selection: dict, rho, squared: 
 
 def scale_real_masks(arch: nets.Arch, dims: nets.NetDims) -> list[jax.Array]:
     """0/1 masks of the real batch-norm scales, one per hidden Linear j (`nets.batchnorm_name(j)`): its live
-    inputs where hidden Linear j < depth has batch-norm in front, all zero otherwise. Shapes (d_max,), (w_max,)..."""
+    inputs where hidden Linear j < depth has batch-norm in front, all zero otherwise. Shapes (dims.fan_in(j),)."""
     in_masks = [arch.feature_mask(dims.d_max)] + [arch.mask[j] for j in range(dims.max_hidden - 1)]
-    return [m * ((arch.pre_layer[j] == PRE_BATCHNORM) & (j < arch.depth)) for j, m in enumerate(in_masks)]
+    return [nets.fit_width(m, dims.fan_in(j)) * ((arch.pre_layer[j] == PRE_BATCHNORM) & (j < arch.depth))
+            for j, m in enumerate(in_masks)]
 
 
 def _with_scales(tree: dict, scales: list[jax.Array]) -> dict:

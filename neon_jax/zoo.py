@@ -222,8 +222,8 @@ def _build_zoo(prepared: PreparedData, preset: Preset, n: int, n_heldout: int, s
     done, parts, bucket_meta = 0, [], {}
     for width, idx in buckets.items():
         bucket_start = time.perf_counter()
-        bdims = dataclasses.replace(widest, w_max=width)
         archs = nets.resize_width(jax.tree_util.tree_map(lambda a: a[idx], all_archs), width)
+        bdims = nets.with_layer_widths(dataclasses.replace(widest, w_max=width), archs)  # each layer its bucket
         part, done = _train_bucket(preset, bdims, dims, idx, archs, init_keys, chunks, train_keys, n,
                                    (train_data, test_data), done, progress, epochs * len(buckets))
         parts.append(part)

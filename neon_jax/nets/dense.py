@@ -253,6 +253,13 @@ def repad(variables: dict, arch: Arch, dims_from: NetDims, dims_to: NetDims) -> 
                     f"classes)")
     if lost:
         raise ValueError(f"repad cannot shrink {'; '.join(lost)}")
+    return relayout(variables, arch, dims_from, dims_to)
+
+
+def relayout(variables: dict, arch: Arch, dims_from: NetDims, dims_to: NetDims) -> tuple[dict, Arch]:
+    """`repad` without its checks: every array cut or zero-padded to `dims_to`'s shapes; traceable (use it where
+    nothing real can be cut, e.g. into a shape that holds `dims_from`, or back out of one)."""
+    H0, H1 = dims_from.max_hidden, dims_to.max_hidden
     k = dims_to.k_max
     # host arrays stay on the host (NumPy): eager jnp ops would compile a one-op program per shape
     xp = np if all(isinstance(a, (np.ndarray, np.generic)) for a in jax.tree_util.tree_leaves((variables, arch))) \

@@ -155,8 +155,10 @@ def shape_groups(archs, dims: NetDims, batch_size: int) -> list[tuple[np.ndarray
     joins the next wider one unless running it at its own width saves at least one batch of work at the wider
     width, n (1 - (w / w_next)^2) >= batch_size (w^2: the hidden matmuls): a program of its own costs a compile,
     which only a batch or more of saved work repays. So a run compiles at most min(buckets, N / batch_size + 1)
-    programs. A group's max_hidden is its deepest network's depth (shorter episodes: passes x depth steps); d_max
-    and k_max stay `dims`', whose data arrays every group shares.
+    programs. A group's max_hidden is its deepest network's depth (shorter episodes: passes x depth steps), and
+    each of its hidden layers is padded to its own bucket (`with_layer_widths`: the widest its members need at
+    that position, so a single network runs at exactly its layers' buckets); d_max and k_max stay `dims`', whose
+    data arrays every group shares.
     """
     buckets = np.array([bucket_width(w) for w in np.atleast_1d(widest_layers(archs))])
     depths = np.asarray(jax.device_get(archs.depth))
@@ -167,7 +169,8 @@ def shape_groups(archs, dims: NetDims, batch_size: int) -> list[tuple[np.ndarray
         if wider is not None and len(idx) * (1.0 - (rung / wider) ** 2) < batch_size:
             waiting = idx
             continue
-        groups.append((idx, dataclasses.replace(dims, max_hidden=int(depths[idx].max()), w_max=min(rung, dims.w_max))))
+        group = dataclasses.replace(dims.uniform(), max_hidden=int(depths[idx].max()), w_max=min(rung, dims.w_max))
+        groups.append((idx, with_layer_widths(group, jax.tree_util.tree_map(lambda a, i=idx: a[i], archs))))
         waiting = np.zeros(0, int)
     return groups
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from neon_jax import amc
+from neon_jax import amc, nets
 from neon_jax.pruning.method import PruningMethod, check_fraction, register
 
 AMC_PRESERVE = (0.2, 0.35, 0.5, 0.7)  # the original's 0.2, then looser budgets for a front
@@ -32,8 +32,14 @@ class AMC(PruningMethod):
         return amc.resolve_refit(amc.resolve_batching(amc_config or amc.AMCConfig()), dims)
 
     def prune(self, key, p, setting, ctx):
-        variables, arch, found = amc.prune(key, ctx.env.trainer.model, p.variables, p.arch, ctx.dims, p.finetune,
-                                           p.val, setting["preserve"], ctx.config)
+        # AMC's refit tables and calibration inputs are per uniform width: a network padded layer by layer is
+        # searched at its w_max (nothing real is cut either way: AMC only removes neurons)
+        dims, uniform = ctx.dims, ctx.dims.uniform()
+        model = ctx.env.trainer.model.clone(dims=uniform)
+        variables, arch = nets.relayout(p.variables, p.arch, dims, uniform)
+        variables, arch, found = amc.prune(key, model, variables, arch, uniform, p.finetune, p.val,
+                                           setting["preserve"], ctx.config)
+        variables, arch = nets.relayout(variables, arch, uniform, dims)
         return {"variables": variables, "arch": arch, "masks": None, "params_after": None,
                 "extra": {"amc_flops_ratio": found.best_flops_ratio, "amc_search_val_acc": found.best_val_acc}}
 

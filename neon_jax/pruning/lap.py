@@ -54,18 +54,18 @@ def lap_scores(variables: dict, arch: nets.Arch, dims: nets.NetDims) -> list[jax
     H = dims.max_hidden
     kernels = nets.kernels(variables["params"], H)
     bn = batchnorm_factors(variables, arch, dims)
-    col_sq = [(k ** 2).sum(0) for k in kernels[:H]]  # (w_max,): incoming weights of each neuron of layer j
+    col_sq = [(k ** 2).sum(0) for k in kernels[:H]]  # (width(j),): incoming weights of each neuron of layer j
     row_sq = [(k ** 2).sum(1) for k in kernels]  # outgoing weights of each input of Linear j
     scores = []
     for i in range(H):
         prev = jnp.ones(kernels[i].shape[0]) if i == 0 else col_sq[i - 1] * bn[i] ** 2
-        nxt_out = row_sq[H]
+        nxt_out = nets.fit_width(row_sq[H], dims.width(i))  # past the depth layer i's neurons feed the output
         if i + 1 < H:
             nxt = jnp.where(i + 1 < arch.depth, row_sq[i + 1] * bn[i + 1] ** 2, nxt_out)
         else:
             nxt = nxt_out
         scores.append(kernels[i] ** 2 * prev[:, None] * nxt[None, :])
-    prev_out = jnp.stack(col_sq)[arch.depth - 1]
+    prev_out = jnp.stack([nets.fit_width(c, dims.fan_in(H)) for c in col_sq])[arch.depth - 1]
     scores.append(kernels[H] ** 2 * prev_out[:, None])
     return scores
 

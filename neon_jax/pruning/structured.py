@@ -29,7 +29,7 @@ def structured_arch(params: dict, arch: nets.Arch, dims: nets.NetDims, remove_ta
     masks = []
     for j in range(dims.max_hidden):
         alive = arch.mask[j]
-        norms = jnp.abs(nets.kernel(params, j, dims.max_hidden)).sum(0)
+        norms = nets.fit_width(jnp.abs(nets.kernel(params, j, dims.max_hidden)).sum(0), dims.w_max)
         n_remove = remove_table[alive.sum().astype(jnp.int32)]
         removed = smallest_mask(norms, alive, n_remove) == 0
         masks.append(jnp.where(removed, 0.0, alive))

@@ -20,8 +20,9 @@ from neon_jax import fit, nets
 
 
 def linear_shapes_padded(dims: nets.NetDims) -> list[tuple[int, int]]:
-    return ([(dims.d_max, dims.w_max)] + [(dims.w_max, dims.w_max)] * (dims.max_hidden - 1)
-            + [(dims.w_max, dims.k_max)])
+    """(in, out) of every padded Linear of `dims` (each hidden layer at its own padded width)."""
+    return [(dims.fan_in(j), dims.width(j)) for j in range(dims.max_hidden)] + [(dims.fan_in(dims.max_hidden),
+                                                                                dims.k_max)]
 
 
 def linear_shapes_real(dense) -> list[tuple[int, int]]:
@@ -278,10 +279,10 @@ def bench_buckets(p, setup: PopulationSetup, pop: Population, *, epochs, batch_s
     losses, probs = np.zeros_like(padded_losses), np.zeros_like(padded_probs)
     per_bucket, compile_s, run_s, flops = {}, 0.0, 0.0, 0.0
     for width, idx in groups.items():
-        bdims = dataclasses.replace(setup.dims, w_max=width)
+        barchs = nets.resize_width(jax.tree_util.tree_map(lambda a: jnp.asarray(a[idx]), archs), width)  # noqa: B023
+        bdims = nets.with_layer_widths(dataclasses.replace(setup.dims, w_max=width), barchs)  # as zoo.build_zoo
         model = nets.make_model(bdims, preset)
         trainer = fit.make_trainer(model, preset.learning_rate)
-        barchs = nets.resize_width(jax.tree_util.tree_map(lambda a: jnp.asarray(a[idx]), archs), width)  # noqa: B023
         variables = jax.vmap(lambda k, a: nets.init_network(k, model, a))(init_keys[idx], barchs)  # noqa: B023
         opt_state = trainer.init_opt_state(variables)
         args = (train_keys[idx], variables, opt_state, barchs, jnp.zeros(len(idx), jnp.int32), setup.data)
@@ -291,7 +292,8 @@ def bench_buckets(p, setup: PopulationSetup, pop: Population, *, epochs, batch_s
         probs[idx] = np.asarray(jax.nn.softmax(trainer.predict(out[0], barchs, x_check_pad), axis=-1))[
             ..., :padded_probs.shape[-1]]
         bflops = len(idx) * epochs * n_batches * batch_size * train_flops_per_row(linear_shapes_padded(bdims))
-        per_bucket[str(width)] = {"networks": int(len(idx)), "compile_s": c, "run_s": best, "run_s_all_repeats": times}
+        per_bucket[str(width)] = {"networks": int(len(idx)), "layer_widths": list(bdims.layer_widths or ()),
+                                  "compile_s": c, "run_s": best, "run_s_all_repeats": times}
         compile_s, run_s, flops = compile_s + c, run_s + best, flops + bflops
     return {
         "buckets": per_bucket, "compiles": len(groups), "chunk_size": chunk_size, "compile_s": compile_s,
@@ -302,7 +304,8 @@ def bench_buckets(p, setup: PopulationSetup, pop: Population, *, epochs, batch_s
         "epoch_loss_max_abs_diff_vs_padded": float(np.abs(losses - padded_losses).max()),
         "check_probabilities_max_abs_diff_vs_padded": float(np.abs(probs - padded_probs).max()),
         "note": ("zoo.build_zoo's path: one program per width bucket (the widest layer rounded up onto "
-                 "nets.bucket_width's ladder), networks sorted by depth in chunks within a bucket; the matmul FLOPs "
-                 "count every layer at its bucket's width up to max_hidden (the chunks skip the layers past a "
-                 "chunk's deepest network, so the real work is less)"),
+                 "nets.bucket_width's ladder), each hidden layer padded to the widest bucket its members need at "
+                 "that position (nets.with_layer_widths), networks sorted by depth in chunks within a bucket; the "
+                 "matmul FLOPs count every layer at its padded width up to max_hidden (the chunks skip the layers "
+                 "past a chunk's deepest network, so the real work is less)"),
     }

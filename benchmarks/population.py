@@ -6,6 +6,7 @@ trains it. `profile_population_training.py` uses the FLOP counts too."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import jax
@@ -111,7 +112,7 @@ def check_train_parity(setup: PopulationSetup, pop: Population, dense, batch_siz
     xb, yb = setup.x_train[:batch_size], setup.y_train[:batch_size]
     xb_pad = pad_features(xb, dims)
     wb = jnp.ones(len(yb), jnp.float32)
-    grad_fn = jax.jit(jax.value_and_grad(trainer0._loss, has_aux=True))
+    grad_fn = jax.jit(jax.value_and_grad(functools.partial(fit.loops.loss, trainer0.learner), has_aux=True))
     loss_diffs, grad_diffs = [], []
     for i in range(min(pop.p, parity_nets)):
         v, a = take(pop.host_vars, i), take(pop.host_archs, i)

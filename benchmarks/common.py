@@ -310,12 +310,15 @@ class Work:
         return idx, take(self.params, idx)
 
     def bucket_groups(self, idx):
-        """The networks `idx` split by width bucket, each group at its own shape (`nets.shape_groups` with no
-        merging, batch 1): [(positions in idx, dims, EnvParams at dims)]."""
+        """The networks `idx` split into shape groups as `runner.run` splits them (`nets.shape_groups` with no
+        merging, batch 1; at paper widths on a CPU each network at its own shape): [(positions in idx, dims,
+        EnvParams at dims)]."""
+        from neon_jax import sharding
 
         sub = self.pool.subset(idx)
+        own = sharding.own_shapes(max(nets.width_buckets(sub.archs)))
         return [(members, dims, sub.subset(members).repadded(dims).batch(np.arange(len(members))))
-                for members, dims in nets.shape_groups(sub.archs, sub.dims, 1)]
+                for members, dims in nets.shape_groups(sub.archs, sub.dims, 1, own)]
 
     def torch_env(self, i, seed):
         from benchmarks.torch_reference.env_step import torch_env_from_jax

@@ -274,14 +274,19 @@ def bench_buckets(p, setup: PopulationSetup, pop: Population, *, epochs, batch_s
     one program per bucket at its own padded width, each network with the initial weights and keys of the padded
     run (the draws do not depend on the padding). Compile seconds apart; the run is the sum over buckets of each
     bucket's best of `repeats`; the per-network losses and outputs are checked against the padded run's."""
+    from neon_jax import sharding
+
     preset, archs = setup.preset, pop.host_archs
-    groups = nets.width_buckets(archs)
+    own_shapes = sharding.own_shapes(max(nets.width_buckets(archs)))  # as zoo.build_zoo chooses
+    groups = nets.training_groups(archs, setup.dims, own_shapes=own_shapes)
     init_keys, train_keys = jax.random.split(pop.k_init, p), jax.random.split(pop.k_train, p)
     losses, probs = np.zeros_like(padded_losses), np.zeros_like(padded_probs)
     per_bucket, compile_s, run_s, flops = {}, 0.0, 0.0, 0.0
-    for width, idx in groups.items():
-        barchs = nets.resize_width(jax.tree_util.tree_map(lambda a: jnp.asarray(a[idx]), archs), width)  # noqa: B023
-        bdims = nets.with_layer_widths(dataclasses.replace(setup.dims, w_max=width), barchs)  # as zoo.build_zoo
+    for idx, bdims in groups:
+        H = bdims.max_hidden
+        barchs = jax.tree_util.tree_map(lambda a: jnp.asarray(a[idx]), archs)  # noqa: B023
+        barchs = nets.resize_width(barchs.replace(mask=barchs.mask[:, :H], activation=barchs.activation[:, :H],
+                                                  pre_layer=barchs.pre_layer[:, :H]), bdims.w_max)
         model = nets.make_model(bdims, preset)
         trainer = fit.make_trainer(model, preset.learning_rate)
         variables = jax.vmap(lambda k, a: nets.init_network(k, model, a))(init_keys[idx], barchs)  # noqa: B023
@@ -293,7 +298,8 @@ def bench_buckets(p, setup: PopulationSetup, pop: Population, *, epochs, batch_s
         probs[idx] = np.asarray(jax.nn.softmax(trainer.predict(out[0], barchs, x_check_pad), axis=-1))[
             ..., :padded_probs.shape[-1]]
         bflops = len(idx) * epochs * n_batches * batch_size * train_flops_per_row(linear_shapes_padded(bdims))
-        per_bucket[str(width)] = {"networks": int(len(idx)), "layer_widths": list(bdims.layer_widths or ()),
+        label = "-".join(str(bdims.width(j)) for j in range(H)) if own_shapes else str(bdims.w_max)
+        per_bucket[label] = {"networks": int(len(idx)), "layer_widths": [bdims.width(j) for j in range(H)],
                                   "compile_s": c, "run_s": best, "run_s_all_repeats": times}
         compile_s, run_s, flops = compile_s + c, run_s + best, flops + bflops
     return {
@@ -304,9 +310,12 @@ def bench_buckets(p, setup: PopulationSetup, pop: Population, *, epochs, batch_s
         "padded_matmul_flops": float(flops), "padded_over_real": float(flops / real_flops),
         "epoch_loss_max_abs_diff_vs_padded": float(np.abs(losses - padded_losses).max()),
         "check_probabilities_max_abs_diff_vs_padded": float(np.abs(probs - padded_probs).max()),
-        "note": ("zoo.build_zoo's path: one program per width bucket (the widest layer rounded up onto "
-                 "nets.bucket_width's ladder), each hidden layer padded to the widest bucket its members need at "
-                 "that position (nets.with_layer_widths), networks sorted by depth in chunks within a bucket; the "
+        "own_shapes": own_shapes,
+        "note": ("zoo.build_zoo's path (nets.training_groups): at paper widths on a CPU each network at its own "
+                 "shape (its depth, each layer at its bucket; one program per distinct shape), else one program "
+                 "per width bucket (the widest layer rounded up onto nets.bucket_width's ladder), each hidden layer "
+                 "padded to the widest bucket its members need at that position (nets.with_layer_widths), networks "
+                 "sorted by depth in chunks within a bucket; the "
                  "matmul FLOPs count every layer at its padded width up to max_hidden (the chunks skip the layers "
                  "past a chunk's deepest network, so the real work is less)"),
     }

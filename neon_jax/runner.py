@@ -42,7 +42,8 @@ class RunResult:
     """Rows (`ROW_FIELDS` + extra), the pruned networks when asked for (host (variables, arch) per row, at the
     pool's padded shape), each network's `Outcome.details` (host pytrees at its group's shape; None where the
     program has none), the seconds spent compiling and running, and the shape groups the run went through (one
-    dict each: w_max, max_hidden, networks, batches, compile_seconds, run_seconds)."""
+    dict each: w_max, max_hidden, layer_widths (each hidden layer's padded width), networks, batches,
+    compile_seconds, run_seconds)."""
 
     rows: list[dict]
     networks: list | None
@@ -133,7 +134,8 @@ def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, b
     programs.checkpoint()  # a safe point between runs: drops every compiled program when over the bounds
     mesh = sharding.active_mesh() if mesh is None else mesh
     spread = sharding.spreads(mesh)
-    groups = nets.shape_groups(pool.archs, pool.dims, batch_size) if buckets else [(np.arange(n), pool.dims)]
+    own = sharding.own_shapes(max(nets.width_buckets(pool.archs)))  # paper widths on a CPU: each its own shape
+    groups = nets.shape_groups(pool.archs, pool.dims, batch_size, own) if buckets else [(np.arange(n), pool.dims)]
     rows, networks, details = [None] * n, ([None] * n if keep_networks else None), [None] * n
     summary = []
     total = sum(-(-len(idx) // min(batch_size, len(idx))) for idx, _ in groups)
@@ -146,7 +148,8 @@ def run(method: Method, pool: EnvPool, *, seed: int = 0, batch_size: int = 32, b
         if spread:  # split: every device gets an equal share; the padding repeats the last network
             size = -(-size // mesh.size) * mesh.size if split_batch else size
             program_args = sharding.put_replicated(program_args, mesh)
-        record = {"w_max": dims.w_max, "max_hidden": dims.max_hidden, "networks": len(members), "batches": 0,
+        record = {"w_max": dims.w_max, "max_hidden": dims.max_hidden,
+                  "layer_widths": [dims.width(j) for j in range(dims.max_hidden)], "networks": len(members), "batches": 0,
                   "compile_seconds": 0.0, "run_seconds": 0.0}
         for start in range(0, len(members), size):
             local = np.arange(start, min(start + size, len(members)))

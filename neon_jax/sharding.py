@@ -371,6 +371,13 @@ def default_chunk_size(w_max: int | None = None) -> int | None:
 WIDE_ON_CPU = 128  # padded width from which `default_chunk_size` runs one member at a time on a CPU (paper widths)
 
 
+def own_shapes(w_max: int) -> bool:
+    """Whether networks as wide as `w_max` run each at its own shape (`nets.training_groups`, `nets.shape_groups`):
+    where `default_chunk_size` computes one member at a time anyway, padding them to a common shape only adds
+    FLOPs, and a compile per distinct shape costs less than the padding (paper widths on a CPU)."""
+    return default_chunk_size(w_max) == 1
+
+
 def resolve_chunk_size(chunk_size, w_max: int | None = None):
     """``"auto"`` -> `default_chunk_size(w_max)`; an int or None as given."""
     return default_chunk_size(w_max) if chunk_size == AUTO else chunk_size

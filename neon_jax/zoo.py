@@ -179,7 +179,10 @@ def build_zoo(prepared: PreparedData, preset: Preset, n: int = 30, n_heldout: in
     group trains at its own padded width, so a zoo of the paper's widths does not pay for 1000-wide padding on its
     100-wide networks. Each network keeps its own initialisation, shuffle and dropout keys, and neither draw
     depends on the padding, so a network trains as it would alone (up to float rounding). The zoo is stored at
-    its widest bucket (`nets.repad`); ``meta["buckets"]`` records {width: networks} and the seconds of each.
+    its widest bucket (`nets.repad`). Networks train in `nets.training_groups`: by width bucket, or at paper widths
+    on a CPU (one network at a time anyway, `sharding.default_chunk_size`) each at its own shape (depth and
+    per-layer buckets); ``meta["buckets"]`` records {width, or the shape's layer widths "384-224-...": networks} and
+    the seconds of each.
 
     Args:
       prepared: the dataset from `prepare_data`.
@@ -213,28 +216,34 @@ def _build_zoo(prepared: PreparedData, preset: Preset, n: int, n_heldout: int, s
     chunks = _epoch_chunks(epochs, chunk_epochs)
     k_arch, init_keys, train_keys = jax.device_get(_zoo_keys(np.int32(seed), np.uint32(dataset_key), n, len(chunks)))
     all_archs = jax.device_get(_sample_archs(k_arch, preset, widest, n, prepared.n_features, prepared.n_classes))
-    buckets = nets.width_buckets(all_archs)
-    dims = dataclasses.replace(widest, w_max=max(buckets))
+    widest_bucket = max(nets.width_buckets(all_archs))
+    dims = dataclasses.replace(widest, w_max=widest_bucket)
+    # where networks train one after another anyway (paper widths on a CPU), each trains at its own shape
+    own_shapes = sharding.own_shapes(widest_bucket)
+    groups = nets.training_groups(all_archs, widest, own_shapes=own_shapes)
     train_data = fit.stack_data([(s.x_train, s.y_train)], widest.d_max)
     # the test rows padded to the training rows' count (padded rows count for nothing): one evaluate program
     test_data = fit.stack_data([(s.x_test, s.y_test)], widest.d_max, n_max=max(len(s.x_train), len(s.x_test)))
     start = time.perf_counter()
     done, parts, bucket_meta = 0, [], {}
-    for width, idx in buckets.items():
+    for idx, bdims in groups:
         bucket_start = time.perf_counter()
-        archs = nets.resize_width(jax.tree_util.tree_map(lambda a: a[idx], all_archs), width)
-        bdims = nets.with_layer_widths(dataclasses.replace(widest, w_max=width), archs)  # each layer its bucket
+        H = bdims.max_hidden
+        archs = jax.tree_util.tree_map(lambda a: a[idx], all_archs)  # noqa: B023
+        archs = nets.resize_width(archs.replace(mask=archs.mask[:, :H], activation=archs.activation[:, :H],
+                                                pre_layer=archs.pre_layer[:, :H]), bdims.w_max)
         part, done = _train_bucket(preset, bdims, dims, idx, archs, init_keys, chunks, train_keys, n,
-                                   (train_data, test_data), done, progress, epochs * len(buckets))
+                                   (train_data, test_data), done, progress, epochs * len(groups))
         parts.append(part)
-        bucket_meta[str(width)] = {"networks": len(idx), "seconds": time.perf_counter() - bucket_start}
+        label = "-".join(str(w) for w in bdims.layer_widths or (bdims.w_max,) * H) if own_shapes else str(bdims.w_max)
+        bucket_meta[label] = {"networks": len(idx), "seconds": time.perf_counter() - bucket_start}
         programs.checkpoint()  # a safe point: this bucket's programs are done; cleared when over the bounds
     variables, archs, train_acc, test_acc, final_loss = _gather_buckets(parts)
     _check_trained_finite(variables, n, prepared.dataset.name)
     rng = np.random.default_rng([seed, dataset_key])
     heldout = np.zeros(n, bool)
     heldout[rng.choice(n, n_heldout, replace=False)] = True
-    meta = _zoo_meta(prepared, seed, epochs, start, bucket_meta, len(buckets) * len(set(chunks)), final_loss)
+    meta = _zoo_meta(prepared, seed, epochs, start, bucket_meta, len(groups) * len(set(chunks)), final_loss)
     meta.update(sharding.run_record(sharding.active_mesh()))  # devices, processes, platform
     return Zoo(dataset=prepared.dataset.name, preset=preset, dims=dims, variables=variables, archs=archs,
                train_accuracy=train_acc, test_accuracy=test_acc, heldout=heldout, meta=meta)

@@ -263,3 +263,64 @@ def test_agent_training_over_buckets_serves_each_bucket_at_its_shape_in_turn(mix
         assert served == {learn.bucket_schedule([len(m) for m, _ in groups], k)[0]}
     settings = json.loads((tmp_path / "run.json").read_text())
     assert settings["buckets"] == [[d.w_max, d.max_hidden, len(m)] for m, d in groups]
+
+
+def test_training_groups_by_bucket_or_by_own_shape():
+    archs = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[nets.make_arch(w, a, p, 13, 3, WIDE)
+                                                               for w, a, p in SPECS + [([16, 9, 2], SPECS[1][1],
+                                                                                         SPECS[1][2])]])
+    by_bucket = nets.training_groups(archs, WIDE)
+    assert [(g.tolist(), d.w_max, d.max_hidden, d.layer_widths) for g, d in by_bucket] == \
+        [([2], 8, 5, None), ([0, 1, 3], 16, 5, (16, 16, 8, 8, 8))]
+    own = nets.training_groups(archs, WIDE, own_shapes=True)
+    assert [(g.tolist(), d.max_hidden, d.width(0), d.layer_widths) for g, d in own] == \
+        [([2], 1, 8, None), ([0], 2, 16, (16, 8)), ([1, 3], 3, 16, (16, 16, 8))]
+
+
+def test_a_zoo_trained_network_by_network_at_its_own_shape_is_the_zoo_trained_by_width_bucket(monkeypatch):
+    """At paper widths on a CPU `zoo.build_zoo` trains each network at its own shape (depth, per-layer buckets);
+    the networks are those of the width-bucket path."""
+    import dataclasses
+
+    from neon_jax import sharding
+    from neon_jax import zoo as zoo_lib
+    from neon_jax.presets import PRESETS
+
+    preset = dataclasses.replace(PRESETS["tiny"], name="tiny_wide", widths=(5, 140), max_hidden=3, train_epochs=2)
+    prepared = zoo_lib.prepare_data("iris", preset, seed=0)
+    own = zoo_lib.build_zoo(prepared, preset, n=4, n_heldout=1, seed=3)
+    with monkeypatch.context() as m:
+        m.setattr(sharding, "default_chunk_size", lambda w_max=None: 4)  # the width-bucket path
+        bucketed = zoo_lib.build_zoo(prepared, preset, n=4, n_heldout=1, seed=3)
+    assert own.dims == bucketed.dims and own.dims.w_max == 160
+    assert all("-" in k or int(k) < sharding.WIDE_ON_CPU for k in own.meta["buckets"]) and \
+        own.meta["train_programs"] > bucketed.meta["train_programs"]
+    np.testing.assert_array_equal(own.archs.mask, bucketed.archs.mask)
+    np.testing.assert_allclose(own.test_accuracy, bucketed.test_accuracy, atol=1e-6)
+    for i in range(4):
+        one = lambda t: jax.tree_util.tree_map(lambda a: a[i], t)  # noqa: E731
+        _assert_same_network(_real(one(own.variables), one(own.archs), own.dims),
+                             _real(one(bucketed.variables), one(bucketed.archs), bucketed.dims),
+                             atol=1e-3)  # Adam turns rounding-level gradients of another matmul size into lr-sized steps
+
+
+def test_a_run_with_every_network_at_its_own_shape_gives_the_rows_of_one_padded_program(mixed_pool, monkeypatch):
+    """runner.run at paper widths on a CPU (`sharding.own_shapes`) runs each network at its own depth and per-layer
+    buckets, one program per distinct shape: the rows of the whole pool at its padded shape."""
+    from neon_jax import pruning, sharding
+
+    pool, tiny = mixed_pool
+    padded = pruning.run_baseline("random", pool, tiny, passes=2, seed=5, batch_size=3, buckets=False)
+    monkeypatch.setattr(sharding, "own_shapes", lambda w_max: True)
+    own = pruning.run_baseline("random", pool, tiny, passes=2, seed=5, batch_size=2)
+    shapes = nets.training_groups(pool.archs, pool.dims, own_shapes=True)
+    assert own.compiles == len(shapes) > 2
+    assert [(g["w_max"], g["max_hidden"], g["networks"]) for g in own.groups] == \
+        [(d.w_max, d.max_hidden, len(m)) for m, d in shapes]
+    by_name = {(r["dataset"], r["network"]): r for r in padded.rows}
+    for r in own.rows:
+        other = by_name[(r["dataset"], r["network"])]
+        for field in ("widths_after", "params_after", "actions", "steps", "finetune_epochs"):
+            assert r[field] == other[field], field
+        for field in ("test_acc_after", "val_acc"):
+            assert r[field] == pytest.approx(other[field], abs=1e-5), field

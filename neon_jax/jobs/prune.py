@@ -514,9 +514,11 @@ def _report(prepared, pool: EnvPool, plan: _Plan, row: dict, selection: dict, se
         "agent": plan.agent.description, "greedy": plan.greedy, "seed": plan.seed, "cut": plan.cut,
         "select": plan.select, "episodes": plan.episodes, "sampled_episodes": plan.sampled,
         "greedy_episode": plan.with_greedy,
-        # the compiled program's shape: the network's own width bucket and depth, not the preset's widest
+        # the compiled program's shape: each hidden layer at its own width bucket, the network's depth, not the
+        # preset's widest (`nets.shape_groups` of the one network)
         "padded_shape": {"w_max": pool.dims.w_max, "max_hidden": pool.dims.max_hidden, "d_max": pool.dims.d_max,
-                         "k_max": pool.dims.k_max},
+                         "k_max": pool.dims.k_max,
+                         "layer_widths": list(nets.layer_buckets(pool.archs, pool.dims.max_hidden))},
         **row,
         "chosen": {"episode": row["chosen_episode"], "step": row["chosen_step"],
                    "greedy": bool(plan.with_greedy and row["chosen_episode"] == plan.sampled),

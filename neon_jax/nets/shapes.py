@@ -148,7 +148,33 @@ def width_buckets(archs) -> dict[int, np.ndarray]:
     return {int(b): np.flatnonzero(buckets == b) for b in np.unique(buckets)}
 
 
-def shape_groups(archs, dims: NetDims, batch_size: int) -> list[tuple[np.ndarray, NetDims]]:
+def training_groups(archs, dims: NetDims, own_shapes: bool = False) -> list[tuple[np.ndarray, NetDims]]:
+    """How a population trains: [(indices, padded dims)], one program per group.
+
+    By default networks are grouped by their widest hidden layer's bucket (`width_buckets`), `dims.max_hidden`
+    deep, each hidden layer padded to the widest bucket its members need at that position (`with_layer_widths`).
+    With `own_shapes` every network trains at its own shape instead (its depth, each layer at its own bucket;
+    networks of the same shape share a program): no padding at all, one compile per distinct shape, the better
+    trade where networks train one after another anyway (`sharding.default_chunk_size`: paper widths on a CPU).
+
+    Args:
+      archs: the population's `Arch` (leading axis P), masks `dims.w_max` wide.
+    """
+    if not own_shapes:
+        return [(idx, with_layer_widths(dataclasses.replace(dims.uniform(), w_max=width),
+                                        jax.tree_util.tree_map(lambda a, i=idx: a[i], archs)))
+                for width, idx in width_buckets(archs).items()]
+    depths = np.asarray(jax.device_get(archs.depth)).reshape(-1)
+    need = carried_widths(archs).reshape(len(depths), -1)
+    shapes = [tuple(bucket_width(max(int(w), 1)) for w in need[i, :depths[i]]) for i in range(len(depths))]
+    groups = []
+    for shape in sorted(set(shapes), key=lambda s: (max(s), len(s), s)):
+        idx = np.array([i for i, s in enumerate(shapes) if s == shape])
+        groups.append((idx, NetDims(dims.d_max, dims.k_max, len(shape), max(shape), shape)))
+    return groups
+
+
+def shape_groups(archs, dims: NetDims, batch_size: int, own_shapes: bool = False) -> list[tuple[np.ndarray, NetDims]]:
     """The shape groups of a run over networks `archs` padded to `dims`: [(indices, padded dims)], narrowest first.
 
     Networks are grouped by their widest hidden layer's bucket (`bucket_width`). Narrowest first, a bucket
@@ -158,8 +184,10 @@ def shape_groups(archs, dims: NetDims, batch_size: int) -> list[tuple[np.ndarray
     programs. A group's max_hidden is its deepest network's depth (shorter episodes: passes x depth steps), and
     each of its hidden layers is padded to its own bucket (`with_layer_widths`: the widest its members need at
     that position, so a single network runs at exactly its layers' buckets); d_max and k_max stay `dims`', whose
-    data arrays every group shares.
+    data arrays every group shares. With `own_shapes` every network runs at its own shape (`training_groups`).
     """
+    if own_shapes:
+        return training_groups(archs, dims, own_shapes=True)
     buckets = np.array([bucket_width(w) for w in np.atleast_1d(widest_layers(archs))])
     depths = np.asarray(jax.device_get(archs.depth))
     rungs = sorted(set(buckets.tolist()))

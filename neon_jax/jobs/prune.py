@@ -518,7 +518,7 @@ def _report(prepared, pool: EnvPool, plan: _Plan, row: dict, selection: dict, se
         # preset's widest (`nets.shape_groups` of the one network)
         "padded_shape": {"w_max": pool.dims.w_max, "max_hidden": pool.dims.max_hidden, "d_max": pool.dims.d_max,
                          "k_max": pool.dims.k_max,
-                         "layer_widths": list(nets.layer_buckets(pool.archs, pool.dims.max_hidden))},
+                         "layer_widths": list(nets.layer_buckets(pool.archs, int(np.max(pool.archs.depth))))},
         **row,
         "chosen": {"episode": row["chosen_episode"], "step": row["chosen_step"],
                    "greedy": bool(plan.with_greedy and row["chosen_episode"] == plan.sampled),

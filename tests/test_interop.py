@@ -275,7 +275,8 @@ def test_prune_a_512_256_128_torch_model_with_the_shipped_agent_and_export_onnx(
     assert code == 0, cap.err
     report = json.loads((out / "report.json").read_text())
     assert report["widths_before"] == "512-256-128" and "agent_cpu_tau5" in report["agent"]
-    assert report["padded_shape"] == {"w_max": 512, "max_hidden": 3, "d_max": 4, "k_max": 3}
+    assert report["padded_shape"] == {"w_max": 512, "max_hidden": 3, "d_max": 4, "k_max": 3,
+                                      "layer_widths": [512, 256, 128]}  # each layer at its own width
     assert report["params_before"] == sum(p.numel() for p in model.parameters())
     pruned = nets.load_dense_network(out / "pruned")
     assert len(pruned.hidden_widths) == 3 and all(w <= b for w, b in zip(pruned.hidden_widths, (512, 256, 128)))

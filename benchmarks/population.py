@@ -283,10 +283,7 @@ def bench_buckets(p, setup: PopulationSetup, pop: Population, *, epochs, batch_s
     losses, probs = np.zeros_like(padded_losses), np.zeros_like(padded_probs)
     per_bucket, compile_s, run_s, flops = {}, 0.0, 0.0, 0.0
     for idx, bdims in groups:
-        H = bdims.max_hidden
-        barchs = jax.tree_util.tree_map(lambda a: jnp.asarray(a[idx]), archs)  # noqa: B023
-        barchs = nets.resize_width(barchs.replace(mask=barchs.mask[:, :H], activation=barchs.activation[:, :H],
-                                                  pre_layer=barchs.pre_layer[:, :H]), bdims.w_max)
+        barchs = jax.device_put(nets.fit_arch(jax.tree_util.tree_map(lambda a: a[idx], archs), bdims))  # noqa: B023
         model = nets.make_model(bdims, preset)
         trainer = fit.make_trainer(model, preset.learning_rate)
         variables = jax.vmap(lambda k, a: nets.init_network(k, model, a))(init_keys[idx], barchs)  # noqa: B023
@@ -298,8 +295,9 @@ def bench_buckets(p, setup: PopulationSetup, pop: Population, *, epochs, batch_s
         probs[idx] = np.asarray(jax.nn.softmax(trainer.predict(out[0], barchs, x_check_pad), axis=-1))[
             ..., :padded_probs.shape[-1]]
         bflops = len(idx) * epochs * n_batches * batch_size * train_flops_per_row(linear_shapes_padded(bdims))
-        label = "-".join(str(bdims.width(j)) for j in range(H)) if own_shapes else str(bdims.w_max)
-        per_bucket[label] = {"networks": int(len(idx)), "layer_widths": [bdims.width(j) for j in range(H)],
+        per_bucket[bdims.label() if own_shapes else str(bdims.w_max)] = {
+                                  "networks": int(len(idx)),
+                                  "layer_widths": [bdims.width(j) for j in range(bdims.max_hidden)],
                                   "compile_s": c, "run_s": best, "run_s_all_repeats": times}
         compile_s, run_s, flops = compile_s + c, run_s + best, flops + bflops
     return {

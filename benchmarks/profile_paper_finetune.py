@@ -347,25 +347,17 @@ def bench_network(name, widths, pres, acts, prepared, args, key, result):
         for p in [int(v) for v in args.batch_of.split(",")]:
             fns, compile_s = {}, {}
             kk = jax.random.PRNGKey(7)
-            # shipped
-            prog, _ = shipped_program(model, arch, data, e, batch, workload, p)
-            sargs = (kk, variables, arch) if p == 1 else (jax.random.split(kk, p), perturb(variables, p, kk),
-                                                         stack(arch, p))
-            t0 = time.perf_counter()
-            comp = prog.lower(*sargs).compile()
-            compile_s["shipped"] = time.perf_counter() - t0
-            fns["shipped"] = functools.partial(comp, *sargs)
-            # shipped at per-layer widths: each hidden layer padded to its own bucket (`nets.with_layer_widths`)
+            # shipped, at the network's widest bucket and with each hidden layer at its own (`nets.with_layer_widths`)
             ldims = nets.with_layer_widths(dims, arch)
             lvars, larch = nets.repad(variables, arch, dims, ldims)
-            lprog, _ = shipped_program(nets.MaskedMLP(dims=ldims, dropout_rate=0.5), larch, data, e, batch,
-                                       workload, p)
-            largs = (kk, lvars, larch) if p == 1 else (jax.random.split(kk, p), perturb(lvars, p, kk),
-                                                      stack(larch, p))
-            t0 = time.perf_counter()
-            lcomp = lprog.lower(*largs).compile()
-            compile_s["shipped_layers"] = time.perf_counter() - t0
-            fns["shipped_layers"] = functools.partial(lcomp, *largs)
+            for v, m, vv, aa in (("shipped", model, variables, arch),
+                                 ("shipped_layers", nets.MaskedMLP(dims=ldims, dropout_rate=0.5), lvars, larch)):
+                prog, _ = shipped_program(m, aa, data, e, batch, workload, p)
+                sargs = (kk, vv, aa) if p == 1 else (jax.random.split(kk, p), perturb(vv, p, kk), stack(aa, p))
+                t0 = time.perf_counter()
+                comp = prog.lower(*sargs).compile()
+                compile_s[v] = time.perf_counter() - t0
+                fns[v] = functools.partial(comp, *sargs)
             for v, (wp, masked) in shapes.items():
                 if p > 1 and v == "net_bucket_masked" and not args.all_vmapped:
                     continue

@@ -228,15 +228,12 @@ def _build_zoo(prepared: PreparedData, preset: Preset, n: int, n_heldout: int, s
     done, parts, bucket_meta = 0, [], {}
     for idx, bdims in groups:
         bucket_start = time.perf_counter()
-        H = bdims.max_hidden
-        archs = jax.tree_util.tree_map(lambda a: a[idx], all_archs)  # noqa: B023
-        archs = nets.resize_width(archs.replace(mask=archs.mask[:, :H], activation=archs.activation[:, :H],
-                                                pre_layer=archs.pre_layer[:, :H]), bdims.w_max)
+        archs = nets.fit_arch(jax.tree_util.tree_map(lambda a: a[idx], all_archs), bdims)  # noqa: B023
         part, done = _train_bucket(preset, bdims, dims, idx, archs, init_keys, chunks, train_keys, n,
                                    (train_data, test_data), done, progress, epochs * len(groups))
         parts.append(part)
-        label = "-".join(str(w) for w in bdims.layer_widths or (bdims.w_max,) * H) if own_shapes else str(bdims.w_max)
-        bucket_meta[label] = {"networks": len(idx), "seconds": time.perf_counter() - bucket_start}
+        bucket_meta[bdims.label() if own_shapes else str(bdims.w_max)] = {
+            "networks": len(idx), "seconds": time.perf_counter() - bucket_start}
         programs.checkpoint()  # a safe point: this bucket's programs are done; cleared when over the bounds
     variables, archs, train_acc, test_acc, final_loss = _gather_buckets(parts)
     _check_trained_finite(variables, n, prepared.dataset.name)

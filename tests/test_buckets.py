@@ -272,6 +272,11 @@ def test_training_groups_by_bucket_or_by_own_shape():
     by_bucket = nets.training_groups(archs, WIDE)
     assert [(g.tolist(), d.w_max, d.max_hidden, d.layer_widths) for g, d in by_bucket] == \
         [([2], 8, 5, None), ([0, 1, 3], 16, 5, (16, 16, 8, 8, 8))]
+    shallow = nets.fit_arch(archs, nets.NetDims(13, 3, 3, 16))  # rows past every depth cut, columns narrowed
+    assert shallow.mask.shape[-2:] == (3, 16) and (np.asarray(nets.fit_arch(shallow, WIDE).mask) ==
+                                                    np.asarray(archs.mask)).all()
+    with pytest.raises(ValueError, match="cannot cut the architectures to 2 hidden layers"):
+        nets.fit_arch(archs, nets.NetDims(13, 3, 2, 16))
     own = nets.training_groups(archs, WIDE, own_shapes=True)
     assert [(g.tolist(), d.max_hidden, d.width(0), d.layer_widths) for g, d in own] == \
         [([2], 1, 8, None), ([0], 2, 16, (16, 8)), ([1, 3], 3, 16, (16, 16, 8))]

@@ -39,6 +39,25 @@ def resize_width(arch: Arch, w_max: int) -> Arch:
     return arch.replace(mask=xp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, w_max - width)]))
 
 
+def fit_arch(arch: Arch, dims: NetDims) -> Arch:
+    """`arch` (one network or a population) with `dims.max_hidden` hidden layers and masks `dims.w_max` wide: layers
+    cut must lie past every network's depth (checked on the host, as `resize_width` checks the columns), added ones
+    are empty."""
+    H, have = dims.max_hidden, arch.mask.shape[-2]
+    if H < have:
+        if (np.asarray(jax.device_get(arch.depth)) > H).any():
+            raise ValueError(f"cannot cut the architectures to {H} hidden layers: a network is deeper")
+        arch = arch.replace(mask=arch.mask[..., :H, :], activation=arch.activation[..., :H],
+                            pre_layer=arch.pre_layer[..., :H])
+    elif H > have:
+        xp = np if isinstance(arch.mask, np.ndarray) else jnp
+        pad = lambda a, value, extra=0: xp.pad(  # noqa: E731
+            a, [(0, 0)] * (a.ndim - 1 - extra) + [(0, H - have)] + [(0, 0)] * extra, constant_values=value)
+        arch = arch.replace(mask=pad(arch.mask, 0.0, 1), activation=pad(arch.activation, ACT_RELU),
+                            pre_layer=pad(arch.pre_layer, PRE_NONE))
+    return resize_width(arch, dims.w_max)
+
+
 @struct.dataclass
 class Arch:
     """Architecture of one network (add a leading axis for a population).

@@ -57,6 +57,10 @@ class NetDims:
         max_hidden: the output Linear)."""
         return self.d_max if j == 0 else self.width(j - 1)
 
+    def label(self) -> str:
+        """The hidden layers' padded widths, e.g. "384-224-512" (names a program's shape in records)."""
+        return "-".join(str(self.width(j)) for j in range(self.max_hidden))
+
     def uniform(self) -> NetDims:
         """These dims with every hidden layer at w_max."""
         return dataclasses.replace(self, layer_widths=None)

@@ -356,7 +356,8 @@ def save_zoo(zoo: Zoo, out_dir, overwrite: bool = False) -> Path:
     doc = {
         "dataset": zoo.dataset,
         "preset": dataclasses.asdict(zoo.preset),
-        "dims": dataclasses.asdict(zoo.dims),
+        # a zoo is stored at one uniform shape: no layer_widths key, so the format is the one earlier versions read
+        "dims": {k: v for k, v in dataclasses.asdict(zoo.dims).items() if k != "layer_widths" or v is not None},
         "meta": zoo.meta,
         "networks": [zoo.describe(i) for i in range(len(zoo))],
     }

@@ -136,6 +136,7 @@ def test_save_load_round_trip(built, saved):
     assert (path / "zoo.json").is_file() and (path / "networks.npz").is_file()
     doc = json.loads((path / "zoo.json").read_text())
     assert doc["dataset"] == "diabetes" and len(doc["networks"]) == N
+    assert set(doc["dims"]) == {"d_max", "k_max", "max_hidden", "w_max"}  # the format earlier versions read
 
     for where in (path, path / "zoo.json"):
         loaded = zoo_lib.load_zoo(where)
